@@ -1,0 +1,216 @@
+//! Filesystem access for hb: every I/O error carries the path it was about, directory
+//! listings come back sorted by name (never in the order the filesystem happens to
+//! keep), and files are written atomically (temp file in the same directory, fsync,
+//! rename) so that a crash or `kill -9` never leaves a half-written file visible.
+//! Other hb crates use these wrappers instead of raw `std::fs` calls.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// An I/O error together with the operation and the path it concerned.
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {path}: {source}")]
+pub struct FsError {
+    pub op: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+impl FsError {
+    pub fn new(op: &'static str, path: &Path, source: io::Error) -> Self {
+        Self { op, path: path.to_path_buf(), source }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.source.kind() == io::ErrorKind::NotFound
+    }
+}
+
+pub type Result<T> = std::result::Result<T, FsError>;
+
+/// Adds the path to an `io::Result`.
+pub trait Context<T> {
+    fn ctx(self, op: &'static str, path: &Path) -> Result<T>;
+}
+
+impl<T> Context<T> for io::Result<T> {
+    fn ctx(self, op: &'static str, path: &Path) -> Result<T> {
+        self.map_err(|e| FsError::new(op, path, e))
+    }
+}
+
+pub fn read(path: &Path) -> Result<Vec<u8>> {
+    fs::read(path).ctx("reading", path)
+}
+
+pub fn read_to_string(path: &Path) -> Result<String> {
+    fs::read_to_string(path).ctx("reading", path)
+}
+
+pub fn open(path: &Path) -> Result<fs::File> {
+    fs::File::open(path).ctx("opening", path)
+}
+
+pub fn metadata(path: &Path) -> Result<fs::Metadata> {
+    fs::metadata(path).ctx("reading metadata of", path)
+}
+
+pub fn symlink_metadata(path: &Path) -> Result<fs::Metadata> {
+    fs::symlink_metadata(path).ctx("reading metadata of", path)
+}
+
+pub fn create_dir_all(path: &Path) -> Result<()> {
+    fs::create_dir_all(path).ctx("creating directory", path)
+}
+
+pub fn remove_file(path: &Path) -> Result<()> {
+    fs::remove_file(path).ctx("removing", path)
+}
+
+/// Removes a file; a file that is already gone is not an error.
+pub fn remove_file_if_exists(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(FsError::new("removing", path, e)),
+        _ => Ok(()),
+    }
+}
+
+pub fn remove_dir_all_if_exists(path: &Path) -> Result<()> {
+    match fs::remove_dir_all(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(FsError::new("removing", path, e)),
+        _ => Ok(()),
+    }
+}
+
+pub fn rename(from: &Path, to: &Path) -> Result<()> {
+    fs::rename(from, to).ctx("renaming into", to)
+}
+
+pub fn read_link(path: &Path) -> Result<PathBuf> {
+    fs::read_link(path).ctx("reading symlink", path)
+}
+
+/// The entries of a directory, sorted bytewise by file name.
+pub fn read_dir_sorted(path: &Path) -> Result<Vec<fs::DirEntry>> {
+    #[allow(clippy::disallowed_methods)] // sorted right below
+    let iter = fs::read_dir(path).ctx("listing", path)?;
+    let mut entries = iter.collect::<io::Result<Vec<_>>>().ctx("listing", path)?;
+    entries.sort_by_key(|e| e.file_name());
+    Ok(entries)
+}
+
+/// A recursive walk in sorted order (each directory's entries by file name).
+pub fn walk_sorted(root: &Path) -> walkdir::WalkDir {
+    #[allow(clippy::disallowed_methods)] // the one sanctioned use: sorted
+    walkdir::WalkDir::new(root).sort_by_file_name()
+}
+
+/// A file being written in place of `dest`: invisible until [`AtomicFile::commit`].
+/// Dropping it without committing removes the temporary file.
+pub struct AtomicFile {
+    dest: PathBuf,
+    tmp: tempfile::NamedTempFile,
+}
+
+impl AtomicFile {
+    /// Starts writing `dest`; the temporary file lives in `tmp_dir` (which must be on
+    /// the same filesystem), or next to `dest` when `tmp_dir` is `None`.
+    pub fn create(dest: &Path, tmp_dir: Option<&Path>) -> Result<Self> {
+        let dir = match tmp_dir {
+            Some(d) => d.to_path_buf(),
+            None => dest.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")),
+        };
+        create_dir_all(&dir)?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".hb-tmp-")
+            .tempfile_in(&dir)
+            .ctx("creating a temporary file in", &dir)?;
+        Ok(Self { dest: dest.to_path_buf(), tmp })
+    }
+
+    /// Changes where [`AtomicFile::commit`] will put the file.
+    pub fn retarget(mut self, dest: &Path) -> Self {
+        self.dest = dest.to_path_buf();
+        self
+    }
+
+    pub fn file(&mut self) -> &mut fs::File {
+        self.tmp.as_file_mut()
+    }
+
+    /// Flushes to disk and renames over the destination.
+    pub fn commit(self) -> Result<()> {
+        let dest = self.dest;
+        self.tmp.as_file().sync_all().ctx("syncing", &dest)?;
+        if let Some(parent) = dest.parent() {
+            create_dir_all(parent)?;
+        }
+        self.tmp.persist(&dest).map_err(|e| FsError::new("renaming into", &dest, e.error))?;
+        Ok(())
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.tmp.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.tmp.flush()
+    }
+}
+
+/// Writes `bytes` to `dest` atomically.
+pub fn write_atomic(dest: &Path, bytes: &[u8], tmp_dir: Option<&Path>) -> Result<()> {
+    let mut f = AtomicFile::create(dest, tmp_dir)?;
+    f.write_all(bytes).ctx("writing", dest)?;
+    f.commit()
+}
+
+/// Reads a whole stream, naming `path` in the error.
+pub fn read_all(mut r: impl Read, path: &Path) -> Result<Vec<u8>> {
+    let mut v = Vec::new();
+    r.read_to_end(&mut v).ctx("reading", path)?;
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sorted_listing() {
+        let d = tempfile::tempdir().unwrap();
+        for n in ["b", "a", "C", "c"] {
+            fs::write(d.path().join(n), n).unwrap();
+        }
+        let names: Vec<_> = read_dir_sorted(d.path())
+            .unwrap()
+            .iter()
+            .map(|e| e.file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, ["C", "a", "b", "c"]);
+    }
+
+    #[test]
+    fn uncommitted_atomic_file_leaves_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let dest = d.path().join("out");
+        {
+            let mut f = AtomicFile::create(&dest, None).unwrap();
+            f.write_all(b"partial").unwrap();
+        }
+        assert!(!dest.exists());
+        assert_eq!(read_dir_sorted(d.path()).unwrap().len(), 0);
+        write_atomic(&dest, b"whole", None).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"whole");
+    }
+
+    #[test]
+    fn errors_name_the_path() {
+        let e = read(Path::new("/nonexistent/hb-file")).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/hb-file"), "{e}");
+        assert!(e.is_not_found());
+    }
+}

@@ -1,0 +1,265 @@
+//! The local store under the cache directory: a content-addressed store of blobs
+//! (`cas/ab/<blake3>`), an action cache mapping action keys to encoded results
+//! (`ac/ab/<key>`), and per-workspace stat caches (`stat/<workspace>`).
+//!
+//! Every write goes to a temporary file in `tmp/` and is renamed into place, so a
+//! crash or a concurrent `hb` never exposes a half-written blob or entry. Every blob
+//! read is re-hashed; a blob whose bytes no longer match its name is removed and
+//! reported as [`StoreError::Corrupt`], so the action that produced it runs again.
+
+mod digest;
+pub mod stat;
+pub mod tree;
+
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use hb_fs::{AtomicFile, Context, FsError};
+
+pub use digest::{Digest, Hasher};
+pub use tree::{EntryKind, Tree, TreeEntry, TreeError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cache blob {digest} is corrupt (its bytes hash to {actual}); it was removed and will be rebuilt")]
+    Corrupt { digest: Digest, actual: Digest },
+    #[error("cache blob {0} is missing from the store")]
+    Missing(Digest),
+    #[error(transparent)]
+    Fs(#[from] FsError),
+}
+
+impl StoreError {
+    /// Recovers a [`StoreError::Corrupt`] passed through an `io::Error`.
+    pub fn from_io(e: &io::Error) -> Option<(Digest, Digest)> {
+        e.get_ref().and_then(|inner| inner.downcast_ref::<CorruptBlob>()).map(|c| (c.digest, c.actual))
+    }
+}
+
+/// The payload of the `io::Error` a [`BlobReader`] returns on a digest mismatch.
+#[derive(Debug, thiserror::Error)]
+#[error("cache blob {digest} is corrupt (its bytes hash to {actual}); it was removed and will be rebuilt")]
+pub struct CorruptBlob {
+    pub digest: Digest,
+    pub actual: Digest,
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Version of the on-disk layout; bumping it starts a fresh cache beside the old one.
+const LAYOUT: &str = "v1";
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating as needed) the store at `dir`.
+    pub fn open(dir: &Path) -> Result<Store> {
+        let root = dir.join(LAYOUT);
+        for sub in ["cas", "ac", "tmp", "stat"] {
+            hb_fs::create_dir_all(&root.join(sub))?;
+        }
+        Ok(Store { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    fn sharded(&self, kind: &str, d: &Digest) -> PathBuf {
+        let hex = d.hex();
+        self.root.join(kind).join(&hex[..2]).join(hex)
+    }
+
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.sharded("cas", d)
+    }
+
+    pub fn has_blob(&self, d: &Digest) -> bool {
+        self.blob_path(d).is_file()
+    }
+
+    /// Starts writing a blob whose digest is known only at the end.
+    pub fn blob_writer(&self) -> Result<BlobWriter> {
+        let file = AtomicFile::create(&self.root.join("tmp/blob"), Some(&self.tmp_dir()))?;
+        Ok(BlobWriter { store: self.clone(), file, hasher: Hasher::new(), size: 0 })
+    }
+
+    pub fn put_bytes(&self, bytes: &[u8]) -> Result<Digest> {
+        let d = Digest::of(bytes);
+        if !self.has_blob(&d) {
+            hb_fs::write_atomic(&self.blob_path(&d), bytes, Some(&self.tmp_dir()))?;
+        }
+        Ok(d)
+    }
+
+    /// Copies a file into the store, returning its digest and size.
+    pub fn put_file(&self, path: &Path) -> Result<(Digest, u64)> {
+        let mut src = hb_fs::open(path)?;
+        let mut w = self.blob_writer()?;
+        io::copy(&mut src, &mut w).ctx("copying into the cache", path)?;
+        w.finish()
+    }
+
+    /// Opens a blob for reading; the reader fails at the end if the bytes do not hash
+    /// to `d` (and removes the blob).
+    pub fn open_blob(&self, d: &Digest) -> Result<BlobReader> {
+        let path = self.blob_path(d);
+        let file = hb_fs::open(&path).map_err(|e| if e.is_not_found() { StoreError::Missing(*d) } else { e.into() })?;
+        Ok(BlobReader { file: io::BufReader::with_capacity(1 << 16, file), hasher: Hasher::new(), expected: *d, path })
+    }
+
+    /// Reads a whole blob, verified.
+    pub fn read_blob(&self, d: &Digest) -> Result<Vec<u8>> {
+        let mut r = self.open_blob(d)?;
+        let mut v = Vec::new();
+        match r.read_to_end(&mut v) {
+            Ok(_) => Ok(v),
+            Err(e) => Err(match StoreError::from_io(&e) {
+                Some((digest, actual)) => StoreError::Corrupt { digest, actual },
+                None => FsError::new("reading", &self.blob_path(d), e).into(),
+            }),
+        }
+    }
+
+    /// Re-hashes a blob; removes it and reports corruption on mismatch.
+    pub fn verify_blob(&self, d: &Digest) -> Result<()> {
+        let mut r = self.open_blob(d)?;
+        match io::copy(&mut r, &mut io::sink()) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(match StoreError::from_io(&e) {
+                Some((digest, actual)) => StoreError::Corrupt { digest, actual },
+                None => FsError::new("reading", &self.blob_path(d), e).into(),
+            }),
+        }
+    }
+
+    /// The action-cache entry for `key`, if any.
+    pub fn get_action(&self, key: &Digest) -> Result<Option<Vec<u8>>> {
+        match std::fs::read(self.sharded("ac", key)) {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(FsError::new("reading", &self.sharded("ac", key), e).into()),
+        }
+    }
+
+    pub fn put_action(&self, key: &Digest, bytes: &[u8]) -> Result<()> {
+        Ok(hb_fs::write_atomic(&self.sharded("ac", key), bytes, Some(&self.tmp_dir()))?)
+    }
+
+    pub fn remove_action(&self, key: &Digest) -> Result<()> {
+        Ok(hb_fs::remove_file_if_exists(&self.sharded("ac", key))?)
+    }
+
+    /// Writes blob `d` to `dest` atomically (used to place outputs in `hb-out/`).
+    pub fn export_blob(&self, d: &Digest, dest: &Path, mode: u32) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut r = self.open_blob(d)?;
+        let mut f = AtomicFile::create(dest, None)?;
+        if let Err(e) = io::copy(&mut r, &mut f) {
+            return Err(match StoreError::from_io(&e) {
+                Some((digest, actual)) => StoreError::Corrupt { digest, actual },
+                None => FsError::new("writing", dest, e).into(),
+            });
+        }
+        f.file().set_permissions(std::fs::Permissions::from_mode(mode)).ctx("setting mode of", dest)?;
+        f.commit()?;
+        Ok(())
+    }
+}
+
+/// A blob being written; it enters the store under its digest on [`BlobWriter::finish`].
+pub struct BlobWriter {
+    store: Store,
+    file: AtomicFile,
+    hasher: Hasher,
+    size: u64,
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl BlobWriter {
+    pub fn finish(self) -> Result<(Digest, u64)> {
+        let d = self.hasher.finish();
+        let dest = self.store.blob_path(&d);
+        if dest.is_file() {
+            // Same bytes are already there; the temporary file is dropped.
+            return Ok((d, self.size));
+        }
+        // Renamed only now that the hash is final: a visible blob is always complete.
+        self.file.retarget(&dest).commit()?;
+        Ok((d, self.size))
+    }
+}
+
+/// Reads a blob, hashing as it goes; at end of file a mismatch is an error.
+pub struct BlobReader {
+    file: io::BufReader<std::fs::File>,
+    hasher: Hasher,
+    expected: Digest,
+    path: PathBuf,
+}
+
+impl Read for BlobReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            let actual = self.hasher.finish();
+            if actual != self.expected {
+                let _ = std::fs::remove_file(&self.path);
+                return Err(io::Error::new(io::ErrorKind::InvalidData, CorruptBlob { digest: self.expected, actual }));
+            }
+        }
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blobs_round_trip_and_corruption_is_caught() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        let dg = s.put_bytes(b"hello").unwrap();
+        assert_eq!(s.read_blob(&dg).unwrap(), b"hello");
+        let mut w = s.blob_writer().unwrap();
+        w.write_all(b"hel").unwrap();
+        w.write_all(b"lo").unwrap();
+        assert_eq!(w.finish().unwrap(), (dg, 5));
+        std::fs::write(s.blob_path(&dg), b"jello").unwrap();
+        assert!(matches!(s.read_blob(&dg), Err(StoreError::Corrupt { .. })));
+        assert!(!s.has_blob(&dg), "corrupt blob is removed");
+        assert!(matches!(s.read_blob(&dg), Err(StoreError::Missing(_))));
+        // nothing half-written is left in tmp/
+        assert_eq!(hb_fs::read_dir_sorted(&s.tmp_dir()).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn action_entries() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        let k = Digest::of(b"key");
+        assert_eq!(s.get_action(&k).unwrap(), None);
+        s.put_action(&k, b"v").unwrap();
+        assert_eq!(s.get_action(&k).unwrap().as_deref(), Some(&b"v"[..]));
+    }
+}
