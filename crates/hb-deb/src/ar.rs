@@ -40,7 +40,10 @@ impl<W: Write> ArWriter<W> {
             return Err(DebError::ArName(name.to_string()));
         }
         if size > 9_999_999_999 {
-            return Err(DebError::TooLarge { field: "ar member size", value: size });
+            return Err(DebError::TooLarge {
+                field: "ar member size",
+                value: size,
+            });
         }
         let mut h = Vec::with_capacity(60);
         field(&mut h, name, 16);
@@ -73,7 +76,8 @@ mod tests {
     #[test]
     fn layout_matches_dpkg_deb() {
         let mut ar = ArWriter::new(Vec::new(), 1_700_000_000).expect("new");
-        ar.append("debian-binary", 4, &mut &b"2.0\n"[..]).expect("append");
+        ar.append("debian-binary", 4, &mut &b"2.0\n"[..])
+            .expect("append");
         ar.append("odd", 3, &mut &b"abc"[..]).expect("append");
         let out = ar.finish().expect("finish");
         let mut expected = b"!<arch>\n".to_vec();

@@ -9,7 +9,7 @@ use crate::tar::{TarEntry, entry_len};
 use std::ops::Range;
 
 /// Tuning of [`plan`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ChunkParams {
     /// No content-defined cut before a chunk holds this many tar bytes.
     pub min_bytes: u64,
@@ -21,7 +21,11 @@ pub struct ChunkParams {
 
 impl Default for ChunkParams {
     fn default() -> Self {
-        ChunkParams { min_bytes: 512 << 10, max_bytes: 4 << 20, cut_one_in: 16 }
+        ChunkParams {
+            min_bytes: 512 << 10,
+            max_bytes: 4 << 20,
+            cut_one_in: 16,
+        }
     }
 }
 
@@ -36,8 +40,7 @@ pub fn plan(entries: &[TarEntry], p: &ChunkParams) -> Vec<Range<usize>> {
     for (i, e) in entries.iter().enumerate() {
         acc += entry_len(e);
         let cut = acc >= p.max_bytes
-            || (acc >= p.min_bytes
-                && u64::from(crc32fast::hash(e.path.as_bytes())) % one_in == 0);
+            || (acc >= p.min_bytes && u64::from(crc32fast::hash(e.path.as_bytes())) % one_in == 0);
         if cut {
             ranges.push(start..i + 1);
             start = i + 1;
@@ -86,7 +89,10 @@ mod tests {
             for range in &r {
                 let total: u64 = e[range.clone()].iter().map(entry_len).sum();
                 let last = entry_len(&e[range.end - 1]);
-                assert!(total - last < p.max_bytes, "chunk over max before its last entry");
+                assert!(
+                    total - last < p.max_bytes,
+                    "chunk over max before its last entry"
+                );
             }
         }
         assert_eq!(plan(&files(5, 10 << 20), &p).len(), 5);
@@ -94,14 +100,19 @@ mod tests {
 
     #[test]
     fn editing_one_file_keeps_other_boundaries() {
-        let p = ChunkParams { min_bytes: 64 << 10, max_bytes: 1 << 20, cut_one_in: 8 };
+        let p = ChunkParams {
+            min_bytes: 64 << 10,
+            max_bytes: 1 << 20,
+            cut_one_in: 8,
+        };
         let a = files(2000, 3000);
         let mut b = a.clone();
         b[1000].kind = TarKind::File { size: 9000 };
         let ra = plan(&a, &p);
         let rb = plan(&b, &p);
         assert!(ra.len() > 10);
-        let differ = ra.iter().zip(&rb).filter(|(x, y)| x != y).count() + ra.len().abs_diff(rb.len());
+        let differ =
+            ra.iter().zip(&rb).filter(|(x, y)| x != y).count() + ra.len().abs_diff(rb.len());
         assert!(differ <= 2, "{differ} chunks changed");
         assert_eq!(ra.first(), rb.first());
         assert_eq!(ra.last(), rb.last());

@@ -21,7 +21,10 @@ impl ControlFile {
 }
 
 fn bad(name: &str, reason: &'static str) -> DebError {
-    DebError::ControlField { name: name.to_string(), reason }
+    DebError::ControlField {
+        name: name.to_string(),
+        reason,
+    }
 }
 
 /// Renders `Name: value` lines. A value's first line follows the name (for `Description`
@@ -40,9 +43,15 @@ pub fn render_control(fields: &[(String, String)]) -> Result<String, DebError> {
             return Err(bad(name, "field name may not start with '#' or '-'"));
         }
         if !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
-            return Err(bad(name, "field name must be printable ASCII without ':' or spaces"));
+            return Err(bad(
+                name,
+                "field name must be printable ASCII without ':' or spaces",
+            ));
         }
-        if value.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        if value
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t')
+        {
             return Err(bad(name, "value contains a control character"));
         }
         let value = value.trim_end_matches('\n');
@@ -122,7 +131,10 @@ mod tests {
         let out = render_control(&[
             f("Package", "demosite"),
             f("Version", "1.0-1"),
-            f("Description", "A demo\nLong text here.\n\nSecond paragraph.\n"),
+            f(
+                "Description",
+                "A demo\nLong text here.\n\nSecond paragraph.\n",
+            ),
             f("Conffiles", "\n/etc/a 0123\n/etc/b 4567"),
         ])
         .expect("render");
@@ -160,7 +172,8 @@ mod tests {
             file("usr/k1", 1025),
             symlink("usr/l", "one"),
         ];
-        assert_eq!(installed_size_kib(&e), 1 + 1 + 0 + 1 + 1 + 2 + 1);
+        // dirs 1 each, empty file 0, 1 B -> 1, 1024 B -> 1, 1025 B -> 2, symlink 1.
+        assert_eq!(installed_size_kib(&e), 7);
     }
 
     #[test]
@@ -172,7 +185,12 @@ mod tests {
         ]);
         assert_eq!(
             out,
-            format!("{}  usr/B\n{}  usr/a\n{}  usr/b\n", "01".repeat(16), "00".repeat(16), "ab".repeat(16))
+            format!(
+                "{}  usr/B\n{}  usr/a\n{}  usr/b\n",
+                "01".repeat(16),
+                "00".repeat(16),
+                "ab".repeat(16)
+            )
         );
     }
 }

@@ -171,3 +171,6 @@ mod tests {
         assert!(copy_exact("x", 2, &mut &b"abc"[..], &mut out).is_err());
     }
 }
+
+#[cfg(test)]
+mod e2e_tests;

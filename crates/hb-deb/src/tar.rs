@@ -16,7 +16,7 @@ const MAX_OCTAL_7: u64 = 0o777_7777;
 const LONGLINK_NAME: &str = "././@LongLink";
 
 /// One tar entry: a directory, a regular file or a symbolic link.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TarEntry {
     /// Relative, '/'-separated, no leading "/" or "./"; "" means the root directory.
     pub path: String,
@@ -27,7 +27,7 @@ pub struct TarEntry {
 }
 
 /// The kind of a [`TarEntry`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TarKind {
     /// A directory (member name ends in '/').
     Dir,
@@ -74,7 +74,9 @@ fn check_path(e: &TarEntry) -> io::Result<()> {
     if p.is_empty() {
         return match e.kind {
             TarKind::Dir => Ok(()),
-            _ => Err(invalid("only the root directory may have an empty path".into())),
+            _ => Err(invalid(
+                "only the root directory may have an empty path".into(),
+            )),
         };
     }
     if p.contains('\0') {
@@ -88,7 +90,9 @@ fn check_path(e: &TarEntry) -> io::Result<()> {
     if let TarKind::Symlink { target } = &e.kind
         && (target.is_empty() || target.contains('\0'))
     {
-        return Err(invalid(format!("symlink {p:?} has an empty or NUL-containing target")));
+        return Err(invalid(format!(
+            "symlink {p:?} has an empty or NUL-containing target"
+        )));
     }
     Ok(())
 }
@@ -98,7 +102,9 @@ fn put_octal(field: &mut [u8], value: u64, what: &str) -> io::Result<()> {
     let digits = field.len() - 1;
     let s = format!("{value:0digits$o}");
     if s.len() > digits {
-        return Err(invalid(format!("{what} {value} does not fit a {digits}-digit octal field")));
+        return Err(invalid(format!(
+            "{what} {value} does not fit a {digits}-digit octal field"
+        )));
     }
     field[..digits].copy_from_slice(s.as_bytes());
     field[digits] = 0;
@@ -143,7 +149,8 @@ fn header_block(
 /// Writes a GNU long-name ('L') or long-link ('K') record for `value`.
 fn write_longlink(out: &mut impl Write, typeflag: u8, value: &[u8]) -> io::Result<u64> {
     let len = value.len() as u64 + 1;
-    let h = header_block(LONGLINK_NAME.as_bytes(), 0, len, 0, typeflag, b"")?;
+    // Mode 0644, mtime 0, root/root: what GNU tar writes for these records.
+    let h = header_block(LONGLINK_NAME.as_bytes(), 0o644, len, 0, typeflag, b"")?;
     out.write_all(&h)?;
     out.write_all(value)?;
     let pad = padded(len) - value.len() as u64;
@@ -179,7 +186,10 @@ pub fn write_header(out: &mut impl Write, e: &TarEntry, mtime: u64) -> io::Resul
     }
     let size = e.data_size();
     if size > MAX_OCTAL_11 {
-        return Err(invalid(format!("file {:?} is too large for tar ({size} bytes)", e.path)));
+        return Err(invalid(format!(
+            "file {:?} is too large for tar ({size} bytes)",
+            e.path
+        )));
     }
     if mtime > MAX_OCTAL_11 {
         return Err(invalid(format!("mtime {mtime} does not fit a tar header")));
@@ -191,7 +201,14 @@ pub fn write_header(out: &mut impl Write, e: &TarEntry, mtime: u64) -> io::Resul
         TarKind::Symlink { target } => (b'2', target.as_bytes()),
     };
     // Build the real header first so that nothing is written if it is invalid.
-    let h = header_block(name.as_bytes(), u64::from(e.mode), size, mtime, typeflag, link)?;
+    let h = header_block(
+        name.as_bytes(),
+        u64::from(e.mode),
+        size,
+        mtime,
+        typeflag,
+        link,
+    )?;
     let mut written = 0;
     if link.len() > NAME_LEN {
         written += write_longlink(out, b'K', link)?;
@@ -244,15 +261,25 @@ pub(crate) mod tests {
     use std::process::Command;
 
     pub(crate) fn file(path: &str, size: u64) -> TarEntry {
-        TarEntry { path: path.into(), kind: TarKind::File { size }, mode: 0o644 }
+        TarEntry {
+            path: path.into(),
+            kind: TarKind::File { size },
+            mode: 0o644,
+        }
     }
     pub(crate) fn dir(path: &str) -> TarEntry {
-        TarEntry { path: path.into(), kind: TarKind::Dir, mode: 0o755 }
+        TarEntry {
+            path: path.into(),
+            kind: TarKind::Dir,
+            mode: 0o755,
+        }
     }
     pub(crate) fn symlink(path: &str, target: &str) -> TarEntry {
         TarEntry {
             path: path.into(),
-            kind: TarKind::Symlink { target: target.into() },
+            kind: TarKind::Symlink {
+                target: target.into(),
+            },
             mode: 0o777,
         }
     }
@@ -277,7 +304,10 @@ pub(crate) mod tests {
         assert_eq!(&out[100..108], b"0000644\0");
         assert_eq!(&out[108..116], b"0000000\0");
         assert_eq!(&out[124..136], b"00000000005\0");
-        assert_eq!(&out[136..148], format!("{:011o}\0", 1_700_000_000u64).as_bytes());
+        assert_eq!(
+            &out[136..148],
+            format!("{:011o}\0", 1_700_000_000u64).as_bytes()
+        );
         assert_eq!(out[156], b'0');
         assert_eq!(&out[257..265], b"ustar  \0");
         assert_eq!(&out[265..270], b"root\0");
@@ -293,7 +323,10 @@ pub(crate) mod tests {
     #[test]
     fn rejects_bad_paths_and_sizes() {
         for p in ["/abs", "./x", "a//b", "a/../b", "a/", "a\0b"] {
-            assert!(write_header(&mut Vec::new(), &file(p, 0), 0).is_err(), "{p}");
+            assert!(
+                write_header(&mut Vec::new(), &file(p, 0), 0).is_err(),
+                "{p}"
+            );
         }
         assert!(write_header(&mut Vec::new(), &file("", 0), 0).is_err());
         assert!(write_header(&mut Vec::new(), &file("big", 1 << 33), 0).is_err());
@@ -322,7 +355,10 @@ pub(crate) mod tests {
             (symlink("usr/link", "five"), vec![]),
             (dir(&long_dir), vec![]),
             (file(&long_file, 3), b"xyz".to_vec()),
-            (symlink(&format!("{long_dir}/longtarget"), &long_target), vec![]),
+            (
+                symlink(&format!("{long_dir}/longtarget"), &long_target),
+                vec![],
+            ),
             (file(&"n".repeat(98), 1), b"n".to_vec()), // "./" + 98 = exactly 100
         ]
     }
@@ -355,7 +391,11 @@ pub(crate) mod tests {
         while off + 512 <= bytes.len() && bytes[off..off + 512].iter().any(|&b| b != 0) {
             let h = &bytes[off..off + 512];
             assert!(checksum_ok(h), "bad checksum at {off}");
-            assert!(matches!(h[156], b'0' | b'2' | b'5' | b'L' | b'K'), "typeflag {}", h[156]);
+            assert!(
+                matches!(h[156], b'0' | b'2' | b'5' | b'L' | b'K'),
+                "typeflag {}",
+                h[156]
+            );
             let size_field = std::str::from_utf8(&h[124..135]).expect("ascii");
             let size = u64::from_str_radix(size_field, 8).expect("octal");
             off += 512 + padded(size) as usize;
@@ -384,6 +424,68 @@ pub(crate) mod tests {
                 _ => assert!(line.ends_with(&name), "{line}"),
             }
         }
-        assert!(o.stderr.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
+    #[test]
+    fn byte_identical_to_gnu_tar() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().join("r");
+        let long = "d".repeat(120);
+        let long_target = "t/".repeat(70);
+        std::fs::create_dir_all(root.join("etc")).expect("mkdir");
+        std::fs::create_dir_all(root.join(&long)).expect("mkdir");
+        std::fs::write(root.join("etc/f"), b"hello").expect("write");
+        std::fs::write(root.join(format!("{long}/x")), b"xx").expect("write");
+        std::os::unix::fs::symlink("f", root.join("etc/l")).expect("symlink");
+        std::os::unix::fs::symlink(&long_target, root.join("etc/m")).expect("symlink");
+        for (p, m) in [("", 0o755), ("etc", 0o755), ("etc/f", 0o644)] {
+            std::fs::set_permissions(root.join(p), std::fs::Permissions::from_mode(m))
+                .expect("chmod");
+        }
+        for p in [long.clone(), format!("{long}/x")] {
+            let m = if p.ends_with('x') { 0o644 } else { 0o755 };
+            std::fs::set_permissions(root.join(p), std::fs::Permissions::from_mode(m))
+                .expect("chmod");
+        }
+        let out = tmp.path().join("g.tar");
+        let o = Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .arg("-cf")
+            .arg(&out)
+            .args(["--format=gnu", "--owner=root:0", "--group=root:0"])
+            .args(["--mtime=@1700000000", "--sort=name", "."])
+            .output()
+            .expect("run tar");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let gnu = std::fs::read(&out).expect("read");
+        let ours = write_all(
+            &[
+                (dir(""), vec![]),
+                (dir(&long), vec![]),
+                (file(&format!("{long}/x"), 2), b"xx".to_vec()),
+                (dir("etc"), vec![]),
+                (file("etc/f", 5), b"hello".to_vec()),
+                (symlink("etc/l", "f"), vec![]),
+                (symlink("etc/m", &long_target), vec![]),
+            ],
+            1_700_000_000,
+        );
+        assert!(gnu.len() >= ours.len());
+        for (i, (g, o)) in gnu.chunks(512).zip(ours.chunks(512)).enumerate() {
+            assert!(
+                g == o,
+                "block {i} differs:\n gnu {:?}\n our {:?}",
+                g.escape_ascii().to_string(),
+                o.escape_ascii().to_string()
+            );
+        }
+        assert!(gnu[ours.len()..].iter().all(|&b| b == 0));
     }
 }

@@ -66,6 +66,21 @@ pub fn dict_size_byte(dict: u32) -> u8 {
     40
 }
 
+/// The 12-byte block header liblzma writes for our filter chain: header size byte,
+/// flags (one filter, no size fields), LZMA2 filter id, property size 1, the dictionary
+/// byte, zero padding to a multiple of 4, CRC32 of the preceding bytes.
+pub fn block_header() -> [u8; 12] {
+    let mut h = [0u8; 12];
+    h[0] = (12 / 4 - 1) as u8;
+    h[1] = 0x00;
+    h[2] = 0x21;
+    h[3] = 0x01;
+    h[4] = dict_size_byte(DICT_SIZE);
+    let crc = crc32fast::hash(&h[..8]);
+    h[8..].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8 & 0x7F) | 0x80);
@@ -174,7 +189,12 @@ pub fn compress_block(
     input: &mut dyn Read,
     out: &mut dyn Write,
 ) -> Result<(XzBlockInfo, u64), DebError> {
-    let sink = BlockExtractor { out, header: Vec::new(), tail: Vec::new(), passed: 0 };
+    let sink = BlockExtractor {
+        out,
+        header: Vec::new(),
+        tail: Vec::new(),
+        passed: 0,
+    };
     let mut enc = xz2::write::XzEncoder::new_stream(sink, encoder()?);
     let mut buf = vec![0u8; READ_BUF];
     let mut total_in = 0u64;
@@ -186,9 +206,24 @@ pub fn compress_block(
         enc.write_all(&buf[..n])?;
         total_in += n as u64;
     }
-    let mut sink = enc.finish()?;
+    let sink = enc.finish()?;
+    if total_in == 0 {
+        // liblzma writes no block at all for empty input; write the one valid empty
+        // block by hand: header, the LZMA2 end marker, padding, CRC32 of nothing.
+        let mut block = block_header().to_vec();
+        block.extend_from_slice(&[0x00, 0, 0, 0]);
+        block.extend_from_slice(&crc32fast::hash(b"").to_le_bytes());
+        sink.out.write_all(&block)?;
+        let info = XzBlockInfo {
+            unpadded_size: 12 + 1 + 4,
+            uncompressed_size: 0,
+        };
+        return Ok((info, block.len() as u64));
+    }
     if sink.header[..] != stream_header()[..] {
-        return Err(DebError::XzFormat("stream header differs from the expected one"));
+        return Err(DebError::XzFormat(
+            "stream header differs from the expected one",
+        ));
     }
     let t = &sink.tail;
     let len = t.len();
@@ -210,7 +245,10 @@ pub fn compress_block(
         }
         let unpadded_size = get_varint(index, &mut pos)?;
         let uncompressed_size = get_varint(index, &mut pos)?;
-        Some(XzBlockInfo { unpadded_size, uncompressed_size })
+        Some(XzBlockInfo {
+            unpadded_size,
+            uncompressed_size,
+        })
     })();
     let info = parsed.ok_or(DebError::XzFormat("index is not a single-record index"))?;
     sink.out.write_all(&t[..index_start])?;
@@ -269,6 +307,7 @@ mod tests {
         // size byte, flags (1 filter, no sizes), LZMA2 id, props size 1, dict byte.
         assert_eq!(&out[1..5], &[0x00, 0x21, 0x01, dict_size_byte(DICT_SIZE)]);
         assert_eq!(out[4], 22);
+        assert_eq!(out[..12], block_header());
     }
 
     #[test]
@@ -287,13 +326,24 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s.xz");
         std::fs::write(&path, &stream).expect("write");
-        let o = Command::new("xz").arg("-dc").arg(&path).output().expect("run xz");
+        let o = Command::new("xz")
+            .arg("-dc")
+            .arg(&path)
+            .output()
+            .expect("run xz");
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         assert_eq!(o.stdout, expected);
-        let o = Command::new("xz").args(["--robot", "-lvv"]).arg(&path).output().expect("xz -l");
+        let o = Command::new("xz")
+            .args(["--robot", "-lvv"])
+            .arg(&path)
+            .output()
+            .expect("xz -l");
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let listing = String::from_utf8_lossy(&o.stdout);
-        let totals = listing.lines().find(|l| l.starts_with("totals\t")).expect("totals");
+        let totals = listing
+            .lines()
+            .find(|l| l.starts_with("totals\t"))
+            .expect("totals");
         let cols: Vec<&str> = totals.split('\t').collect();
         assert_eq!(cols[1], "1", "streams: {listing}");
         assert_eq!(cols[2], "3", "blocks: {listing}");
@@ -305,7 +355,9 @@ mod tests {
         for chunks in [vec![], vec![Vec::new()]] {
             let stream = build_stream(&chunks);
             let mut got = Vec::new();
-            xz2::read::XzDecoder::new(&stream[..]).read_to_end(&mut got).expect("decode");
+            xz2::read::XzDecoder::new(&stream[..])
+                .read_to_end(&mut got)
+                .expect("decode");
             assert!(got.is_empty());
         }
     }

@@ -89,6 +89,21 @@ impl StatCache {
         Ok(FileInfo { digest, size, executable })
     }
 
+    /// Remembers that `path`, just written by hb itself, holds `digest`.
+    pub fn record(&mut self, path: &Path, digest: Digest) -> Result<()> {
+        let stamp = Stamp::of(&hb_fs::metadata(path)?);
+        self.entries.0.insert(path.to_path_buf(), (stamp, digest));
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// The digest of `path` if the cache knows it unchanged (a `stat`, no hashing).
+    pub fn known(&self, path: &Path) -> Option<Digest> {
+        let meta = std::fs::metadata(path).ok()?;
+        let (old, digest) = self.entries.0.get(path)?;
+        (*old == Stamp::of(&meta)).then_some(*digest)
+    }
+
     /// Writes the cache back if it changed.
     pub fn save(&mut self, store: &Store) -> Result<()> {
         if self.dirty {

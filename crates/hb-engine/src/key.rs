@@ -1,0 +1,89 @@
+//! Action keys: blake3 over a canonical, versioned postcard encoding of what determines
+//! an action's output — its kind and version, canonical arguments, the target platform,
+//! and the digests of its inputs, in a fixed order. Nothing else (no paths of the build
+//! machine, no time, no environment) can reach a key, because nothing else is encoded.
+
+use serde::{Deserialize, Serialize};
+
+use hb_store::Digest;
+
+/// Bumped whenever the encoding below or the meaning of any action changes globally.
+pub const KEY_SCHEMA: u32 = 1;
+
+#[derive(Serialize)]
+struct KeyMaterial<'a> {
+    schema: u32,
+    kind: &'a str,
+    kind_version: u32,
+    platform: &'a str,
+    args: &'a [u8],
+    inputs: &'a [(String, Digest)],
+}
+
+/// Computes the key of an action.
+pub fn action_key(kind: &str, kind_version: u32, platform: &str, args: &[u8], inputs: &[(String, Digest)]) -> Digest {
+    let m = KeyMaterial { schema: KEY_SCHEMA, kind, kind_version, platform, args, inputs };
+    Digest::of(&postcard::to_stdvec(&m).expect("key material encodes"))
+}
+
+/// Canonical encoding of action arguments (postcard of a struct with no maps).
+pub fn encode_args<T: Serialize>(args: &T) -> Vec<u8> {
+    postcard::to_stdvec(args).expect("action arguments encode")
+}
+
+/// What an action produced: a tree of outputs plus small named numbers (sizes etc.).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionResult {
+    pub tree: hb_store::Tree,
+    pub meta: Vec<(String, u64)>,
+    /// Paths of `tree` to place in `hb-out/` when the target is requested.
+    pub exports: Vec<String>,
+}
+
+const RESULT_MAGIC: &[u8; 8] = b"hbres\x00\x00\x01";
+
+impl ActionResult {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = RESULT_MAGIC.to_vec();
+        v.extend(postcard::to_stdvec(self).expect("results encode"));
+        v
+    }
+
+    /// Decodes a cache entry; anything unreadable is treated as absent.
+    pub fn decode(bytes: &[u8]) -> Option<ActionResult> {
+        postcard::from_bytes(bytes.strip_prefix(RESULT_MAGIC.as_slice())?).ok()
+    }
+
+    /// The digest dependents see as this result.
+    pub fn digest(&self) -> Digest {
+        Digest::of(&self.encode())
+    }
+
+    pub fn meta(&self, name: &str) -> Option<u64> {
+        self.meta.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_depend_on_every_part() {
+        let i = vec![("src".to_string(), Digest::of(b"a"))];
+        let base = action_key("k", 1, "p", b"x", &i);
+        assert_eq!(base, action_key("k", 1, "p", b"x", &i));
+        assert_ne!(base, action_key("k2", 1, "p", b"x", &i));
+        assert_ne!(base, action_key("k", 2, "p", b"x", &i));
+        assert_ne!(base, action_key("k", 1, "q", b"x", &i));
+        assert_ne!(base, action_key("k", 1, "p", b"y", &i));
+        assert_ne!(base, action_key("k", 1, "p", b"x", &[("src".to_string(), Digest::of(b"b"))]));
+    }
+
+    #[test]
+    fn results_round_trip() {
+        let r = ActionResult { meta: vec![("n".into(), 3)], ..Default::default() };
+        assert_eq!(ActionResult::decode(&r.encode()), Some(r));
+        assert_eq!(ActionResult::decode(b"garbage"), None);
+    }
+}

@@ -1,0 +1,250 @@
+//! The scheduler: runs the graph's actions in dependency order on `jobs` worker
+//! threads. A node's life is Waiting (counting unfinished dependencies) → Ready
+//! (queued) → Running → Done or Failed; nodes downstream of a failure are Skipped.
+//! On the first failure nothing new starts unless `keep_going` is set, in which case
+//! only the failed node's dependents are skipped.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
+
+use hb_store::stat::StatCache;
+use hb_store::{Digest, Store};
+
+use crate::{ActionResult, Ctx, Graph, JobError, NodeId, Reporter};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Executed,
+    Cached,
+}
+
+/// One action that ran or was found in the cache.
+#[derive(Clone, Debug)]
+pub struct Record {
+    pub name: String,
+    pub kind: String,
+    pub key: Digest,
+    pub status: Status,
+}
+
+#[derive(Debug)]
+pub struct Failure {
+    pub name: String,
+    pub error: JobError,
+}
+
+pub struct Options {
+    pub jobs: usize,
+    pub keep_going: bool,
+    pub platform: String,
+}
+
+pub struct Report {
+    /// Result of each node, `None` when it failed or was skipped.
+    pub results: Vec<Option<Arc<ActionResult>>>,
+    /// Every action (nodes and their sub-actions) in completion order.
+    pub records: Vec<Record>,
+    pub failures: Vec<Failure>,
+    /// Nodes not run because a dependency failed (or the build stopped).
+    pub skipped: Vec<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// This many dependencies have not finished.
+    Waiting(usize),
+    /// Queued or running.
+    Started,
+    Done,
+    Failed,
+    /// A dependency failed, or the build stopped before it could start.
+    Skipped,
+}
+
+/// Runs every node of `graph`.
+pub fn execute(graph: &Graph, store: &Store, stat: &Mutex<StatCache>, opts: &Options, reporter: &dyn Reporter) -> Report {
+    let n = graph.nodes.len();
+    let jobs = opts.jobs.max(1);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(jobs)
+        .thread_name(|i| format!("hb-work-{i}"))
+        .build()
+        .expect("thread pool starts");
+    let mut dependents = vec![Vec::new(); n];
+    let mut state: Vec<State> = graph.nodes.iter().map(|node| State::Waiting(node.deps.len())).collect();
+    for (i, node) in graph.nodes.iter().enumerate() {
+        for &d in &node.deps {
+            dependents[d].push(i);
+        }
+    }
+    let results: Vec<OnceLock<Arc<ActionResult>>> = (0..n).map(|_| OnceLock::new()).collect();
+    let records = Mutex::new(Vec::new());
+    let mut failures = Vec::new();
+    let ctx = Ctx { store, platform: &opts.platform, pool: &pool, stat, records: &records, reporter };
+
+    let (work_tx, work_rx) = mpsc::channel::<NodeId>();
+    let work_rx = Mutex::new(work_rx);
+    let (done_tx, done_rx) = mpsc::channel::<(NodeId, Result<ActionResult, JobError>)>();
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            let done_tx = done_tx.clone();
+            let (work_rx, ctx, results) = (&work_rx, &ctx, &results);
+            s.spawn(move || {
+                loop {
+                    let next = work_rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                    let Ok(i) = next else { break };
+                    let r = run_node(graph, i, ctx, results);
+                    if done_tx.send((i, r)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+
+        let mut ready: VecDeque<NodeId> = (0..n).filter(|&i| state[i] == State::Waiting(0)).collect();
+        let mut running = 0usize;
+        let mut stopping = false;
+        loop {
+            while !stopping && let Some(i) = ready.pop_front() {
+                state[i] = State::Started;
+                running += 1;
+                work_tx.send(i).expect("workers are alive while the scheduler runs");
+            }
+            if running == 0 {
+                break;
+            }
+            let Ok((i, r)) = done_rx.recv() else { break };
+            running -= 1;
+            match r {
+                Ok(result) => {
+                    state[i] = State::Done;
+                    let _ = results[i].set(Arc::new(result));
+                    for &d in &dependents[i] {
+                        if let State::Waiting(k) = state[d] {
+                            state[d] = State::Waiting(k - 1);
+                            if k == 1 {
+                                ready.push_back(d);
+                            }
+                        }
+                    }
+                }
+                Err(error) => {
+                    state[i] = State::Failed;
+                    failures.push(Failure { name: graph.nodes[i].name.clone(), error });
+                    if opts.keep_going {
+                        skip_dependents(i, &dependents, &mut state);
+                    } else {
+                        stopping = true;
+                    }
+                }
+            }
+        }
+        drop(work_tx);
+    });
+
+    let skipped = (0..n)
+        .filter(|&i| !matches!(state[i], State::Done | State::Failed))
+        .map(|i| graph.nodes[i].name.clone())
+        .collect();
+    Report {
+        results: results.into_iter().map(|c| c.into_inner()).collect(),
+        records: records.into_inner().unwrap_or_else(|p| p.into_inner()),
+        failures,
+        skipped,
+    }
+}
+
+fn skip_dependents(i: NodeId, dependents: &[Vec<NodeId>], state: &mut [State]) {
+    let mut stack = dependents[i].clone();
+    while let Some(d) = stack.pop() {
+        if state[d] != State::Skipped {
+            state[d] = State::Skipped;
+            stack.extend(&dependents[d]);
+        }
+    }
+}
+
+fn run_node(graph: &Graph, i: NodeId, ctx: &Ctx, results: &[OnceLock<Arc<ActionResult>>]) -> Result<ActionResult, JobError> {
+    let node = &graph.nodes[i];
+    let deps: Vec<&ActionResult> = node
+        .deps
+        .iter()
+        .map(|&d| results[d].get().map(|r| r.as_ref()).expect("dependencies finish first"))
+        .collect();
+    let mut inputs: Vec<(String, Digest)> = deps.iter().enumerate().map(|(k, r)| (format!("dep{k}"), r.digest())).collect();
+    let sources = node.job.sources(ctx)?;
+    inputs.extend(sources.iter().map(|s| s.key_input()));
+    let args = node.job.args();
+    ctx.memo(&node.name, node.job.kind(), node.job.version(), &args, &inputs, || node.job.run(ctx, &deps, &sources))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Graph, Job, Quiet};
+    use hb_store::{Tree, TreeEntry};
+
+    struct Put(&'static str, bool);
+    impl Job for Put {
+        fn kind(&self) -> &'static str {
+            "put"
+        }
+        fn version(&self) -> u32 {
+            1
+        }
+        fn args(&self) -> Vec<u8> {
+            self.0.as_bytes().to_vec()
+        }
+        fn run(&self, ctx: &Ctx, deps: &[&ActionResult], _: &[crate::Source]) -> Result<ActionResult, JobError> {
+            if self.1 {
+                return Err(JobError::Failed(format!("{} failed", self.0)));
+            }
+            let mut text = self.0.to_string();
+            for d in deps {
+                text.push_str(&d.meta.len().to_string());
+            }
+            let digest = ctx.store.put_bytes(text.as_bytes())?;
+            let tree = Tree::new(vec![TreeEntry::file(self.0, digest, text.len() as u64, false)]).unwrap();
+            Ok(ActionResult { tree, ..Default::default() })
+        }
+    }
+
+    fn run(g: &Graph, dir: &std::path::Path, keep_going: bool) -> Report {
+        let store = Store::open(dir).unwrap();
+        let stat = Mutex::new(StatCache::load(&store, dir));
+        let opts = Options { jobs: 2, keep_going, platform: "test".into() };
+        execute(g, &store, &stat, &opts, &Quiet)
+    }
+
+    #[test]
+    fn runs_then_caches() {
+        let d = tempfile::tempdir().unwrap();
+        let mut g = Graph::default();
+        let a = g.add("a".into(), Box::new(Put("a", false)), vec![]);
+        let b = g.add("b".into(), Box::new(Put("b", false)), vec![]);
+        g.add("c".into(), Box::new(Put("c", false)), vec![a, b]);
+        let r = run(&g, d.path(), false);
+        assert!(r.failures.is_empty());
+        assert!(r.records.iter().all(|r| r.status == Status::Executed));
+        assert_eq!(r.records.last().unwrap().name, "c");
+        let r2 = run(&g, d.path(), false);
+        assert_eq!(r2.records.len(), 3);
+        assert!(r2.records.iter().all(|r| r.status == Status::Cached));
+        assert_eq!(r.results[2], r2.results[2]);
+    }
+
+    #[test]
+    fn failure_skips_dependents_and_keep_going_runs_the_rest() {
+        let d = tempfile::tempdir().unwrap();
+        let mut g = Graph::default();
+        let a = g.add("a".into(), Box::new(Put("a", true)), vec![]);
+        g.add("b".into(), Box::new(Put("b", false)), vec![a]);
+        g.add("c".into(), Box::new(Put("c", false)), vec![]);
+        let r = run(&g, d.path(), true);
+        assert_eq!(r.failures.len(), 1);
+        assert_eq!(r.failures[0].name, "a");
+        assert_eq!(r.skipped, ["b"]);
+        assert!(r.results[2].is_some());
+    }
+}

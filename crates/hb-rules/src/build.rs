@@ -1,0 +1,113 @@
+//! A build request end to end: plan the requested labels, execute the graph, and place
+//! each requested target's exported files in `hb-out/<package path>/` (atomically, and
+//! only when they differ from what is there). A blob found corrupt during a pass is
+//! removed by the store; the build then runs again, and the action that produced the
+//! blob, no longer satisfied by the cache, re-executes.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use hb_config::{Label, Workspace};
+use hb_engine::{Failure, JobError, Options, Record, Reporter, Status};
+use hb_store::stat::StatCache;
+use hb_store::{EntryKind, Store, StoreError};
+
+use crate::RulesError;
+
+/// Directory of the workspace receiving outputs.
+pub const OUT_DIR: &str = "hb-out";
+
+/// How many passes a build may take when it keeps finding corrupt blobs.
+const MAX_PASSES: usize = 3;
+
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub records: Vec<Record>,
+    /// Exported files, workspace-relative.
+    pub outputs: Vec<PathBuf>,
+    pub failures: Vec<Failure>,
+    pub skipped: Vec<String>,
+    /// Problems hb recovered from (corrupt cache blobs).
+    pub warnings: Vec<String>,
+}
+
+impl Outcome {
+    pub fn count(&self, status: Status) -> usize {
+        self.records.iter().filter(|r| r.status == status).count()
+    }
+}
+
+pub fn build(
+    ws: &mut Workspace,
+    store: &Store,
+    labels: &[Label],
+    opts: &Options,
+    reporter: &dyn Reporter,
+) -> Result<Outcome, RulesError> {
+    let plan = crate::plan(ws, labels)?;
+    let stat = Mutex::new(StatCache::load(store, &ws.root));
+    let mut outcome = Outcome::default();
+    for pass in 1..=MAX_PASSES {
+        let report = hb_engine::execute(&plan.graph, store, &stat, opts, reporter);
+        outcome.records.extend(report.records);
+        let (corrupt, other): (Vec<Failure>, Vec<Failure>) =
+            report.failures.into_iter().partition(|f| f.error.corrupt_blob().is_some());
+        for f in &corrupt {
+            outcome.warnings.push(format!("{}: {}", f.name, f.error));
+        }
+        if !other.is_empty() || (!corrupt.is_empty() && pass == MAX_PASSES) {
+            outcome.failures = other.into_iter().chain(corrupt).collect();
+            outcome.skipped = report.skipped;
+            break;
+        }
+        if !corrupt.is_empty() {
+            continue;
+        }
+        // Export the requested targets' files.
+        let mut stat = stat.lock().unwrap_or_else(|p| p.into_inner());
+        match export(ws, store, &mut stat, labels, &plan, &report.results) {
+            Ok(outputs) => {
+                outcome.outputs = outputs;
+                break;
+            }
+            Err(JobError::Store(e @ StoreError::Corrupt { .. })) if pass < MAX_PASSES => {
+                outcome.warnings.push(e.to_string());
+            }
+            Err(error) => {
+                outcome.failures.push(Failure { name: "export to hb-out".into(), error });
+                break;
+            }
+        }
+    }
+    let mut stat = stat.into_inner().unwrap_or_else(|p| p.into_inner());
+    if let Err(e) = stat.save(store) {
+        outcome.warnings.push(format!("could not save the stat cache: {e}"));
+    }
+    Ok(outcome)
+}
+
+fn export(
+    ws: &Workspace,
+    store: &Store,
+    stat: &mut StatCache,
+    labels: &[Label],
+    plan: &crate::Plan,
+    results: &[Option<std::sync::Arc<hb_engine::ActionResult>>],
+) -> Result<Vec<PathBuf>, JobError> {
+    let mut outputs = Vec::new();
+    for label in labels {
+        let Some(result) = &results[plan.targets[label]] else { continue };
+        for name in &result.exports {
+            let Some(entry) = result.tree.entries().iter().find(|e| &e.path == name) else { continue };
+            let EntryKind::File { digest, .. } = entry.kind else { continue };
+            let rel = Path::new(OUT_DIR).join(&label.package).join(name);
+            let dest = ws.root.join(&rel);
+            if stat.known(&dest) != Some(digest) {
+                store.export_blob(&digest, &dest, 0o644)?;
+                stat.record(&dest, digest)?;
+            }
+            outputs.push(rel);
+        }
+    }
+    Ok(outputs)
+}

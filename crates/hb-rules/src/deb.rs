@@ -1,0 +1,507 @@
+//! The actions of a `deb` target:
+//!
+//! - `deb_layout` merges the dependencies' trees into the package's file system and adds
+//!   every parent directory;
+//! - `deb_control` writes the control member (control, md5sums, conffiles);
+//! - `deb_data` writes the data member as independently compressed chunks of whole tar
+//!   entries, each chunk a cached sub-action (`deb_data_chunk`), so an edit recompresses
+//!   only the chunk holding it;
+//! - `deb_pack` streams the `ar` container from the members' blobs.
+//!
+//! Every mode, owner, time and order is fixed here by the normalization policy of
+//! DESIGN.md; nothing comes from the build machine.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Seek, Write};
+
+use hb_deb::{Compression, TarEntry, TarKind, xz::XzBlockInfo};
+use hb_engine::{ActionResult, Ctx, Job, JobError, Source, encode_args};
+use hb_store::{Digest, EntryKind, Store, Tree, TreeEntry};
+use md5::Digest as _;
+use rayon::prelude::*;
+use serde::Serialize;
+
+/// Control-file metadata of a package, in the order fields are written.
+#[derive(Clone, Debug, Serialize)]
+pub struct DebMeta {
+    pub package: String,
+    pub version: String,
+    pub architecture: String,
+    pub maintainer: String,
+    pub depends: Vec<String>,
+    pub section: String,
+    pub priority: String,
+    pub homepage: Option<String>,
+    pub description: String,
+}
+
+impl DebMeta {
+    pub fn file_name(&self) -> String {
+        // Debian file names drop the epoch.
+        let version = self.version.split_once(':').map_or(self.version.as_str(), |(_, v)| v);
+        format!("{}_{}_{}.deb", self.package, version, self.architecture)
+    }
+}
+
+/// The normalization policy applied when packing.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Policy {
+    pub compression: Compression,
+    /// The one mtime of every tar entry and ar member.
+    pub mtime: u64,
+}
+
+fn failed(label: &str, what: impl std::fmt::Display) -> JobError {
+    JobError::Failed(format!("{label}: {what}"))
+}
+
+/// Maps a deb-writer error, keeping store corruption recognizable.
+fn deb_err(label: &str, e: hb_deb::DebError) -> JobError {
+    match e {
+        hb_deb::DebError::Io(io) => match hb_store::StoreError::from_io(&io) {
+            Some(_) => JobError::from(io),
+            None => failed(label, io),
+        },
+        other => failed(label, other),
+    }
+}
+
+/// `deb_layout`: the union of the dependencies' trees, plus parent directories.
+pub struct LayoutJob {
+    pub label: String,
+    /// Labels of the dependencies, in the order of `deps`, for conflict messages.
+    pub dep_labels: Vec<String>,
+}
+
+impl Job for LayoutJob {
+    fn kind(&self) -> &'static str {
+        "deb_layout"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn args(&self) -> Vec<u8> {
+        Vec::new()
+    }
+    fn run(&self, _ctx: &Ctx, deps: &[&ActionResult], _: &[Source]) -> Result<ActionResult, JobError> {
+        let mut merged: BTreeMap<String, (TreeEntry, usize)> = BTreeMap::new();
+        for (i, dep) in deps.iter().enumerate() {
+            for e in dep.tree.entries() {
+                let mut parent = e.path.as_str();
+                while let Some((p, _)) = parent.rsplit_once('/') {
+                    merged.entry(p.to_string()).or_insert_with(|| (TreeEntry::dir(p), i));
+                    parent = p;
+                }
+                match merged.get(&e.path) {
+                    Some((old, j)) if old != e && !(old.kind == EntryKind::Dir && e.kind == EntryKind::Dir) => {
+                        return Err(failed(
+                            &self.label,
+                            format!(
+                                "/{} is provided by both {} and {}; each path of a package must come from one target",
+                                e.path, self.dep_labels[*j], self.dep_labels[i]
+                            ),
+                        ));
+                    }
+                    _ => {
+                        merged.insert(e.path.clone(), (e.clone(), i));
+                    }
+                }
+            }
+        }
+        let tree = Tree::new(merged.into_values().map(|(e, _)| e).collect()).map_err(|e| failed(&self.label, e))?;
+        Ok(ActionResult { tree, ..Default::default() })
+    }
+}
+
+/// The tar entries of a tree: the root directory first, then the tree in its order.
+fn tar_entries(tree: &Tree) -> Vec<(TarEntry, Option<Digest>)> {
+    let mut out = vec![(TarEntry { path: String::new(), kind: TarKind::Dir, mode: 0o755 }, None)];
+    for e in tree.entries() {
+        let (kind, digest) = match &e.kind {
+            EntryKind::Dir => (TarKind::Dir, None),
+            EntryKind::File { digest, size } => (TarKind::File { size: *size }, Some(*digest)),
+            EntryKind::Symlink { target } => (TarKind::Symlink { target: target.clone() }, None),
+        };
+        out.push((TarEntry { path: e.path.clone(), kind, mode: e.mode }, digest));
+    }
+    out
+}
+
+/// Writes a tar stream of `entries` (contents from the store) into `out`.
+fn write_tar(
+    store: &Store,
+    entries: &[(TarEntry, Option<Digest>)],
+    mtime: u64,
+    end: bool,
+    out: &mut impl Write,
+) -> Result<(), JobError> {
+    for (e, digest) in entries {
+        let written = match digest {
+            Some(d) => {
+                let mut r = store.open_blob(d)?;
+                hb_deb::write_entry(out, e, mtime, &mut r)
+            }
+            None => hb_deb::write_entry(out, e, mtime, &mut io::empty()),
+        };
+        written.map_err(|err| deb_err(&e.path, err))?;
+    }
+    if end {
+        hb_deb::write_end(out)?;
+    }
+    Ok(())
+}
+
+/// Compresses `input` as one unit (an xz block, a gzip member or a zstd frame) into a
+/// new blob; returns its digest, size and, for xz, the block's index record.
+fn compress_unit(
+    store: &Store,
+    compression: Compression,
+    input: &mut dyn Read,
+) -> Result<(Digest, u64, Option<XzBlockInfo>), JobError> {
+    let mut w = store.blob_writer()?;
+    let info = match compression {
+        Compression::Xz => Some(hb_deb::xz::compress_block(input, &mut w).map_err(|e| deb_err("xz", e))?.0),
+        Compression::Gzip => {
+            hb_deb::gzip::compress_member(input, &mut w).map_err(|e| deb_err("gzip", e))?;
+            None
+        }
+        Compression::Zstd => {
+            hb_deb::zstd_frame::compress(input, &mut w, hb_deb::zstd_frame::DEFAULT_LEVEL).map_err(|e| deb_err("zstd", e))?;
+            None
+        }
+    };
+    let (digest, size) = w.finish()?;
+    Ok((digest, size, info))
+}
+
+/// The bytes a compressed member adds around its units (xz: stream header before,
+/// index and footer after).
+fn member_frame(compression: Compression, blocks: &[XzBlockInfo]) -> (Vec<u8>, Vec<u8>) {
+    match compression {
+        Compression::Xz => (hb_deb::xz::stream_header().to_vec(), hb_deb::xz::index_and_footer(blocks)),
+        _ => (Vec::new(), Vec::new()),
+    }
+}
+
+fn unit_meta(i: usize, info: Option<XzBlockInfo>) -> Vec<(String, u64)> {
+    match info {
+        Some(b) => vec![(format!("unpadded.{i}"), b.unpadded_size), (format!("uncompressed.{i}"), b.uncompressed_size)],
+        None => Vec::new(),
+    }
+}
+
+fn blocks_of(result: &ActionResult) -> Vec<XzBlockInfo> {
+    (0..)
+        .map_while(|i| {
+            Some(XzBlockInfo {
+                unpadded_size: result.meta(&format!("unpadded.{i}"))?,
+                uncompressed_size: result.meta(&format!("uncompressed.{i}"))?,
+            })
+        })
+        .collect()
+}
+
+/// `deb_control`: the control member.
+pub struct ControlJob {
+    pub label: String,
+    pub meta: DebMeta,
+    pub policy: Policy,
+}
+
+impl Job for ControlJob {
+    fn kind(&self) -> &'static str {
+        "deb_control"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn args(&self) -> Vec<u8> {
+        encode_args(&(&self.meta, &self.policy))
+    }
+    fn run(&self, ctx: &Ctx, deps: &[&ActionResult], _: &[Source]) -> Result<ActionResult, JobError> {
+        let layout = &deps[0].tree;
+        let files: Vec<(&str, Digest)> = layout
+            .entries()
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EntryKind::File { digest, .. } => Some((e.path.as_str(), *digest)),
+                _ => None,
+            })
+            .collect();
+        let store = ctx.store;
+        let sums: Vec<(String, [u8; 16])> = ctx.pool.install(|| {
+            files
+                .par_iter()
+                .map(|(path, d)| {
+                    let mut r = store.open_blob(d)?;
+                    let mut h = md5::Md5::new();
+                    let mut buf = vec![0u8; 1 << 16];
+                    loop {
+                        let n = r.read(&mut buf)?;
+                        if n == 0 {
+                            break;
+                        }
+                        h.update(&buf[..n]);
+                    }
+                    Ok((path.to_string(), h.finalize().into()))
+                })
+                .collect::<Result<_, JobError>>()
+        })?;
+        let entries: Vec<TarEntry> = tar_entries(layout).into_iter().map(|(e, _)| e).collect();
+        let m = &self.meta;
+        let mut fields = vec![
+            ("Package", m.package.clone()),
+            ("Version", m.version.clone()),
+            ("Architecture", m.architecture.clone()),
+            ("Maintainer", m.maintainer.clone()),
+            ("Installed-Size", hb_deb::installed_size_kib(&entries).to_string()),
+        ];
+        if !m.depends.is_empty() {
+            fields.push(("Depends", m.depends.join(", ")));
+        }
+        fields.push(("Section", m.section.clone()));
+        fields.push(("Priority", m.priority.clone()));
+        if let Some(h) = &m.homepage {
+            fields.push(("Homepage", h.clone()));
+        }
+        fields.push(("Description", m.description.clone()));
+        let fields: Vec<(String, String)> = fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let control = hb_deb::render_control(&fields).map_err(|e| failed(&self.label, e))?;
+        let md5sums = hb_deb::md5sums(&sums);
+        let conffiles: String = files
+            .iter()
+            .filter(|(p, _)| p.starts_with("etc/"))
+            .map(|(p, _)| format!("/{p}\n"))
+            .collect();
+
+        let mut members: Vec<(&str, Vec<u8>, u32)> = vec![("control", control.into_bytes(), 0o644), ("md5sums", md5sums.into_bytes(), 0o644)];
+        if !conffiles.is_empty() {
+            members.push(("conffiles", conffiles.into_bytes(), 0o644));
+        }
+        members.sort_by(|a, b| a.0.cmp(b.0));
+        let mut tar = Vec::new();
+        let root = TarEntry { path: String::new(), kind: TarKind::Dir, mode: 0o755 };
+        hb_deb::write_entry(&mut tar, &root, self.policy.mtime, &mut io::empty()).map_err(|e| failed(&self.label, e))?;
+        for (name, bytes, mode) in &members {
+            let e = TarEntry { path: name.to_string(), kind: TarKind::File { size: bytes.len() as u64 }, mode: *mode };
+            hb_deb::write_entry(&mut tar, &e, self.policy.mtime, &mut bytes.as_slice()).map_err(|e| failed(&self.label, e))?;
+        }
+        hb_deb::write_end(&mut tar)?;
+        let (digest, size, info) = compress_unit(ctx.store, self.policy.compression, &mut tar.as_slice())?;
+        let name = format!("control.tar.{}", self.policy.compression.extension());
+        let tree = Tree::new(vec![TreeEntry::file(name, digest, size, false)]).map_err(|e| failed(&self.label, e))?;
+        Ok(ActionResult { tree, meta: unit_meta(0, info), exports: Vec::new() })
+    }
+}
+
+/// Tuning of the data member's chunks (part of the key: changing it changes bytes).
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct ChunkTuning {
+    pub min_bytes: u64,
+    pub max_bytes: u64,
+    pub cut_one_in: u64,
+}
+
+impl Default for ChunkTuning {
+    fn default() -> Self {
+        let p = hb_deb::ChunkParams::default();
+        ChunkTuning { min_bytes: p.min_bytes, max_bytes: p.max_bytes, cut_one_in: p.cut_one_in }
+    }
+}
+
+/// `deb_data`: the data member as cached, independently compressed chunks.
+pub struct DataJob {
+    pub label: String,
+    pub policy: Policy,
+    pub chunks: ChunkTuning,
+}
+
+#[derive(Serialize)]
+struct ChunkArgs<'a> {
+    policy: &'a Policy,
+    /// (member path, mode, kind tag, digest, size, symlink target)
+    entries: Vec<(&'a str, u32, u8, Option<Digest>, u64, Option<&'a str>)>,
+    last: bool,
+}
+
+impl Job for DataJob {
+    fn kind(&self) -> &'static str {
+        "deb_data"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn args(&self) -> Vec<u8> {
+        encode_args(&(&self.policy, &self.chunks))
+    }
+    fn run(&self, ctx: &Ctx, deps: &[&ActionResult], _: &[Source]) -> Result<ActionResult, JobError> {
+        let entries = tar_entries(&deps[0].tree);
+        let ranges = match self.policy.compression {
+            // dpkg reads only the first zstd frame: the member must be one unit.
+            Compression::Zstd => vec![0..entries.len()],
+            _ => {
+                let plain: Vec<TarEntry> = entries.iter().map(|(e, _)| e.clone()).collect();
+                let p = hb_deb::ChunkParams {
+                    min_bytes: self.chunks.min_bytes,
+                    max_bytes: self.chunks.max_bytes,
+                    cut_one_in: self.chunks.cut_one_in,
+                };
+                hb_deb::plan(&plain, &p)
+            }
+        };
+        let count = ranges.len();
+        let units: Vec<(Digest, u64, Option<XzBlockInfo>)> = ctx.pool.install(|| {
+            ranges
+                .par_iter()
+                .enumerate()
+                .map(|(i, range)| self.chunk(ctx, i, &entries[range.clone()], i + 1 == count))
+                .collect::<Result<_, JobError>>()
+        })?;
+        let mut tree_entries = Vec::new();
+        let mut meta = Vec::new();
+        for (i, (digest, size, info)) in units.into_iter().enumerate() {
+            tree_entries.push(TreeEntry::file(format!("chunk-{i:06}"), digest, size, false));
+            meta.extend(unit_meta(i, info));
+        }
+        let tree = Tree::new(tree_entries).map_err(|e| failed(&self.label, e))?;
+        Ok(ActionResult { tree, meta, exports: Vec::new() })
+    }
+}
+
+impl DataJob {
+    fn chunk(
+        &self,
+        ctx: &Ctx,
+        i: usize,
+        entries: &[(TarEntry, Option<Digest>)],
+        last: bool,
+    ) -> Result<(Digest, u64, Option<XzBlockInfo>), JobError> {
+        let args = ChunkArgs {
+            policy: &self.policy,
+            entries: entries
+                .iter()
+                .map(|(e, d)| match &e.kind {
+                    TarKind::Dir => (e.path.as_str(), e.mode, 0, None, 0, None),
+                    TarKind::File { size } => (e.path.as_str(), e.mode, 1, *d, *size, None),
+                    TarKind::Symlink { target } => (e.path.as_str(), e.mode, 2, None, 0, Some(target.as_str())),
+                })
+                .collect(),
+            last,
+        };
+        let name = format!("{} data chunk {i}", self.label);
+        let result = ctx.memo(&name, "deb_data_chunk", 1, &encode_args(&args), &[], || {
+            // The chunk's tar goes through a temporary file so memory stays bounded
+            // whatever the size of the files in it.
+            let mut tmp = tempfile_in(ctx.store)?;
+            {
+                let mut w = io::BufWriter::new(&mut tmp);
+                write_tar(ctx.store, entries, self.policy.mtime, last, &mut w)?;
+                w.flush()?;
+            }
+            tmp.rewind()?;
+            let (digest, size, info) = compress_unit(ctx.store, self.policy.compression, &mut io::BufReader::new(tmp))?;
+            let tree = Tree::new(vec![TreeEntry::file("chunk", digest, size, false)]).map_err(|e| failed(&name, e))?;
+            Ok(ActionResult { tree, meta: unit_meta(0, info), exports: Vec::new() })
+        })?;
+        let e = &result.tree.entries()[0];
+        let EntryKind::File { digest, size } = e.kind else {
+            return Err(failed(&name, "cached chunk is not a file"));
+        };
+        Ok((digest, size, blocks_of(&result).first().copied()))
+    }
+}
+
+fn tempfile_in(store: &Store) -> Result<std::fs::File, JobError> {
+    let dir = store.tmp_dir();
+    tempfile_file(&dir).map_err(|e| JobError::Fs(hb_fs::FsError::new("creating a temporary file in", &dir, e)))
+}
+
+fn tempfile_file(dir: &std::path::Path) -> io::Result<std::fs::File> {
+    tempfile::tempfile_in(dir)
+}
+
+/// `deb_pack`: the `.deb` itself.
+pub struct PackJob {
+    pub label: String,
+    pub file_name: String,
+    pub policy: Policy,
+}
+
+/// Reads a sequence of byte buffers and store blobs as one stream, opening blobs lazily.
+struct Concat<'a> {
+    store: &'a Store,
+    parts: std::collections::VecDeque<Part>,
+    current: Option<Box<dyn Read + 'a>>,
+}
+
+enum Part {
+    Bytes(Vec<u8>),
+    Blob(Digest),
+}
+
+impl Read for Concat<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if let Some(r) = &mut self.current {
+                let n = r.read(buf)?;
+                if n > 0 || buf.is_empty() {
+                    return Ok(n);
+                }
+                self.current = None;
+            }
+            match self.parts.pop_front() {
+                None => return Ok(0),
+                Some(Part::Bytes(b)) => self.current = Some(Box::new(io::Cursor::new(b))),
+                Some(Part::Blob(d)) => {
+                    let r = self.store.open_blob(&d).map_err(|e| match e {
+                        hb_store::StoreError::Fs(f) => f.source,
+                        other => io::Error::other(other.to_string()),
+                    })?;
+                    self.current = Some(Box::new(r));
+                }
+            }
+        }
+    }
+}
+
+/// One member's parts and total size: frame bytes around the unit blobs of `result`.
+fn member(result: &ActionResult, compression: Compression) -> (u64, Vec<Part>) {
+    let (head, tail) = member_frame(compression, &blocks_of(result));
+    let mut size = (head.len() + tail.len()) as u64;
+    let mut parts = vec![Part::Bytes(head)];
+    for e in result.tree.entries() {
+        if let EntryKind::File { digest, size: s } = &e.kind {
+            size += s;
+            parts.push(Part::Blob(*digest));
+        }
+    }
+    parts.push(Part::Bytes(tail));
+    (size, parts)
+}
+
+impl Job for PackJob {
+    fn kind(&self) -> &'static str {
+        "deb_pack"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn args(&self) -> Vec<u8> {
+        encode_args(&(&self.file_name, &self.policy))
+    }
+    fn run(&self, ctx: &Ctx, deps: &[&ActionResult], _: &[Source]) -> Result<ActionResult, JobError> {
+        let ext = self.policy.compression.extension();
+        let w = ctx.store.blob_writer()?;
+        let mut ar = hb_deb::ArWriter::new(io::BufWriter::with_capacity(1 << 20, w), self.policy.mtime)?;
+        ar.append("debian-binary", 4, &mut &b"2.0\n"[..]).map_err(|e| deb_err(&self.label, e))?;
+        for (name, result) in [(format!("control.tar.{ext}"), deps[0]), (format!("data.tar.{ext}"), deps[1])] {
+            let (size, parts) = member(result, self.policy.compression);
+            let mut r = Concat { store: ctx.store, parts: parts.into(), current: None };
+            ar.append(&name, size, &mut r).map_err(|e| deb_err(&self.label, e))?;
+        }
+        let w = ar.finish()?.into_inner().map_err(|e| failed(&self.label, e.error()))?;
+        let (digest, size) = w.finish()?;
+        let tree = Tree::new(vec![TreeEntry::file(self.file_name.clone(), digest, size, false)]).map_err(|e| failed(&self.label, e))?;
+        Ok(ActionResult { tree, meta: Vec::new(), exports: vec![self.file_name.clone()] })
+    }
+}

@@ -1,0 +1,99 @@
+//! The `files` action: source files of a package, matched by glob patterns, placed
+//! under an install directory of the target system. Its key holds the patterns, the
+//! destination and each matched file's relative path, digest and executable bit —
+//! never where the workspace is on the build machine.
+
+use std::path::PathBuf;
+
+use hb_engine::{ActionResult, Ctx, Job, JobError, Source, encode_args};
+use hb_store::{Tree, TreeEntry};
+use serde::Serialize;
+
+#[derive(Serialize)]
+struct Args<'a> {
+    patterns: &'a [String],
+    dest: &'a str,
+    strip_prefix: &'a str,
+}
+
+/// Files matched by `patterns` in `dir`, installed under `dest`.
+pub struct FilesJob {
+    pub label: String,
+    /// Absolute package directory (never part of the key).
+    pub dir: PathBuf,
+    /// Patterns, each with where it is written (`file:line:col`) for error messages.
+    pub patterns: Vec<(String, String)>,
+    /// Absolute install directory on the target.
+    pub dest: String,
+    pub strip_prefix: String,
+}
+
+impl Job for FilesJob {
+    fn kind(&self) -> &'static str {
+        "files"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn args(&self) -> Vec<u8> {
+        let patterns: Vec<String> = self.patterns.iter().map(|(p, _)| p.clone()).collect();
+        encode_args(&Args { patterns: &patterns, dest: &self.dest, strip_prefix: &self.strip_prefix })
+    }
+
+    fn sources(&self, ctx: &Ctx) -> Result<Vec<Source>, JobError> {
+        let mut found: Vec<(String, PathBuf)> = Vec::new();
+        for (pattern, at) in &self.patterns {
+            let full = format!("{}/{}", glob::Pattern::escape(&self.dir.to_string_lossy()), pattern);
+            let paths = glob::glob(&full).map_err(|e| JobError::Failed(format!("{at}: invalid pattern `{pattern}`: {e}")))?;
+            let mut matched = 0;
+            for p in paths {
+                let p = p.map_err(|e| JobError::Failed(format!("{}: {}", self.label, e)))?;
+                if !p.is_file() {
+                    continue;
+                }
+                let rel = p.strip_prefix(&self.dir).unwrap_or(&p).to_string_lossy().replace('\\', "/");
+                if rel.split('/').any(|c| c == "__pycache__") || rel.ends_with(".pyc") {
+                    continue;
+                }
+                matched += 1;
+                found.push((rel, p));
+            }
+            if matched == 0 {
+                return Err(JobError::Failed(format!(
+                    "{at}: pattern `{pattern}` of {} matches no file in {}",
+                    self.label,
+                    self.dir.display()
+                )));
+            }
+        }
+        found.sort();
+        found.dedup();
+        let mut out = Vec::with_capacity(found.len());
+        for (rel, path) in found {
+            let info = ctx.source_file(&path)?;
+            out.push(Source { name: rel, digest: info.digest, size: info.size, executable: info.executable });
+        }
+        Ok(out)
+    }
+
+    fn run(&self, _ctx: &Ctx, _deps: &[&ActionResult], sources: &[Source]) -> Result<ActionResult, JobError> {
+        let dest = self.dest.trim_matches('/');
+        let strip = self.strip_prefix.trim_matches('/');
+        let mut entries = Vec::new();
+        for s in sources {
+            let rel = if strip.is_empty() {
+                s.name.as_str()
+            } else {
+                s.name.strip_prefix(strip).and_then(|r| r.strip_prefix('/')).ok_or_else(|| {
+                    JobError::Failed(format!("{}: `{}` is not under strip_prefix `{strip}`", self.label, s.name))
+                })?
+            };
+            let path = if dest.is_empty() { rel.to_string() } else { format!("{dest}/{rel}") };
+            entries.push(TreeEntry::file(path, s.digest, s.size, s.executable));
+        }
+        let tree = Tree::new(entries).map_err(|e| JobError::Failed(format!("{}: {e}", self.label)))?;
+        Ok(ActionResult { tree, ..Default::default() })
+    }
+}
