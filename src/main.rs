@@ -130,7 +130,14 @@ fn resolve(ws: &mut Workspace, cwd: &Path, texts: &[String]) -> Result<Vec<Label
     Ok(labels)
 }
 
-fn build(cwd: &Path, cache_dir: &Path, texts: &[String], json: bool, jobs: Option<usize>, keep_going: bool) -> Result<ExitCode> {
+fn build(
+    cwd: &Path,
+    cache_dir: &Path,
+    texts: &[String],
+    json: bool,
+    jobs: Option<usize>,
+    keep_going: bool,
+) -> Result<ExitCode> {
     let start = Instant::now();
     let mut ws = Workspace::discover(cwd)?;
     let labels = resolve(&mut ws, cwd, texts)?;
@@ -164,7 +171,11 @@ fn build(cwd: &Path, cache_dir: &Path, texts: &[String], json: bool, jobs: Optio
                 })
             })
             .collect();
-        let failures: Vec<_> = outcome.failures.iter().map(|f| serde_json::json!({"name": f.name, "error": f.error.to_string()})).collect();
+        let failures: Vec<_> = outcome
+            .failures
+            .iter()
+            .map(|f| serde_json::json!({"name": f.name, "error": f.error.to_string()}))
+            .collect();
         let doc = serde_json::json!({
             "executed": executed,
             "cached": cached,

@@ -36,8 +36,15 @@ impl Progress {
     pub fn new() -> Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = indicatif::ProgressBar::new_spinner();
-            let style = if color() { "{spinner:.cyan} [{elapsed}] {pos} done  {wide_msg}" } else { "{spinner} [{elapsed}] {pos} done  {wide_msg}" };
-            bar.set_style(indicatif::ProgressStyle::with_template(style).unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()));
+            let style = if color() {
+                "{spinner:.cyan} [{elapsed}] {pos} done  {wide_msg}"
+            } else {
+                "{spinner} [{elapsed}] {pos} done  {wide_msg}"
+            };
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(style)
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
             bar.enable_steady_tick(std::time::Duration::from_millis(120));
             bar
         });

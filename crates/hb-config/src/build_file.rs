@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::ConfigError;
 use crate::label::{Label, valid_name};
 use crate::location::Location;
-use crate::ConfigError;
 
 /// The name of the file declaring a package's targets.
 pub const BUILD_FILE: &str = "BUILD.toml";
@@ -202,10 +202,7 @@ impl Package {
     pub fn parse(path: &str, dir: &Path, shown: &Path, text: String) -> Result<Package, ConfigError> {
         let raw: RawFile = toml::from_str(&text).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
-            ConfigError::Invalid {
-                location: Location::from_span(shown, &text, span),
-                message: e.message().to_string(),
-            }
+            ConfigError::Invalid { location: Location::from_span(shown, &text, span), message: e.message().to_string() }
         })?;
         let mut pkg = Package {
             path: path.to_string(),
@@ -221,7 +218,9 @@ impl Package {
                 return Err(pkg.error(ws.platform.span(), format!("unknown platform; known: {}", known.join(", "))));
             }
             let py = ws.python.get_ref();
-            if py.split('.').count() != 2 || !py.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) {
+            if py.split('.').count() != 2
+                || !py.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            {
                 return Err(pkg.error(ws.python.span(), "python must be `major.minor`, e.g. \"3.11\""));
             }
         }
@@ -283,20 +282,22 @@ fn validate(pkg: &Package, rule: &Rule) -> Result<(), ConfigError> {
     match rule {
         Rule::Files(f) => {
             if !f.dest.get_ref().starts_with('/') {
-                return Err(pkg.error(f.dest.span(), "`dest` must be an absolute path on the target system, like \"/etc/myapp\""));
+                return Err(pkg.error(
+                    f.dest.span(),
+                    "`dest` must be an absolute path on the target system, like \"/etc/myapp\"",
+                ));
             }
             check_globs(pkg, &f.srcs)?;
         }
         Rule::PythonApp(p) => {
             let m = p.module.get_ref();
             let ok = m.split_once(':').is_some_and(|(module, attr)| {
-                !module.is_empty()
-                    && !attr.is_empty()
-                    && module.split('.').all(is_identifier)
-                    && is_identifier(attr)
+                !module.is_empty() && !attr.is_empty() && module.split('.').all(is_identifier) && is_identifier(attr)
             });
             if !ok {
-                return Err(pkg.error(p.module.span(), "`module` must be `package.module:attribute`, e.g. \"myapp:app\""));
+                return Err(
+                    pkg.error(p.module.span(), "`module` must be `package.module:attribute`, e.g. \"myapp:app\"")
+                );
             }
             if let Some(prefix) = &p.prefix
                 && !prefix.get_ref().starts_with('/')
@@ -318,14 +319,22 @@ fn validate(pkg: &Package, rule: &Rule) -> Result<(), ConfigError> {
                 return Err(pkg.error(d.version.span(), format!("invalid Debian version: {why}")));
             }
             if d.description.get_ref().lines().next().is_none_or(|l| l.trim().is_empty()) {
-                return Err(pkg.error(d.description.span(), "the description's first line (the synopsis) must not be empty"));
+                return Err(
+                    pkg.error(d.description.span(), "the description's first line (the synopsis) must not be empty")
+                );
             }
             if d.maintainer.get_ref().trim().is_empty() || d.maintainer.get_ref().contains('\n') {
-                return Err(pkg.error(d.maintainer.span(), "`maintainer` must be one line, like \"Jane Doe <jane@example.org>\""));
+                return Err(pkg.error(
+                    d.maintainer.span(),
+                    "`maintainer` must be one line, like \"Jane Doe <jane@example.org>\"",
+                ));
             }
             for dep in &d.depends {
                 if dep.get_ref().trim().is_empty() || dep.get_ref().contains('\n') || dep.get_ref().contains(',') {
-                    return Err(pkg.error(dep.span(), "each `depends` entry is one relation, like \"curl (>= 7.88)\" (alternatives with `|`)"));
+                    return Err(pkg.error(
+                        dep.span(),
+                        "each `depends` entry is one relation, like \"curl (>= 7.88)\" (alternatives with `|`)",
+                    ));
                 }
             }
         }
@@ -404,11 +413,9 @@ mod tests {
     fn bad_version_and_relative_dest() {
         let err = parse("[[files]]\nname = \"c\"\nsrcs = []\ndest = \"etc\"\n").unwrap_err().to_string();
         assert!(err.contains("app/BUILD.toml:4:8"), "{err}");
-        let err = parse(
-            "[[deb]]\nname = \"d\"\nversion = \"x1\"\nmaintainer = \"m <m@x>\"\ndescription = \"d\"\n",
-        )
-        .unwrap_err()
-        .to_string();
+        let err = parse("[[deb]]\nname = \"d\"\nversion = \"x1\"\nmaintainer = \"m <m@x>\"\ndescription = \"d\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(":3:11") && err.contains("start with a digit"), "{err}");
     }
 

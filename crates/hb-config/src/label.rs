@@ -42,7 +42,10 @@ impl Label {
         } else {
             return Err(err("labels start with `//` (workspace-absolute) or `:` (same package)"));
         };
-        if package.starts_with('/') || package.ends_with('/') || package.split('/').any(|c| c == "." || c == ".." || (c.is_empty() && !package.is_empty())) {
+        if package.starts_with('/')
+            || package.ends_with('/')
+            || package.split('/').any(|c| c == "." || c == ".." || (c.is_empty() && !package.is_empty()))
+        {
             return Err(err("the package path must be a plain relative path like `apps/web`"));
         }
         if !valid_name(&name) {

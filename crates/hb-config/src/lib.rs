@@ -17,7 +17,9 @@ pub use location::Location;
 pub enum ConfigError {
     #[error("{message}\n  --> {location}")]
     Invalid { location: Location, message: String },
-    #[error("no hb workspace found from {start}: create a BUILD.toml with a `[workspace]` table at the root of your project")]
+    #[error(
+        "no hb workspace found from {start}: create a BUILD.toml with a `[workspace]` table at the root of your project"
+    )]
     NoWorkspace { start: PathBuf },
     #[error("{file} has no `[workspace]` table, but it is the workspace root")]
     NotWorkspaceRoot { file: PathBuf },
@@ -35,7 +37,9 @@ fn suggestion(s: &[String]) -> String {
     match s {
         [] => String::new(),
         [one] => format!("; did you mean `{one}`?"),
-        many => format!("; did you mean one of: {}?", many.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")),
+        many => {
+            format!("; did you mean one of: {}?", many.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", "))
+        }
     }
 }
 
@@ -46,7 +50,7 @@ pub fn close_matches(wanted: &str, candidates: impl IntoIterator<Item = String>)
         .filter_map(|c| {
             let score = strsim::jaro_winkler(wanted, &c).max(strsim::normalized_damerau_levenshtein(wanted, &c));
             let contains = !wanted.is_empty() && !c.is_empty() && (c.contains(wanted) || wanted.contains(c.as_str()));
-            (score >= 0.6 || contains).then(|| ((score * 1000.0) as u32, c))
+            (score >= 0.6 || contains).then_some(((score * 1000.0) as u32, c))
         })
         .collect();
     scored.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
@@ -80,7 +84,8 @@ impl Workspace {
     /// Opens the workspace rooted at `root`.
     pub fn open(root: &Path) -> Result<Workspace, ConfigError> {
         let pkg = Package::load(root, "")?;
-        let settings = pkg.workspace.clone().ok_or_else(|| ConfigError::NotWorkspaceRoot { file: root.join(BUILD_FILE) })?;
+        let settings =
+            pkg.workspace.clone().ok_or_else(|| ConfigError::NotWorkspaceRoot { file: root.join(BUILD_FILE) })?;
         let mut packages = BTreeMap::new();
         packages.insert(String::new(), pkg);
         Ok(Workspace { root: root.to_path_buf(), settings, packages })
@@ -175,7 +180,8 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("BUILD.toml"), "[workspace]\n").unwrap();
         std::fs::create_dir_all(d.path().join("web/sub")).unwrap();
-        std::fs::write(d.path().join("web/BUILD.toml"), "[[files]]\nname = \"config\"\nsrcs = []\ndest = \"/etc/x\"\n").unwrap();
+        std::fs::write(d.path().join("web/BUILD.toml"), "[[files]]\nname = \"config\"\nsrcs = []\ndest = \"/etc/x\"\n")
+            .unwrap();
         let mut ws = Workspace::discover(&d.path().join("web/sub")).unwrap();
         assert_eq!(ws.package_paths().unwrap(), ["", "web"]);
         assert_eq!(ws.package_of(&d.path().join("web/sub")).as_deref(), Some("web"));

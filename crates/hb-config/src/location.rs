@@ -57,9 +57,6 @@ mod tests {
         let text = "a = 1\nbad key = 2\n";
         let loc = Location::from_span(Path::new("x/BUILD.toml"), text, 10..13);
         assert_eq!((loc.line, loc.col, loc.width), (2, 5, 3));
-        assert_eq!(
-            loc.to_string(),
-            "x/BUILD.toml:2:5\n  |\n2 | bad key = 2\n  |     ^^^"
-        );
+        assert_eq!(loc.to_string(), "x/BUILD.toml:2:5\n  |\n2 | bad key = 2\n  |     ^^^");
     }
 }

@@ -33,17 +33,11 @@ impl<W: Write> ArWriter<W> {
     /// Appends member `name` of exactly `size` bytes read from `data`, plus the '\n'
     /// padding byte if `size` is odd. Errors if `data` is shorter or longer than `size`.
     pub fn append(&mut self, name: &str, size: u64, data: &mut dyn Read) -> Result<(), DebError> {
-        if name.is_empty()
-            || name.len() > 16
-            || !name.bytes().all(|b| b.is_ascii_graphic() && b != b'/')
-        {
+        if name.is_empty() || name.len() > 16 || !name.bytes().all(|b| b.is_ascii_graphic() && b != b'/') {
             return Err(DebError::ArName(name.to_string()));
         }
         if size > 9_999_999_999 {
-            return Err(DebError::TooLarge {
-                field: "ar member size",
-                value: size,
-            });
+            return Err(DebError::TooLarge { field: "ar member size", value: size });
         }
         let mut h = Vec::with_capacity(60);
         field(&mut h, name, 16);
@@ -76,17 +70,12 @@ mod tests {
     #[test]
     fn layout_matches_dpkg_deb() {
         let mut ar = ArWriter::new(Vec::new(), 1_700_000_000).expect("new");
-        ar.append("debian-binary", 4, &mut &b"2.0\n"[..])
-            .expect("append");
+        ar.append("debian-binary", 4, &mut &b"2.0\n"[..]).expect("append");
         ar.append("odd", 3, &mut &b"abc"[..]).expect("append");
         let out = ar.finish().expect("finish");
         let mut expected = b"!<arch>\n".to_vec();
-        expected.extend_from_slice(
-            b"debian-binary   1700000000  0     0     100644  4         `\n2.0\n",
-        );
-        expected.extend_from_slice(
-            b"odd             1700000000  0     0     100644  3         `\nabc\n",
-        );
+        expected.extend_from_slice(b"debian-binary   1700000000  0     0     100644  4         `\n2.0\n");
+        expected.extend_from_slice(b"odd             1700000000  0     0     100644  3         `\nabc\n");
         assert_eq!(out, expected);
     }
 

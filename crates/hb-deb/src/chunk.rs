@@ -21,11 +21,7 @@ pub struct ChunkParams {
 
 impl Default for ChunkParams {
     fn default() -> Self {
-        ChunkParams {
-            min_bytes: 512 << 10,
-            max_bytes: 4 << 20,
-            cut_one_in: 16,
-        }
+        ChunkParams { min_bytes: 512 << 10, max_bytes: 4 << 20, cut_one_in: 16 }
     }
 }
 
@@ -39,8 +35,8 @@ pub fn plan(entries: &[TarEntry], p: &ChunkParams) -> Vec<Range<usize>> {
     let one_in = p.cut_one_in.max(1);
     for (i, e) in entries.iter().enumerate() {
         acc += entry_len(e);
-        let cut = acc >= p.max_bytes
-            || (acc >= p.min_bytes && u64::from(crc32fast::hash(e.path.as_bytes())) % one_in == 0);
+        let cut =
+            acc >= p.max_bytes || (acc >= p.min_bytes && u64::from(crc32fast::hash(e.path.as_bytes())) % one_in == 0);
         if cut {
             ranges.push(start..i + 1);
             start = i + 1;
@@ -60,11 +56,7 @@ mod tests {
 
     fn files(n: usize, size: u64) -> Vec<TarEntry> {
         (0..n)
-            .map(|i| TarEntry {
-                path: format!("usr/lib/app/file{i:05}.py"),
-                kind: TarKind::File { size },
-                mode: 0o644,
-            })
+            .map(|i| TarEntry { path: format!("usr/lib/app/file{i:05}.py"), kind: TarKind::File { size }, mode: 0o644 })
             .collect()
     }
 
@@ -89,10 +81,7 @@ mod tests {
             for range in &r {
                 let total: u64 = e[range.clone()].iter().map(entry_len).sum();
                 let last = entry_len(&e[range.end - 1]);
-                assert!(
-                    total - last < p.max_bytes,
-                    "chunk over max before its last entry"
-                );
+                assert!(total - last < p.max_bytes, "chunk over max before its last entry");
             }
         }
         assert_eq!(plan(&files(5, 10 << 20), &p).len(), 5);
@@ -100,19 +89,14 @@ mod tests {
 
     #[test]
     fn editing_one_file_keeps_other_boundaries() {
-        let p = ChunkParams {
-            min_bytes: 64 << 10,
-            max_bytes: 1 << 20,
-            cut_one_in: 8,
-        };
+        let p = ChunkParams { min_bytes: 64 << 10, max_bytes: 1 << 20, cut_one_in: 8 };
         let a = files(2000, 3000);
         let mut b = a.clone();
         b[1000].kind = TarKind::File { size: 9000 };
         let ra = plan(&a, &p);
         let rb = plan(&b, &p);
         assert!(ra.len() > 10);
-        let differ =
-            ra.iter().zip(&rb).filter(|(x, y)| x != y).count() + ra.len().abs_diff(rb.len());
+        let differ = ra.iter().zip(&rb).filter(|(x, y)| x != y).count() + ra.len().abs_diff(rb.len());
         assert!(differ <= 2, "{differ} chunks changed");
         assert_eq!(ra.first(), rb.first());
         assert_eq!(ra.last(), rb.last());

@@ -21,10 +21,7 @@ impl ControlFile {
 }
 
 fn bad(name: &str, reason: &'static str) -> DebError {
-    DebError::ControlField {
-        name: name.to_string(),
-        reason,
-    }
+    DebError::ControlField { name: name.to_string(), reason }
 }
 
 /// Renders `Name: value` lines. A value's first line follows the name (for `Description`
@@ -43,15 +40,9 @@ pub fn render_control(fields: &[(String, String)]) -> Result<String, DebError> {
             return Err(bad(name, "field name may not start with '#' or '-'"));
         }
         if !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
-            return Err(bad(
-                name,
-                "field name must be printable ASCII without ':' or spaces",
-            ));
+            return Err(bad(name, "field name must be printable ASCII without ':' or spaces"));
         }
-        if value
-            .chars()
-            .any(|c| c.is_control() && c != '\n' && c != '\t')
-        {
+        if value.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
             return Err(bad(name, "value contains a control character"));
         }
         let value = value.trim_end_matches('\n');
@@ -102,10 +93,8 @@ pub fn installed_size_kib(entries: &[TarEntry]) -> u64 {
 /// The `md5sums` file: `hex  path\n` per file, sorted bytewise by path. Paths are given
 /// without a leading "./" or "/" (any such prefix is stripped).
 pub fn md5sums(files: &[(String, [u8; 16])]) -> String {
-    let mut sorted: Vec<(&str, &[u8; 16])> = files
-        .iter()
-        .map(|(p, d)| (p.trim_start_matches("./").trim_start_matches('/'), d))
-        .collect();
+    let mut sorted: Vec<(&str, &[u8; 16])> =
+        files.iter().map(|(p, d)| (p.trim_start_matches("./").trim_start_matches('/'), d)).collect();
     sorted.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     let mut out = String::new();
     for (path, digest) in sorted {
@@ -131,10 +120,7 @@ mod tests {
         let out = render_control(&[
             f("Package", "demosite"),
             f("Version", "1.0-1"),
-            f(
-                "Description",
-                "A demo\nLong text here.\n\nSecond paragraph.\n",
-            ),
+            f("Description", "A demo\nLong text here.\n\nSecond paragraph.\n"),
             f("Conffiles", "\n/etc/a 0123\n/etc/b 4567"),
         ])
         .expect("render");
@@ -185,12 +171,7 @@ mod tests {
         ]);
         assert_eq!(
             out,
-            format!(
-                "{}  usr/B\n{}  usr/a\n{}  usr/b\n",
-                "01".repeat(16),
-                "00".repeat(16),
-                "ab".repeat(16)
-            )
+            format!("{}  usr/B\n{}  usr/a\n{}  usr/b\n", "01".repeat(16), "00".repeat(16), "ab".repeat(16))
         );
     }
 }

@@ -60,25 +60,15 @@ fn build_deb(c: Compression) -> Vec<u8> {
         (dir("usr/share"), vec![]),
         (dir("usr/share/doc"), vec![]),
         (dir("usr/share/doc/t"), vec![]),
-        (
-            file("usr/share/doc/t/f", CONTENT.len() as u64),
-            CONTENT.to_vec(),
-        ),
+        (file("usr/share/doc/t/f", CONTENT.len() as u64), CONTENT.to_vec()),
         (symlink("usr/share/doc/t/link", "f"), vec![]),
     ];
     let entries: Vec<TarEntry> = data.iter().map(|(e, _)| e.clone()).collect();
-    let params = crate::ChunkParams {
-        min_bytes: 1024,
-        max_bytes: 2048,
-        cut_one_in: 1 << 40,
-    };
+    let params = crate::ChunkParams { min_bytes: 1024, max_bytes: 2048, cut_one_in: 1 << 40 };
     let ranges = crate::plan(&entries, &params);
     assert_eq!(ranges.len(), 2, "{ranges:?}");
-    let chunks: Vec<Vec<u8>> = ranges
-        .iter()
-        .enumerate()
-        .map(|(i, r)| tar_bytes(&data[r.clone()], i + 1 == ranges.len()))
-        .collect();
+    let chunks: Vec<Vec<u8>> =
+        ranges.iter().enumerate().map(|(i, r)| tar_bytes(&data[r.clone()], i + 1 == ranges.len())).collect();
     let data_member = compress(&chunks, c);
 
     let mut md5 = Vec::new();
@@ -92,68 +82,33 @@ fn build_deb(c: Compression) -> Vec<u8> {
         ("Version".into(), "1.0-1".into()),
         ("Architecture".into(), "all".into()),
         ("Maintainer".into(), "hb test <hb@example.invalid>".into()),
-        (
-            "Installed-Size".into(),
-            control::installed_size_kib(&entries).to_string(),
-        ),
-        (
-            "Description".into(),
-            "test package\nBuilt by hb-deb's tests.\n\nSecond paragraph.".into(),
-        ),
+        ("Installed-Size".into(), control::installed_size_kib(&entries).to_string()),
+        ("Description".into(), "test package\nBuilt by hb-deb's tests.\n\nSecond paragraph.".into()),
     ])
     .expect("control");
     let md5_text = control::md5sums(&md5);
     let control_tar = tar_bytes(
         &[
             (dir(""), vec![]),
-            (
-                file("control", control_text.len() as u64),
-                control_text.into_bytes(),
-            ),
-            (
-                file("md5sums", md5_text.len() as u64),
-                md5_text.into_bytes(),
-            ),
+            (file("control", control_text.len() as u64), control_text.into_bytes()),
+            (file("md5sums", md5_text.len() as u64), md5_text.into_bytes()),
         ],
         true,
     );
     let control_member = compress(&[control_tar], c);
 
     let mut ar = ArWriter::new(Vec::new(), MTIME).expect("ar");
-    ar.append("debian-binary", 4, &mut &b"2.0\n"[..])
-        .expect("debian-binary");
+    ar.append("debian-binary", 4, &mut &b"2.0\n"[..]).expect("debian-binary");
     let ext = c.extension();
-    ar.append(
-        &format!("control.tar.{ext}"),
-        control_member.len() as u64,
-        &mut &control_member[..],
-    )
-    .expect("control");
-    ar.append(
-        &format!("data.tar.{ext}"),
-        data_member.len() as u64,
-        &mut &data_member[..],
-    )
-    .expect("data");
+    ar.append(&format!("control.tar.{ext}"), control_member.len() as u64, &mut &control_member[..]).expect("control");
+    ar.append(&format!("data.tar.{ext}"), data_member.len() as u64, &mut &data_member[..]).expect("data");
     ar.finish().expect("finish")
 }
 
 fn dpkg_deb(args: &[&str], deb: &Path) -> String {
-    let o = Command::new("dpkg-deb")
-        .args(args)
-        .arg(deb)
-        .output()
-        .expect("run dpkg-deb");
-    assert!(
-        o.status.success(),
-        "dpkg-deb {args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(
-        o.stderr.is_empty(),
-        "dpkg-deb {args:?} warned: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let o = Command::new("dpkg-deb").args(args).arg(deb).output().expect("run dpkg-deb");
+    assert!(o.status.success(), "dpkg-deb {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.stderr.is_empty(), "dpkg-deb {args:?} warned: {}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
@@ -171,10 +126,7 @@ fn check(c: Compression) {
     assert!(info.contains(" md5sums"), "{info}");
 
     let contents = dpkg_deb(&["--contents"], &path);
-    let names: Vec<&str> = contents
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(5))
-        .collect();
+    let names: Vec<&str> = contents.lines().filter_map(|l| l.split_whitespace().nth(5)).collect();
     assert_eq!(
         names,
         [
@@ -189,25 +141,14 @@ fn check(c: Compression) {
         "{contents}"
     );
     assert!(contents.contains("root/root"), "{contents}");
-    assert!(
-        contents.contains("./usr/share/doc/t/link -> f"),
-        "{contents}"
-    );
+    assert!(contents.contains("./usr/share/doc/t/link -> f"), "{contents}");
 
     let root = tmp.path().join("x");
-    let o = Command::new("dpkg-deb")
-        .arg("-x")
-        .arg(&path)
-        .arg(&root)
-        .output()
-        .expect("dpkg-deb -x");
+    let o = Command::new("dpkg-deb").arg("-x").arg(&path).arg(&root).output().expect("dpkg-deb -x");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let f = root.join("usr/share/doc/t/f");
     assert_eq!(std::fs::read(&f).expect("extracted file"), CONTENT);
-    assert_eq!(
-        std::fs::read_link(root.join("usr/share/doc/t/link")).expect("link"),
-        Path::new("f")
-    );
+    assert_eq!(std::fs::read_link(root.join("usr/share/doc/t/link")).expect("link"), Path::new("f"));
 }
 
 #[test]

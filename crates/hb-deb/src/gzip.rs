@@ -9,14 +9,8 @@ use std::io::{Read, Write};
 
 /// Compresses all of `input` into one gzip member written to `out`; returns its length.
 pub fn compress_member(input: &mut dyn Read, out: &mut dyn Write) -> Result<u64, DebError> {
-    let counter = CountingWriter {
-        inner: out,
-        count: 0,
-    };
-    let mut enc = flate2::GzBuilder::new()
-        .mtime(0)
-        .operating_system(255)
-        .write(counter, flate2::Compression::best());
+    let counter = CountingWriter { inner: out, count: 0 };
+    let mut enc = flate2::GzBuilder::new().mtime(0).operating_system(255).write(counter, flate2::Compression::best());
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = read_full(input, &mut buf)?;
@@ -54,11 +48,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("m.gz");
         std::fs::write(&path, &out).expect("write");
-        let o = Command::new("gzip")
-            .arg("-dc")
-            .arg(&path)
-            .output()
-            .expect("run gzip");
+        let o = Command::new("gzip").arg("-dc").arg(&path).output().expect("run gzip");
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         assert_eq!(o.stdout, [a, b].concat());
     }

@@ -65,9 +65,7 @@ pub enum DebError {
 }
 
 /// Compression of the data/control members.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Compression {
     /// One xz stream of independently compressed LZMA2 blocks (the default).
     Xz,
@@ -108,11 +106,7 @@ pub(crate) fn copy_exact(
 ) -> Result<(), DebError> {
     let copied = io::copy(&mut io::Read::take(&mut *data, size), out)?;
     if copied != size {
-        return Err(DebError::SizeMismatch {
-            what: what.to_string(),
-            expected: size,
-            found: copied.to_string(),
-        });
+        return Err(DebError::SizeMismatch { what: what.to_string(), expected: size, found: copied.to_string() });
     }
     let mut probe = [0u8; 1];
     loop {

@@ -74,9 +74,7 @@ fn check_path(e: &TarEntry) -> io::Result<()> {
     if p.is_empty() {
         return match e.kind {
             TarKind::Dir => Ok(()),
-            _ => Err(invalid(
-                "only the root directory may have an empty path".into(),
-            )),
+            _ => Err(invalid("only the root directory may have an empty path".into())),
         };
     }
     if p.contains('\0') {
@@ -90,9 +88,7 @@ fn check_path(e: &TarEntry) -> io::Result<()> {
     if let TarKind::Symlink { target } = &e.kind
         && (target.is_empty() || target.contains('\0'))
     {
-        return Err(invalid(format!(
-            "symlink {p:?} has an empty or NUL-containing target"
-        )));
+        return Err(invalid(format!("symlink {p:?} has an empty or NUL-containing target")));
     }
     Ok(())
 }
@@ -102,9 +98,7 @@ fn put_octal(field: &mut [u8], value: u64, what: &str) -> io::Result<()> {
     let digits = field.len() - 1;
     let s = format!("{value:0digits$o}");
     if s.len() > digits {
-        return Err(invalid(format!(
-            "{what} {value} does not fit a {digits}-digit octal field"
-        )));
+        return Err(invalid(format!("{what} {value} does not fit a {digits}-digit octal field")));
     }
     field[..digits].copy_from_slice(s.as_bytes());
     field[digits] = 0;
@@ -113,14 +107,7 @@ fn put_octal(field: &mut [u8], value: u64, what: &str) -> io::Result<()> {
 
 /// Builds one 512-byte header block. `name`/`link` longer than their fields are truncated
 /// (the caller has written the LongLink records carrying the full values).
-fn header_block(
-    name: &[u8],
-    mode: u64,
-    size: u64,
-    mtime: u64,
-    typeflag: u8,
-    link: &[u8],
-) -> io::Result<[u8; 512]> {
+fn header_block(name: &[u8], mode: u64, size: u64, mtime: u64, typeflag: u8, link: &[u8]) -> io::Result<[u8; 512]> {
     let mut h = [0u8; 512];
     let n = name.len().min(NAME_LEN);
     h[..n].copy_from_slice(&name[..n]);
@@ -170,11 +157,7 @@ fn write_zeros(out: &mut impl Write, n: u64) -> io::Result<()> {
 }
 
 fn longlink_len(value_len: usize) -> u64 {
-    if value_len > NAME_LEN {
-        BLOCK + padded(value_len as u64 + 1)
-    } else {
-        0
-    }
+    if value_len > NAME_LEN { BLOCK + padded(value_len as u64 + 1) } else { 0 }
 }
 
 /// Writes the header of `e` (preceded by any LongLink records it needs) and returns the
@@ -186,10 +169,7 @@ pub fn write_header(out: &mut impl Write, e: &TarEntry, mtime: u64) -> io::Resul
     }
     let size = e.data_size();
     if size > MAX_OCTAL_11 {
-        return Err(invalid(format!(
-            "file {:?} is too large for tar ({size} bytes)",
-            e.path
-        )));
+        return Err(invalid(format!("file {:?} is too large for tar ({size} bytes)", e.path)));
     }
     if mtime > MAX_OCTAL_11 {
         return Err(invalid(format!("mtime {mtime} does not fit a tar header")));
@@ -201,14 +181,7 @@ pub fn write_header(out: &mut impl Write, e: &TarEntry, mtime: u64) -> io::Resul
         TarKind::Symlink { target } => (b'2', target.as_bytes()),
     };
     // Build the real header first so that nothing is written if it is invalid.
-    let h = header_block(
-        name.as_bytes(),
-        u64::from(e.mode),
-        size,
-        mtime,
-        typeflag,
-        link,
-    )?;
+    let h = header_block(name.as_bytes(), u64::from(e.mode), size, mtime, typeflag, link)?;
     let mut written = 0;
     if link.len() > NAME_LEN {
         written += write_longlink(out, b'K', link)?;
@@ -223,12 +196,7 @@ pub fn write_header(out: &mut impl Write, e: &TarEntry, mtime: u64) -> io::Resul
 /// Writes the whole entry: header, exactly `size` bytes of `content` (streamed), and zero
 /// padding to a 512-byte boundary. `content` is ignored for directories and symlinks; for
 /// files it must produce exactly `size` bytes. Returns the bytes written (= [`entry_len`]).
-pub fn write_entry(
-    out: &mut impl Write,
-    e: &TarEntry,
-    mtime: u64,
-    content: &mut dyn Read,
-) -> Result<u64, DebError> {
+pub fn write_entry(out: &mut impl Write, e: &TarEntry, mtime: u64, content: &mut dyn Read) -> Result<u64, DebError> {
     let mut written = write_header(out, e, mtime)?;
     if let TarKind::File { size } = e.kind {
         copy_exact(&e.member_name(), size, content, out)?;
@@ -261,27 +229,13 @@ pub(crate) mod tests {
     use std::process::Command;
 
     pub(crate) fn file(path: &str, size: u64) -> TarEntry {
-        TarEntry {
-            path: path.into(),
-            kind: TarKind::File { size },
-            mode: 0o644,
-        }
+        TarEntry { path: path.into(), kind: TarKind::File { size }, mode: 0o644 }
     }
     pub(crate) fn dir(path: &str) -> TarEntry {
-        TarEntry {
-            path: path.into(),
-            kind: TarKind::Dir,
-            mode: 0o755,
-        }
+        TarEntry { path: path.into(), kind: TarKind::Dir, mode: 0o755 }
     }
     pub(crate) fn symlink(path: &str, target: &str) -> TarEntry {
-        TarEntry {
-            path: path.into(),
-            kind: TarKind::Symlink {
-                target: target.into(),
-            },
-            mode: 0o777,
-        }
+        TarEntry { path: path.into(), kind: TarKind::Symlink { target: target.into() }, mode: 0o777 }
     }
 
     fn checksum_ok(h: &[u8]) -> bool {
@@ -295,8 +249,7 @@ pub(crate) mod tests {
     #[test]
     fn header_fields_and_checksum() {
         let mut out = Vec::new();
-        let n = write_header(&mut out, &file("etc/demosite/config.cfg", 5), 1_700_000_000)
-            .expect("header");
+        let n = write_header(&mut out, &file("etc/demosite/config.cfg", 5), 1_700_000_000).expect("header");
         assert_eq!(n, 512);
         assert_eq!(out.len(), 512);
         assert!(checksum_ok(&out));
@@ -304,10 +257,7 @@ pub(crate) mod tests {
         assert_eq!(&out[100..108], b"0000644\0");
         assert_eq!(&out[108..116], b"0000000\0");
         assert_eq!(&out[124..136], b"00000000005\0");
-        assert_eq!(
-            &out[136..148],
-            format!("{:011o}\0", 1_700_000_000u64).as_bytes()
-        );
+        assert_eq!(&out[136..148], format!("{:011o}\0", 1_700_000_000u64).as_bytes());
         assert_eq!(out[156], b'0');
         assert_eq!(&out[257..265], b"ustar  \0");
         assert_eq!(&out[265..270], b"root\0");
@@ -323,10 +273,7 @@ pub(crate) mod tests {
     #[test]
     fn rejects_bad_paths_and_sizes() {
         for p in ["/abs", "./x", "a//b", "a/../b", "a/", "a\0b"] {
-            assert!(
-                write_header(&mut Vec::new(), &file(p, 0), 0).is_err(),
-                "{p}"
-            );
+            assert!(write_header(&mut Vec::new(), &file(p, 0), 0).is_err(), "{p}");
         }
         assert!(write_header(&mut Vec::new(), &file("", 0), 0).is_err());
         assert!(write_header(&mut Vec::new(), &file("big", 1 << 33), 0).is_err());
@@ -355,10 +302,7 @@ pub(crate) mod tests {
             (symlink("usr/link", "five"), vec![]),
             (dir(&long_dir), vec![]),
             (file(&long_file, 3), b"xyz".to_vec()),
-            (
-                symlink(&format!("{long_dir}/longtarget"), &long_target),
-                vec![],
-            ),
+            (symlink(&format!("{long_dir}/longtarget"), &long_target), vec![]),
             (file(&"n".repeat(98), 1), b"n".to_vec()), // "./" + 98 = exactly 100
         ]
     }
@@ -391,11 +335,7 @@ pub(crate) mod tests {
         while off + 512 <= bytes.len() && bytes[off..off + 512].iter().any(|&b| b != 0) {
             let h = &bytes[off..off + 512];
             assert!(checksum_ok(h), "bad checksum at {off}");
-            assert!(
-                matches!(h[156], b'0' | b'2' | b'5' | b'L' | b'K'),
-                "typeflag {}",
-                h[156]
-            );
+            assert!(matches!(h[156], b'0' | b'2' | b'5' | b'L' | b'K'), "typeflag {}", h[156]);
             let size_field = std::str::from_utf8(&h[124..135]).expect("ascii");
             let size = u64::from_str_radix(size_field, 8).expect("octal");
             off += 512 + padded(size) as usize;
@@ -404,12 +344,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("t.tar");
         std::fs::write(&path, &bytes).expect("write");
-        let o = Command::new("tar")
-            .arg("-tvf")
-            .arg(&path)
-            .env("TZ", "UTC")
-            .output()
-            .expect("run tar");
+        let o = Command::new("tar").arg("-tvf").arg(&path).env("TZ", "UTC").output().expect("run tar");
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let listing = String::from_utf8_lossy(&o.stdout);
         let lines: Vec<&str> = listing.lines().collect();
@@ -424,11 +359,7 @@ pub(crate) mod tests {
                 _ => assert!(line.ends_with(&name), "{line}"),
             }
         }
-        assert!(
-            o.stderr.is_empty(),
-            "{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        assert!(o.stderr.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
     }
 
     #[test]
@@ -445,13 +376,11 @@ pub(crate) mod tests {
         std::os::unix::fs::symlink("f", root.join("etc/l")).expect("symlink");
         std::os::unix::fs::symlink(&long_target, root.join("etc/m")).expect("symlink");
         for (p, m) in [("", 0o755), ("etc", 0o755), ("etc/f", 0o644)] {
-            std::fs::set_permissions(root.join(p), std::fs::Permissions::from_mode(m))
-                .expect("chmod");
+            std::fs::set_permissions(root.join(p), std::fs::Permissions::from_mode(m)).expect("chmod");
         }
         for p in [long.clone(), format!("{long}/x")] {
             let m = if p.ends_with('x') { 0o644 } else { 0o755 };
-            std::fs::set_permissions(root.join(p), std::fs::Permissions::from_mode(m))
-                .expect("chmod");
+            std::fs::set_permissions(root.join(p), std::fs::Permissions::from_mode(m)).expect("chmod");
         }
         let out = tmp.path().join("g.tar");
         let o = Command::new("tar")

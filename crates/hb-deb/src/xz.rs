@@ -185,16 +185,8 @@ pub(crate) fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
 /// Compresses all of `input` into one block written to `out` (block header, LZMA2 data,
 /// block padding, CRC32 check). Returns the block's index record and the bytes written
 /// (= [`block_padded_len`]). Streams with bounded memory.
-pub fn compress_block(
-    input: &mut dyn Read,
-    out: &mut dyn Write,
-) -> Result<(XzBlockInfo, u64), DebError> {
-    let sink = BlockExtractor {
-        out,
-        header: Vec::new(),
-        tail: Vec::new(),
-        passed: 0,
-    };
+pub fn compress_block(input: &mut dyn Read, out: &mut dyn Write) -> Result<(XzBlockInfo, u64), DebError> {
+    let sink = BlockExtractor { out, header: Vec::new(), tail: Vec::new(), passed: 0 };
     let mut enc = xz2::write::XzEncoder::new_stream(sink, encoder()?);
     let mut buf = vec![0u8; READ_BUF];
     let mut total_in = 0u64;
@@ -214,16 +206,11 @@ pub fn compress_block(
         block.extend_from_slice(&[0x00, 0, 0, 0]);
         block.extend_from_slice(&crc32fast::hash(b"").to_le_bytes());
         sink.out.write_all(&block)?;
-        let info = XzBlockInfo {
-            unpadded_size: 12 + 1 + 4,
-            uncompressed_size: 0,
-        };
+        let info = XzBlockInfo { unpadded_size: 12 + 1 + 4, uncompressed_size: 0 };
         return Ok((info, block.len() as u64));
     }
     if sink.header[..] != stream_header()[..] {
-        return Err(DebError::XzFormat(
-            "stream header differs from the expected one",
-        ));
+        return Err(DebError::XzFormat("stream header differs from the expected one"));
     }
     let t = &sink.tail;
     let len = t.len();
@@ -235,8 +222,7 @@ pub fn compress_block(
     let index_len = (u64::from(u32::from_le_bytes(bs)) + 1) * 4;
     let index_start = (len as u64)
         .checked_sub(12 + index_len)
-        .ok_or(DebError::XzFormat("index longer than the held-back output"))?
-        as usize;
+        .ok_or(DebError::XzFormat("index longer than the held-back output"))? as usize;
     let index = &t[index_start..len - 12];
     let mut pos = 1;
     let parsed = (|| {
@@ -245,10 +231,7 @@ pub fn compress_block(
         }
         let unpadded_size = get_varint(index, &mut pos)?;
         let uncompressed_size = get_varint(index, &mut pos)?;
-        Some(XzBlockInfo {
-            unpadded_size,
-            uncompressed_size,
-        })
+        Some(XzBlockInfo { unpadded_size, uncompressed_size })
     })();
     let info = parsed.ok_or(DebError::XzFormat("index is not a single-record index"))?;
     sink.out.write_all(&t[..index_start])?;
@@ -326,24 +309,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s.xz");
         std::fs::write(&path, &stream).expect("write");
-        let o = Command::new("xz")
-            .arg("-dc")
-            .arg(&path)
-            .output()
-            .expect("run xz");
+        let o = Command::new("xz").arg("-dc").arg(&path).output().expect("run xz");
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         assert_eq!(o.stdout, expected);
-        let o = Command::new("xz")
-            .args(["--robot", "-lvv"])
-            .arg(&path)
-            .output()
-            .expect("xz -l");
+        let o = Command::new("xz").args(["--robot", "-lvv"]).arg(&path).output().expect("xz -l");
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let listing = String::from_utf8_lossy(&o.stdout);
-        let totals = listing
-            .lines()
-            .find(|l| l.starts_with("totals\t"))
-            .expect("totals");
+        let totals = listing.lines().find(|l| l.starts_with("totals\t")).expect("totals");
         let cols: Vec<&str> = totals.split('\t').collect();
         assert_eq!(cols[1], "1", "streams: {listing}");
         assert_eq!(cols[2], "3", "blocks: {listing}");
@@ -355,9 +327,7 @@ mod tests {
         for chunks in [vec![], vec![Vec::new()]] {
             let stream = build_stream(&chunks);
             let mut got = Vec::new();
-            xz2::read::XzDecoder::new(&stream[..])
-                .read_to_end(&mut got)
-                .expect("decode");
+            xz2::read::XzDecoder::new(&stream[..]).read_to_end(&mut got).expect("decode");
             assert!(got.is_empty());
         }
     }

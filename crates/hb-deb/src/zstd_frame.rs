@@ -12,10 +12,7 @@ pub const DEFAULT_LEVEL: i32 = 9;
 
 /// Compresses all of `input` into one zstd frame written to `out`; returns its length.
 pub fn compress(input: &mut dyn Read, out: &mut dyn Write, level: i32) -> Result<u64, DebError> {
-    let counter = CountingWriter {
-        inner: out,
-        count: 0,
-    };
+    let counter = CountingWriter { inner: out, count: 0 };
     let mut enc = zstd::stream::write::Encoder::new(counter, level)?;
     enc.include_checksum(false)?;
     enc.include_contentsize(false)?;
@@ -49,18 +46,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("f.zst");
         std::fs::write(&path, &out).expect("write");
-        let o = Command::new("zstd")
-            .arg("-dc")
-            .arg(&path)
-            .output()
-            .expect("run zstd");
+        let o = Command::new("zstd").arg("-dc").arg(&path).output().expect("run zstd");
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         assert_eq!(o.stdout, data);
-        let o = Command::new("zstd")
-            .arg("-lv")
-            .arg(&path)
-            .output()
-            .expect("zstd -l");
+        let o = Command::new("zstd").arg("-lv").arg(&path).output().expect("zstd -l");
         let listing = String::from_utf8_lossy(&o.stdout);
         assert!(listing.contains("# Zstandard Frames: 1"), "{listing}");
     }

@@ -11,8 +11,8 @@ use std::sync::Mutex;
 
 use hb_store::stat::{FileInfo, StatCache};
 
-pub use key::{ActionResult, action_key, encode_args};
 pub use hb_store::{Digest, EntryKind, Store, StoreError, Tree, TreeEntry};
+pub use key::{ActionResult, action_key, encode_args};
 pub use schedule::{Failure, Options, Record, Report, Status, execute};
 
 /// Why an action failed.

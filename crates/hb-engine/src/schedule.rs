@@ -62,7 +62,13 @@ enum State {
 }
 
 /// Runs every node of `graph`.
-pub fn execute(graph: &Graph, store: &Store, stat: &Mutex<StatCache>, opts: &Options, reporter: &dyn Reporter) -> Report {
+pub fn execute(
+    graph: &Graph,
+    store: &Store,
+    stat: &Mutex<StatCache>,
+    opts: &Options,
+    reporter: &dyn Reporter,
+) -> Report {
     let n = graph.nodes.len();
     let jobs = opts.jobs.max(1);
     let pool = rayon::ThreadPoolBuilder::new()
@@ -165,14 +171,17 @@ fn skip_dependents(i: NodeId, dependents: &[Vec<NodeId>], state: &mut [State]) {
     }
 }
 
-fn run_node(graph: &Graph, i: NodeId, ctx: &Ctx, results: &[OnceLock<Arc<ActionResult>>]) -> Result<ActionResult, JobError> {
+fn run_node(
+    graph: &Graph,
+    i: NodeId,
+    ctx: &Ctx,
+    results: &[OnceLock<Arc<ActionResult>>],
+) -> Result<ActionResult, JobError> {
     let node = &graph.nodes[i];
-    let deps: Vec<&ActionResult> = node
-        .deps
-        .iter()
-        .map(|&d| results[d].get().map(|r| r.as_ref()).expect("dependencies finish first"))
-        .collect();
-    let mut inputs: Vec<(String, Digest)> = deps.iter().enumerate().map(|(k, r)| (format!("dep{k}"), r.digest())).collect();
+    let deps: Vec<&ActionResult> =
+        node.deps.iter().map(|&d| results[d].get().map(|r| r.as_ref()).expect("dependencies finish first")).collect();
+    let mut inputs: Vec<(String, Digest)> =
+        deps.iter().enumerate().map(|(k, r)| (format!("dep{k}"), r.digest())).collect();
     let sources = node.job.sources(ctx)?;
     inputs.extend(sources.iter().map(|s| s.key_input()));
     let args = node.job.args();

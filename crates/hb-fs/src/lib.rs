@@ -123,10 +123,8 @@ impl AtomicFile {
             None => dest.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")),
         };
         create_dir_all(&dir)?;
-        let tmp = tempfile::Builder::new()
-            .prefix(".hb-tmp-")
-            .tempfile_in(&dir)
-            .ctx("creating a temporary file in", &dir)?;
+        let tmp =
+            tempfile::Builder::new().prefix(".hb-tmp-").tempfile_in(&dir).ctx("creating a temporary file in", &dir)?;
         Ok(Self { dest: dest.to_path_buf(), tmp })
     }
 
@@ -185,11 +183,8 @@ mod tests {
         for n in ["b", "a", "C", "c"] {
             fs::write(d.path().join(n), n).unwrap();
         }
-        let names: Vec<_> = read_dir_sorted(d.path())
-            .unwrap()
-            .iter()
-            .map(|e| e.file_name().into_string().unwrap())
-            .collect();
+        let names: Vec<_> =
+            read_dir_sorted(d.path()).unwrap().iter().map(|e| e.file_name().into_string().unwrap()).collect();
         assert_eq!(names, ["C", "a", "b", "c"]);
     }
 

@@ -166,7 +166,8 @@ fn compress_unit(
             None
         }
         Compression::Zstd => {
-            hb_deb::zstd_frame::compress(input, &mut w, hb_deb::zstd_frame::DEFAULT_LEVEL).map_err(|e| deb_err("zstd", e))?;
+            hb_deb::zstd_frame::compress(input, &mut w, hb_deb::zstd_frame::DEFAULT_LEVEL)
+                .map_err(|e| deb_err("zstd", e))?;
             None
         }
     };
@@ -268,23 +269,23 @@ impl Job for ControlJob {
         let fields: Vec<(String, String)> = fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
         let control = hb_deb::render_control(&fields).map_err(|e| failed(&self.label, e))?;
         let md5sums = hb_deb::md5sums(&sums);
-        let conffiles: String = files
-            .iter()
-            .filter(|(p, _)| p.starts_with("etc/"))
-            .map(|(p, _)| format!("/{p}\n"))
-            .collect();
+        let conffiles: String =
+            files.iter().filter(|(p, _)| p.starts_with("etc/")).map(|(p, _)| format!("/{p}\n")).collect();
 
-        let mut members: Vec<(&str, Vec<u8>, u32)> = vec![("control", control.into_bytes(), 0o644), ("md5sums", md5sums.into_bytes(), 0o644)];
+        let mut members: Vec<(&str, Vec<u8>, u32)> =
+            vec![("control", control.into_bytes(), 0o644), ("md5sums", md5sums.into_bytes(), 0o644)];
         if !conffiles.is_empty() {
             members.push(("conffiles", conffiles.into_bytes(), 0o644));
         }
         members.sort_by(|a, b| a.0.cmp(b.0));
         let mut tar = Vec::new();
         let root = TarEntry { path: String::new(), kind: TarKind::Dir, mode: 0o755 };
-        hb_deb::write_entry(&mut tar, &root, self.policy.mtime, &mut io::empty()).map_err(|e| failed(&self.label, e))?;
+        hb_deb::write_entry(&mut tar, &root, self.policy.mtime, &mut io::empty())
+            .map_err(|e| failed(&self.label, e))?;
         for (name, bytes, mode) in &members {
             let e = TarEntry { path: name.to_string(), kind: TarKind::File { size: bytes.len() as u64 }, mode: *mode };
-            hb_deb::write_entry(&mut tar, &e, self.policy.mtime, &mut bytes.as_slice()).map_err(|e| failed(&self.label, e))?;
+            hb_deb::write_entry(&mut tar, &e, self.policy.mtime, &mut bytes.as_slice())
+                .map_err(|e| failed(&self.label, e))?;
         }
         hb_deb::write_end(&mut tar)?;
         let (digest, size, info) = compress_unit(ctx.store, self.policy.compression, &mut tar.as_slice())?;
@@ -316,11 +317,14 @@ pub struct DataJob {
     pub chunks: ChunkTuning,
 }
 
+/// A tar entry as it enters a chunk's key: member path, mode, kind tag (0 dir, 1 file,
+/// 2 symlink), content digest, size and symlink target.
+type ChunkEntry<'a> = (&'a str, u32, u8, Option<Digest>, u64, Option<&'a str>);
+
 #[derive(Serialize)]
 struct ChunkArgs<'a> {
     policy: &'a Policy,
-    /// (member path, mode, kind tag, digest, size, symlink target)
-    entries: Vec<(&'a str, u32, u8, Option<Digest>, u64, Option<&'a str>)>,
+    entries: Vec<ChunkEntry<'a>>,
     last: bool,
 }
 
@@ -338,7 +342,7 @@ impl Job for DataJob {
         let entries = tar_entries(&deps[0].tree);
         let ranges = match self.policy.compression {
             // dpkg reads only the first zstd frame: the member must be one unit.
-            Compression::Zstd => vec![0..entries.len()],
+            Compression::Zstd => std::iter::once(0..entries.len()).collect(),
             _ => {
                 let plain: Vec<TarEntry> = entries.iter().map(|(e, _)| e.clone()).collect();
                 let p = hb_deb::ChunkParams {
@@ -501,7 +505,8 @@ impl Job for PackJob {
         }
         let w = ar.finish()?.into_inner().map_err(|e| failed(&self.label, e.error()))?;
         let (digest, size) = w.finish()?;
-        let tree = Tree::new(vec![TreeEntry::file(self.file_name.clone(), digest, size, false)]).map_err(|e| failed(&self.label, e))?;
+        let tree = Tree::new(vec![TreeEntry::file(self.file_name.clone(), digest, size, false)])
+            .map_err(|e| failed(&self.label, e))?;
         Ok(ActionResult { tree, meta: Vec::new(), exports: vec![self.file_name.clone()] })
     }
 }

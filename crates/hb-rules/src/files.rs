@@ -46,7 +46,8 @@ impl Job for FilesJob {
         let mut found: Vec<(String, PathBuf)> = Vec::new();
         for (pattern, at) in &self.patterns {
             let full = format!("{}/{}", glob::Pattern::escape(&self.dir.to_string_lossy()), pattern);
-            let paths = glob::glob(&full).map_err(|e| JobError::Failed(format!("{at}: invalid pattern `{pattern}`: {e}")))?;
+            let paths =
+                glob::glob(&full).map_err(|e| JobError::Failed(format!("{at}: invalid pattern `{pattern}`: {e}")))?;
             let mut matched = 0;
             for p in paths {
                 let p = p.map_err(|e| JobError::Failed(format!("{}: {}", self.label, e)))?;

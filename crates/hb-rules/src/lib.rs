@@ -94,7 +94,12 @@ pub fn plan(ws: &mut Workspace, roots: &[Label]) -> Result<Plan, RulesError> {
     Ok(Plan { graph, targets: nodes })
 }
 
-fn expand(ws: &mut Workspace, t: &Target, nodes: &BTreeMap<Label, NodeId>, graph: &mut Graph) -> Result<NodeId, RulesError> {
+fn expand(
+    ws: &mut Workspace,
+    t: &Target,
+    nodes: &BTreeMap<Label, NodeId>,
+    graph: &mut Graph,
+) -> Result<NodeId, RulesError> {
     let settings = ws.settings.clone();
     let pkg = ws.package(&t.label.package)?;
     let name = t.label.to_string();
@@ -113,7 +118,8 @@ fn expand(ws: &mut Workspace, t: &Target, nodes: &BTreeMap<Label, NodeId>, graph
         Rule::PythonApp(p) => {
             let project = python_project_name(pkg, p)?;
             let prefix = p.prefix.as_ref().map_or_else(|| format!("/usr/lib/{project}"), |s| s.get_ref().clone());
-            let mut patterns: Vec<(String, String)> = p.srcs.iter().map(|s| (s.get_ref().clone(), locate(s.span()))).collect();
+            let mut patterns: Vec<(String, String)> =
+                p.srcs.iter().map(|s| (s.get_ref().clone(), locate(s.span()))).collect();
             patterns.push((p.pyproject.get_ref().clone(), locate(p.pyproject.span())));
             let job = files::FilesJob {
                 label: name.clone(),
@@ -172,7 +178,8 @@ fn expand(ws: &mut Workspace, t: &Target, nodes: &BTreeMap<Label, NodeId>, graph
                 .or(settings.source_date_epoch)
                 .unwrap_or(hb_config::build_file::DEFAULT_SOURCE_DATE_EPOCH);
             let policy = deb::Policy { compression, mtime };
-            let layout = graph.add(format!("{name} layout"), Box::new(deb::LayoutJob { label: name.clone(), dep_labels }), deps);
+            let layout =
+                graph.add(format!("{name} layout"), Box::new(deb::LayoutJob { label: name.clone(), dep_labels }), deps);
             let control = graph.add(
                 format!("{name} control"),
                 Box::new(deb::ControlJob { label: name.clone(), meta: meta.clone(), policy }),
@@ -190,19 +197,24 @@ fn expand(ws: &mut Workspace, t: &Target, nodes: &BTreeMap<Label, NodeId>, graph
 }
 
 /// `[project].name` of a python_app's pyproject.toml, normalized for paths.
-fn python_project_name(pkg: &hb_config::Package, p: &hb_config::build_file::PythonAppRule) -> Result<String, RulesError> {
+fn python_project_name(
+    pkg: &hb_config::Package,
+    p: &hb_config::build_file::PythonAppRule,
+) -> Result<String, RulesError> {
     let at = pkg.locate(p.pyproject.span());
     let path = pkg.dir.join(p.pyproject.get_ref());
-    let text = hb_fs::read_to_string(&path).map_err(|e| RulesError::Invalid { message: e.to_string(), location: at.clone() })?;
+    let text = hb_fs::read_to_string(&path)
+        .map_err(|e| RulesError::Invalid { message: e.to_string(), location: at.clone() })?;
     let value: toml::Table = text.parse().map_err(|e: toml::de::Error| RulesError::Invalid {
         message: format!("{} is not valid TOML: {}", path.display(), e.message()),
         location: at.clone(),
     })?;
-    let name = value
-        .get("project")
-        .and_then(|p| p.get("name"))
-        .and_then(|n| n.as_str())
-        .ok_or_else(|| RulesError::Invalid { message: format!("{} has no [project] name", p.pyproject.get_ref()), location: at.clone() })?;
+    let name = value.get("project").and_then(|p| p.get("name")).and_then(|n| n.as_str()).ok_or_else(|| {
+        RulesError::Invalid {
+            message: format!("{} has no [project] name", p.pyproject.get_ref()),
+            location: at.clone(),
+        }
+    })?;
     // PEP 503 normalization, then the form Debian paths use.
     let norm: String = name.to_lowercase().chars().map(|c| if c == '_' || c == '.' { '-' } else { c }).collect();
     Ok(norm)

@@ -61,7 +61,8 @@ impl StatCache {
         let entries = std::fs::read(&file).ok().and_then(|b| postcard::from_bytes(&b).ok()).unwrap_or_default();
         // Only used to decide which stamps are too fresh to trust; never reaches an output.
         #[allow(clippy::disallowed_methods)]
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128);
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128);
         StatCache { file, entries, dirty: false, now_ns: now }
     }
 
