@@ -2,7 +2,7 @@
 //! each of which is compressed on its own (one xz block or gzip member) and cached.
 //! Boundaries come from the file list, never from byte offsets: a cut happens after an
 //! entry once the chunk has reached `min_bytes` and a stable hash of that entry's path
-//! (CRC32 of its bytes) says so, or unconditionally at `max_bytes`. Editing one file
+//! (blake3 of its bytes) says so, or unconditionally at `max_bytes`. Editing one file
 //! therefore leaves the other chunks' boundaries, and compressed bytes, unchanged.
 
 use crate::tar::{TarEntry, entry_len};
@@ -25,6 +25,14 @@ impl Default for ChunkParams {
     }
 }
 
+/// A well-mixed, stable hash of a path (the first 8 bytes of its blake3, little endian).
+/// CRC32 would be stable too, but it is linear: paths differing only in a counter
+/// (`file0001`, `file0002` …) rarely hit a given residue, so cuts would be scarce.
+fn path_hash(path: &str) -> u64 {
+    let h = blake3::hash(path.as_bytes());
+    u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"))
+}
+
 /// Splits `entries` into consecutive non-empty index ranges covering every entry once, in
 /// order. An empty list gives no ranges. The end-of-archive blocks belong to no entry:
 /// the caller appends them to the last chunk's tar bytes.
@@ -35,8 +43,7 @@ pub fn plan(entries: &[TarEntry], p: &ChunkParams) -> Vec<Range<usize>> {
     let one_in = p.cut_one_in.max(1);
     for (i, e) in entries.iter().enumerate() {
         acc += entry_len(e);
-        let cut =
-            acc >= p.max_bytes || (acc >= p.min_bytes && u64::from(crc32fast::hash(e.path.as_bytes())) % one_in == 0);
+        let cut = acc >= p.max_bytes || (acc >= p.min_bytes && path_hash(&e.path) % one_in == 0);
         if cut {
             ranges.push(start..i + 1);
             start = i + 1;

@@ -17,8 +17,9 @@ use crate::RulesError;
 /// Directory of the workspace receiving outputs.
 pub const OUT_DIR: &str = "hb-out";
 
-/// How many passes a build may take when it keeps finding corrupt blobs.
-const MAX_PASSES: usize = 3;
+/// A bound on passes; each pass must find a blob corrupt that no earlier pass found, so
+/// a store with N corrupt blobs needs at most N + 1 passes anyway.
+const MAX_PASSES: usize = 1000;
 
 #[derive(Debug, Default)]
 pub struct Outcome {
@@ -47,15 +48,18 @@ pub fn build(
     let plan = crate::plan(ws, labels)?;
     let stat = Mutex::new(StatCache::load(store, &ws.root));
     let mut outcome = Outcome::default();
+    let mut seen_corrupt = std::collections::BTreeSet::new();
     for pass in 1..=MAX_PASSES {
         let report = hb_engine::execute(&plan.graph, store, &stat, opts, reporter);
-        outcome.records.extend(report.records);
+        merge_records(&mut outcome.records, report.records);
         let (corrupt, other): (Vec<Failure>, Vec<Failure>) =
             report.failures.into_iter().partition(|f| f.error.corrupt_blob().is_some());
+        let mut progress = false;
         for f in &corrupt {
             outcome.warnings.push(format!("{}: {}", f.name, f.error));
+            progress |= seen_corrupt.insert(f.error.corrupt_blob());
         }
-        if !other.is_empty() || (!corrupt.is_empty() && pass == MAX_PASSES) {
+        if !other.is_empty() || (!corrupt.is_empty() && (!progress || pass == MAX_PASSES)) {
             outcome.failures = other.into_iter().chain(corrupt).collect();
             outcome.skipped = report.skipped;
             break;
@@ -70,7 +74,7 @@ pub fn build(
                 outcome.outputs = outputs;
                 break;
             }
-            Err(JobError::Store(e @ StoreError::Corrupt { .. })) if pass < MAX_PASSES => {
+            Err(JobError::Store(e @ StoreError::Corrupt { digest, .. })) if seen_corrupt.insert(Some(digest)) => {
                 outcome.warnings.push(e.to_string());
             }
             Err(error) => {
@@ -84,6 +88,18 @@ pub fn build(
         outcome.warnings.push(format!("could not save the stat cache: {e}"));
     }
     Ok(outcome)
+}
+
+/// Adds a pass's records: an action seen again keeps one record, `Executed` if it ran
+/// in any pass.
+fn merge_records(all: &mut Vec<Record>, pass: Vec<Record>) {
+    for r in pass {
+        match all.iter_mut().find(|a| a.name == r.name) {
+            Some(a) if a.status == Status::Executed => {}
+            Some(a) => *a = r,
+            None => all.push(r),
+        }
+    }
 }
 
 fn export(

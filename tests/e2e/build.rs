@@ -1,0 +1,114 @@
+//! Building //demosite:deb: what dpkg and lintian think of it, and what a rebuild does.
+
+use std::process::Command;
+
+use crate::harness::{Ws, actions, run};
+
+const DEB: &str = "hb-out/demosite/demosite_0.1.0_amd64.deb";
+
+#[test]
+fn deb_is_accepted_by_dpkg_deb_and_lintian() {
+    let ws = Ws::demosite();
+    let out = ws.ok(&["build", "//demosite:deb"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), DEB);
+    let deb = ws.path(DEB);
+    let info = run(Command::new("dpkg-deb").arg("--info").arg(&deb));
+    for field in ["Package: demosite", "Version: 0.1.0", "Architecture: amd64", "Installed-Size: "] {
+        assert!(info.contains(field), "{field} missing from:\n{info}");
+    }
+    let contents = run(Command::new("dpkg-deb").arg("--contents").arg(&deb));
+    assert!(contents.contains("-rw-r--r-- root/root") && contents.contains("./etc/demosite/config.cfg"), "{contents}");
+    assert!(contents.lines().all(|l| l.contains("root/root") && l.contains("2023-11-14")), "{contents}");
+    // Extracted bytes are the sources' bytes.
+    let x = tempfile::tempdir().unwrap();
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(x.path()));
+    assert_eq!(
+        std::fs::read(x.path().join("etc/demosite/config.cfg")).unwrap(),
+        std::fs::read(ws.path("demosite/config.cfg")).unwrap()
+    );
+    let ctrl = tempfile::tempdir().unwrap();
+    run(Command::new("dpkg-deb").arg("-e").arg(&deb).arg(ctrl.path()));
+    assert_eq!(std::fs::read_to_string(ctrl.path().join("conffiles")).unwrap(), "/etc/demosite/config.cfg\n");
+    // md5sums agree with the extracted files.
+    run(Command::new("md5sum").arg("--check").arg("--quiet").arg(ctrl.path().join("md5sums")).current_dir(x.path()));
+
+    // lintian: nothing wrong with the archive itself. The remaining errors are about
+    // content the service issue adds (copyright, changelog).
+    let lint = Command::new("lintian").args(["--no-tag-display-limit"]).arg(&deb).output().unwrap();
+    let text = String::from_utf8_lossy(&lint.stdout).into_owned();
+    let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("E:")).collect();
+    let content_only = ["no-copyright-file", "no-changelog"];
+    for e in &errors {
+        assert!(content_only.iter().any(|t| e.contains(t)), "lintian error about the archive: {e}\n{text}");
+    }
+}
+
+#[test]
+fn unchanged_rebuild_executes_nothing() {
+    let ws = Ws::demosite();
+    let first = ws.build_json("//demosite:deb");
+    assert!(first["executed"].as_u64().unwrap() >= 5, "{first}");
+    let second = ws.build_json("//demosite:deb");
+    assert_eq!(second["executed"], 0, "{second}");
+    assert_eq!(second["outputs"][0], DEB);
+    // Deleting the output only re-exports it from the cache.
+    std::fs::remove_file(ws.path(DEB)).unwrap();
+    let third = ws.build_json("//demosite:deb");
+    assert_eq!(third["executed"], 0, "{third}");
+    assert!(ws.path(DEB).is_file());
+}
+
+#[test]
+fn config_edit_reruns_only_what_depends_on_it() {
+    let ws = Ws::demosite();
+    // A bulky second payload so the data member has several chunks.
+    crate::harness::payload(&ws, "demosite/static", 110, 40_000);
+    ws.write(
+        "demosite/BUILD.toml",
+        &std::fs::read_to_string(ws.path("demosite/BUILD.toml"))
+            .unwrap()
+            .replace("deps = [\":app\", \":config\"]", "deps = [\":app\", \":config\", \":static\"]"),
+    );
+    ws.write(
+        "demosite/BUILD.toml",
+        &(std::fs::read_to_string(ws.path("demosite/BUILD.toml")).unwrap()
+            + "\n[[files]]\nname = \"static\"\nsrcs = [\"static/*.txt\"]\ndest = \"/usr/share/demosite\"\n"),
+    );
+    let first = ws.build_json("//demosite:deb");
+    let chunks = actions(&first, "executed").iter().filter(|n| n.contains("data chunk")).count();
+    assert!(chunks >= 2, "expected several data chunks: {first}");
+
+    ws.write("demosite/config.cfg", "TAGLINE = \"edited\"\n");
+    let second = ws.build_json("//demosite:deb");
+    assert_eq!(
+        actions(&second, "executed"),
+        [
+            "//demosite:config",
+            "//demosite:deb",
+            "//demosite:deb control",
+            "//demosite:deb data",
+            "//demosite:deb data chunk 0",
+            "//demosite:deb layout",
+        ],
+        "{second}"
+    );
+    // The other chunks were reused from the cache.
+    let reused = actions(&second, "cached").iter().filter(|n| n.contains("data chunk")).count();
+    assert_eq!(reused, chunks - 1, "{second}");
+    assert!(actions(&second, "cached").contains(&"//demosite:app".to_string()));
+}
+
+#[test]
+fn query_and_graph_show_the_targets() {
+    let ws = Ws::demosite();
+    let out = String::from_utf8(ws.ok(&["query", "//..."]).stdout).unwrap();
+    assert!(out.contains("//demosite:deb (deb) <- //demosite:app, //demosite:config"), "{out}");
+    assert!(out.contains("//demosite:app (python_app)"), "{out}");
+    let dot = String::from_utf8(ws.ok(&["graph", "//demosite:deb"]).stdout).unwrap();
+    assert!(dot.starts_with("digraph") && dot.contains("\"//demosite:deb\" -> \"//demosite:config\""), "{dot}");
+    let version = String::from_utf8(ws.ok(&["--version"]).stdout).unwrap();
+    assert!(version.starts_with("hb "), "{version}");
+    ws.ok(&["build", "//demosite:deb"]);
+    ws.ok(&["clean"]);
+    assert!(!ws.path("hb-out").exists());
+}

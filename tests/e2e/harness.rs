@@ -1,0 +1,157 @@
+//! A small builder harness for end-to-end tests: a throwaway copy of a workspace (by
+//! default the repository's own BUILD.toml and demosite/), its own cache directory, and
+//! helpers to run the real `hb` binary against it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use sha2::Digest as _;
+
+/// The repository root (where Cargo.toml is).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn hb_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_hb"))
+}
+
+pub struct Ws {
+    _tmp: tempfile::TempDir,
+    pub root: PathBuf,
+    pub cache: PathBuf,
+}
+
+/// Copies a directory tree (files and directories only).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name();
+        if name == "__pycache__" {
+            continue;
+        }
+        let ty = e.file_type().unwrap();
+        if ty.is_dir() {
+            copy_tree(&e.path(), &to.join(&name));
+        } else if ty.is_file() {
+            std::fs::copy(e.path(), to.join(&name)).unwrap();
+        }
+    }
+}
+
+impl Ws {
+    /// An empty workspace with only a root BUILD.toml.
+    pub fn empty() -> Ws {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("ws");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("BUILD.toml"), "[workspace]\nsource_date_epoch = 1700000000\n").unwrap();
+        let cache = tmp.path().join("cache");
+        Ws { _tmp: tmp, root, cache }
+    }
+
+    /// A copy of the repository's workspace settings and demosite.
+    pub fn demosite() -> Ws {
+        let ws = Ws::empty();
+        std::fs::copy(repo().join("BUILD.toml"), ws.root.join("BUILD.toml")).unwrap();
+        copy_tree(&repo().join("demosite"), &ws.root.join("demosite"));
+        ws
+    }
+
+    pub fn write(&self, rel: &str, text: &str) -> &Self {
+        let p = self.root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+        self
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(hb_bin());
+        c.current_dir(&self.root).env("HB_CACHE_DIR", &self.cache).env("NO_COLOR", "1");
+        c
+    }
+
+    /// Runs hb with `args`; panics with its output unless it succeeds.
+    pub fn ok(&self, args: &[&str]) -> Output {
+        let out = self.cmd().args(args).output().unwrap();
+        assert!(out.status.success(), "hb {args:?} failed:\n{}", show(&out));
+        out
+    }
+
+    /// Runs hb with `args`; panics unless it fails. Returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.cmd().args(args).output().unwrap();
+        assert!(!out.status.success(), "hb {args:?} should have failed:\n{}", show(&out));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// `hb build --json LABEL`, parsed.
+    pub fn build_json(&self, label: &str) -> serde_json::Value {
+        let out = self.ok(&["build", "--json", label]);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bad JSON ({e}):\n{}", show(&out)))
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+}
+
+pub fn show(out: &Output) -> String {
+    format!(
+        "status: {}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub fn sha256(path: &Path) -> String {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    hex(&sha2::Sha256::digest(bytes))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Names of the actions with `status` in a `--json` report, sorted.
+pub fn actions(report: &serde_json::Value, status: &str) -> Vec<String> {
+    let mut v: Vec<String> = report["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["status"] == status)
+        .map(|a| a["name"].as_str().unwrap().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Runs a command, panicking with its output on failure; returns stdout.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed:\n{}", show(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Writes `count` files of deterministic, moderately compressible text (about `each`
+/// bytes) under `rel` of the workspace: payload that takes xz real time to compress.
+pub fn payload(ws: &Ws, rel: &str, count: usize, each: usize) {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet"];
+    for i in 0..count {
+        let mut text = String::with_capacity(each + 16);
+        while text.len() < each {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            text.push_str(words[(state % 10) as usize]);
+            text.push_str(&format!("{} ", state % 9973));
+            if state % 11 == 0 {
+                text.push('\n');
+            }
+        }
+        ws.write(&format!("{rel}/file{i:04}.txt"), &text);
+    }
+}

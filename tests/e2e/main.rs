@@ -1,0 +1,9 @@
+//! End-to-end tests: the real `hb` binary against real workspaces, real dpkg-deb,
+//! lintian, faketime and signals. Each test tells one story.
+
+mod harness;
+
+mod bad_input;
+mod build;
+mod cache;
+mod reproducible;
