@@ -43,7 +43,7 @@ pub fn plan(entries: &[TarEntry], p: &ChunkParams) -> Vec<Range<usize>> {
     let one_in = p.cut_one_in.max(1);
     for (i, e) in entries.iter().enumerate() {
         acc += entry_len(e);
-        let cut = acc >= p.max_bytes || (acc >= p.min_bytes && path_hash(&e.path) % one_in == 0);
+        let cut = acc >= p.max_bytes || (acc >= p.min_bytes && path_hash(&e.path).is_multiple_of(one_in));
         if cut {
             ranges.push(start..i + 1);
             start = i + 1;
