@@ -11,9 +11,9 @@ fn assert_no_outputs(ws: &Ws) {
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut v = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
+    if let Ok(rd) = hb_fs::read_dir_sorted(dir) {
         for e in rd {
-            let p = e.unwrap().path();
+            let p = e.path();
             if p.is_dir() {
                 v.extend(walk(&p));
             } else {

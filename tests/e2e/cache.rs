@@ -8,9 +8,9 @@ const DEB: &str = "hb-out/demosite/demosite_0.1.0_amd64.deb";
 
 fn blobs(ws: &Ws) -> Vec<std::path::PathBuf> {
     let mut v = Vec::new();
-    for shard in std::fs::read_dir(ws.cache.join("v1/cas")).unwrap() {
-        for blob in std::fs::read_dir(shard.unwrap().path()).unwrap() {
-            v.push(blob.unwrap().path());
+    for shard in hb_fs::read_dir_sorted(&ws.cache.join("v1/cas")).unwrap() {
+        for blob in hb_fs::read_dir_sorted(&shard.path()).unwrap() {
+            v.push(blob.path());
         }
     }
     v.sort();
@@ -68,7 +68,7 @@ fn a_build_killed_with_sigkill_resumes_to_the_same_bytes() {
     let status = child.wait().unwrap();
     assert!(!status.success(), "the build finished before it could be killed; make the payload bigger");
     assert!(!ws.path(DEB).exists(), "a killed build left an output behind");
-    let leftovers: Vec<_> = std::fs::read_dir(ws.path("hb-out")).map(|d| d.count()).into_iter().collect();
+    let leftovers: Vec<_> = hb_fs::read_dir_sorted(&ws.path("hb-out")).map(|d| d.len()).into_iter().collect();
     assert!(leftovers.iter().all(|&n| n <= 1), "hb-out holds partial files");
 
     ws.ok(&["build", "//demosite:deb"]);

@@ -25,8 +25,7 @@ pub struct Ws {
 /// Copies a directory tree (files and directories only).
 pub fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
+    for e in hb_fs::read_dir_sorted(from).unwrap() {
         let name = e.file_name();
         if name == "__pycache__" {
             continue;
@@ -148,7 +147,7 @@ pub fn payload(ws: &Ws, rel: &str, count: usize, each: usize) {
             state ^= state << 17;
             text.push_str(words[(state % 10) as usize]);
             text.push_str(&format!("{} ", state % 9973));
-            if state % 11 == 0 {
+            if state.is_multiple_of(11) {
                 text.push('\n');
             }
         }
