@@ -10,7 +10,7 @@ packages=(
   dpkg-dev lintian       # inspecting and checking the debs hb writes
   faketime               # reproducibility tests shift the clock
   xz-utils zstd gzip tar # format cross-checks in tests
-  ca-certificates curl git
+  ca-certificates curl git bc
 )
 missing=()
 for p in "${packages[@]}"; do

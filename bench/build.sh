@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Benchmark of //demosite:deb against the floor, `dpkg-deb --build` of the same staged
+# tree (xz, like hb's default), all measured in this one run:
+#   cold     fresh cache, nothing built
+#   no-op    nothing changed (median of 20 runs)
+#   edit     one config file edited
+#   floor    dpkg-deb --build --root-owner-group -Zxz of the deb's own contents
+# Prints milliseconds and each as a ratio to the floor. Measures; asserts nothing.
+#
+#   bench/build.sh [PAYLOAD_MB]   # PAYLOAD_MB: extra synthetic files (default 0), to
+#                                 # approximate a real virtualenv's size
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+payload_mb=${1:-0}
+cd "$repo"
+cargo build --release --locked -q
+hb="$repo/target/release/hb"
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+ws="$work/ws"
+mkdir -p "$ws"
+cp BUILD.toml "$ws/"
+cp -r demosite "$ws/"
+if [ "$payload_mb" -gt 0 ]; then
+  python3 - "$ws/demosite/static" "$payload_mb" <<'PY'
+import os, random, sys
+out, mb = sys.argv[1], int(sys.argv[2])
+os.makedirs(out, exist_ok=True)
+rng = random.Random(7)
+words = [''.join(rng.choice('abcdefghijklmnopqrstuvwxyz_') for _ in range(rng.randint(2, 12))) for _ in range(4000)]
+n = mb * 1024 * 1024 // 14000
+for i in range(n):
+    with open(f"{out}/mod{i:05}.py", "w") as f:
+        f.write(' '.join(rng.choice(words) for _ in range(2000)))
+PY
+  sed -i 's/deps = \[":app", ":config"\]/deps = [":app", ":config", ":static"]/' "$ws/demosite/BUILD.toml"
+  printf '\n[[files]]\nname = "static"\nsrcs = ["static/*.py"]\ndest = "/usr/lib/demosite/static"\n' >>"$ws/demosite/BUILD.toml"
+fi
+export HB_CACHE_DIR="$work/cache"
+deb="$ws/hb-out/demosite/demosite_0.1.0_amd64.deb"
+
+ms() { echo $(( ($2 - $1) / 1000000 )); }
+now() { date +%s%N; }
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+t0=$(now); "$hb" -C "$ws" build //demosite:deb >/dev/null 2>&1; t1=$(now)
+cold=$(ms "$t0" "$t1")
+
+noop=$(for _ in $(seq 20); do
+  t0=$(now); "$hb" -C "$ws" build //demosite:deb >/dev/null 2>&1; t1=$(now); echo $(( (t1 - t0) / 1000 ))
+done | median)   # microseconds
+
+echo "TAGLINE = \"edited at $(date +%s%N)\"" >>"$ws/demosite/config.cfg"
+t0=$(now); "$hb" -C "$ws" build //demosite:deb >/dev/null 2>&1; t1=$(now)
+edit=$(ms "$t0" "$t1")
+
+stage="$work/stage"
+dpkg-deb -R "$deb" "$stage"
+t0=$(now); dpkg-deb --build --root-owner-group -Zxz "$stage" "$work/floor.deb" >/dev/null; t1=$(now)
+floor=$(ms "$t0" "$t1")
+[ "$floor" -gt 0 ] || floor=1
+
+files=$(dpkg-deb --contents "$deb" | wc -l)
+size=$(du -k "$stage" | tail -1 | cut -f1)
+echo "//demosite:deb: $files entries, ${size} KiB unpacked, $(stat -c %s "$deb") bytes packed"
+printf '%-8s %10s %10s\n' step ms "x floor"
+printf '%-8s %10d %10.2f\n' cold "$cold" "$(echo "$cold / $floor" | bc -l)"
+printf '%-8s %10.1f %10.3f\n' no-op "$(echo "$noop / 1000" | bc -l)" "$(echo "$noop / 1000 / $floor" | bc -l)"
+printf '%-8s %10d %10.2f\n' edit "$edit" "$(echo "$edit / $floor" | bc -l)"
+printf '%-8s %10d %10.2f\n' floor "$floor" 1
