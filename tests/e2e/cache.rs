@@ -74,3 +74,33 @@ fn a_build_killed_with_sigkill_resumes_to_the_same_bytes() {
     ws.ok(&["build", "//demosite:deb"]);
     assert_eq!(sha256(&ws.path(DEB)), want);
 }
+
+#[test]
+fn two_concurrent_builds_share_one_cache_safely() {
+    let ws = Ws::demosite();
+    payload(&ws, "demosite/static", 40, 40_000);
+    let build = std::fs::read_to_string(ws.path("demosite/BUILD.toml"))
+        .unwrap()
+        .replace("deps = [\":app\", \":config\"]", "deps = [\":app\", \":config\", \":static\"]")
+        + "\n[[files]]\nname = \"static\"\nsrcs = [\"static/*.txt\"]\ndest = \"/usr/share/demosite\"\n";
+    ws.write("demosite/BUILD.toml", &build);
+    let children: Vec<_> = (0..3)
+        .map(|_| {
+            ws.cmd()
+                .args(["build", "--json", "//demosite:deb"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", show(&out));
+    }
+    let first = sha256(&ws.path(DEB));
+    std::fs::remove_file(ws.path(DEB)).unwrap();
+    let again = ws.build_json("//demosite:deb");
+    assert_eq!(again["executed"], 0, "{again}");
+    assert_eq!(sha256(&ws.path(DEB)), first);
+}
