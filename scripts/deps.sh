@@ -9,6 +9,9 @@ packages=(
   gcc libc6-dev          # the bundled C compressors (liblzma, zstd) are compiled from source
   dpkg-dev lintian       # inspecting and checking the debs hb writes
   faketime               # reproducibility tests shift the clock
+  bubblewrap             # the sandbox of PEP 517 builds
+  python3 python3-pip python3-venv  # the target interpreter; pip resolves and fetches for `hb lock`
+  mmdebstrap             # tests install debs into a fresh bookworm root
   xz-utils zstd gzip tar # format cross-checks in tests
   ca-certificates curl git bc
 )

@@ -53,6 +53,22 @@ enum Command {
         /// Keep building what does not depend on a failed action.
         #[arg(short = 'k', long)]
         keep_going: bool,
+        /// Run PEP 517 builds without namespaces (they can then reach the network and
+        /// see this machine). Also HB_SANDBOX=off.
+        #[arg(long)]
+        no_sandbox: bool,
+    },
+    /// Resolve a python_app's dependencies for the target platform and write its lock.
+    ///
+    /// Runtime dependencies ([project].dependencies) and build requirements
+    /// ([build-system].requires) are resolved by `pip download` for the workspace's
+    /// target (e.g. CPython 3.11, manylinux_2_36 x86_64), using your pip configuration
+    /// (PIP_INDEX_URL, PIP_FIND_LINKS, pip.conf). The lock (hb.lock next to BUILD.toml)
+    /// holds names, versions, file names and sha256 hashes, never URLs.
+    Lock {
+        /// python_app labels, e.g. //demosite:app.
+        #[arg(required = true)]
+        labels: Vec<String>,
     },
     /// List targets with their rule and dependencies (`//...` for all).
     Query { labels: Vec<String> },
@@ -83,7 +99,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
     };
     let cache_dir = cache_dir(cli.cache_dir)?;
     match cli.command {
-        Command::Build { labels, json, jobs, keep_going } => build(&cwd, &cache_dir, &labels, json, jobs, keep_going),
+        Command::Build { labels, json, jobs, keep_going, no_sandbox } => {
+            let off = no_sandbox || std::env::var("HB_SANDBOX").is_ok_and(|v| v == "off" || v == "0");
+            let sandbox = if off { hb_sandbox::Mode::Off } else { hb_sandbox::Mode::Bwrap };
+            build(&cwd, &cache_dir, &labels, json, jobs, keep_going, sandbox)
+        }
+        Command::Lock { labels } => lock(&cwd, &labels),
         Command::Query { labels } => query(&cwd, &labels),
         Command::Graph { labels } => graph(&cwd, &labels),
         Command::Clean { cache } => {
@@ -130,6 +151,26 @@ fn resolve(ws: &mut Workspace, cwd: &Path, texts: &[String]) -> Result<Vec<Label
     Ok(labels)
 }
 
+fn lock(cwd: &Path, texts: &[String]) -> Result<ExitCode> {
+    let mut ws = Workspace::discover(cwd)?;
+    let labels = resolve(&mut ws, cwd, texts)?;
+    let target = hb_rules::python_target(&ws.settings);
+    for label in labels {
+        let t = ws.target(&label)?.clone();
+        let hb_config::Rule::PythonApp(p) = &t.rule else {
+            bail!("{label} is a {} target; `hb lock` takes python_app targets", t.rule.kind());
+        };
+        let pkg = ws.package(&label.package)?.clone();
+        progress::note(&format!("resolving {label} for {}", target.describe()));
+        let (path, lock) = hb_rules::python::lock(&pkg, p, &target, &label.to_string())?;
+        let runtime = lock.files(hb_fetch::Role::Runtime).count();
+        let build = lock.files(hb_fetch::Role::Build).count();
+        println!("{}", path.display());
+        progress::note(&format!("locked {runtime} runtime and {build} build file(s)"));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn build(
     cwd: &Path,
     cache_dir: &Path,
@@ -137,6 +178,7 @@ fn build(
     json: bool,
     jobs: Option<usize>,
     keep_going: bool,
+    sandbox: hb_sandbox::Mode,
 ) -> Result<ExitCode> {
     let start = Instant::now();
     let mut ws = Workspace::discover(cwd)?;
@@ -145,7 +187,11 @@ fn build(
     let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let opts = Options { jobs, keep_going, platform: ws.settings.platform.get_ref().clone() };
     let reporter = progress::Progress::new();
-    let outcome = hb_rules::build::build(&mut ws, &store, &labels, &opts, &reporter)?;
+    if sandbox == hb_sandbox::Mode::Off {
+        progress::warning("building without the sandbox (--no-sandbox): PEP 517 builds can see this machine");
+    }
+    let plan_opts = hb_rules::PlanOptions { sandbox };
+    let outcome = hb_rules::build::build(&mut ws, &store, &labels, &opts, &plan_opts, &reporter)?;
     reporter.finish();
     for w in &outcome.warnings {
         progress::warning(w);
@@ -168,6 +214,7 @@ fn build(
                     "kind": r.kind,
                     "status": if r.status == Status::Executed { "executed" } else { "cached" },
                     "key": r.key.hex(),
+                    "result": r.result.hex(),
                 })
             })
             .collect();

@@ -154,3 +154,51 @@ pub fn payload(ws: &Ws, rel: &str, count: usize, each: usize) {
         ws.write(&format!("{rel}/file{i:04}.txt"), &text);
     }
 }
+
+/// A minimal Debian bookworm root (variant minbase, plus python3 and adduser) made once
+/// per target directory with mmdebstrap from this machine's apt sources; tests copy it.
+pub fn bookworm_root() -> PathBuf {
+    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bookworm-minbase-python3");
+        if dir.join("usr/bin/python3").exists() {
+            return dir;
+        }
+        let tmp = dir.with_extension(format!("tmp{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        run(Command::new("mmdebstrap")
+            .args(["--quiet", "--variant=minbase", "--include=python3,adduser", "--format=directory", "bookworm"])
+            .arg(&tmp));
+        if std::fs::rename(&tmp, &dir).is_err() {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        dir
+    })
+    .clone()
+}
+
+/// A private copy of the bookworm root, removed on drop.
+pub struct Root {
+    _tmp: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+impl Root {
+    pub fn new() -> Root {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("root");
+        run(Command::new("cp").arg("-a").arg(bookworm_root()).arg(&path));
+        Root { _tmp: tmp, path }
+    }
+
+    /// Runs a command chrooted into the root; returns its output.
+    pub fn chroot(&self, argv: &[&str]) -> Output {
+        Command::new("/usr/sbin/chroot")
+            .arg(&self.path)
+            .args(argv)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .output()
+            .unwrap()
+    }
+}

@@ -41,6 +41,10 @@ pub struct WorkspaceSettings {
     pub compression: Compression,
     /// The one timestamp of every packaged file, unless a target sets its own.
     pub source_date_epoch: Option<u64>,
+    /// Local directories of wheels searched before the package index (relative to the
+    /// workspace root), in addition to `PIP_FIND_LINKS`.
+    #[serde(default)]
+    pub wheelhouse: Vec<String>,
 }
 
 fn default_platform() -> Spanned<String> {
@@ -88,8 +92,6 @@ pub struct FilesRule {
     pub dest: Spanned<String>,
     #[serde(default)]
     pub strip_prefix: String,
-    #[serde(default)]
-    pub deps: Vec<Spanned<String>>,
 }
 
 /// `[[python_app]]`: a Python application with a `pyproject.toml`.
@@ -105,8 +107,8 @@ pub struct PythonAppRule {
     pub pyproject: Spanned<String>,
     /// Install prefix on the target; default `/usr/lib/<project name>`.
     pub prefix: Option<Spanned<String>>,
-    #[serde(default)]
-    pub deps: Vec<Spanned<String>>,
+    /// The lock file, relative to the package; default `hb.lock`.
+    pub lock: Option<Spanned<String>>,
 }
 
 fn default_pyproject() -> Spanned<String> {
@@ -227,11 +229,11 @@ impl Package {
         let mut declared: Vec<(Spanned<String>, Vec<Spanned<String>>, Rule)> = Vec::new();
         for r in raw.files {
             let r = r.into_inner();
-            declared.push((r.name.clone(), r.deps.clone(), Rule::Files(r)));
+            declared.push((r.name.clone(), Vec::new(), Rule::Files(r)));
         }
         for r in raw.python_app {
             let r = r.into_inner();
-            declared.push((r.name.clone(), r.deps.clone(), Rule::PythonApp(r)));
+            declared.push((r.name.clone(), Vec::new(), Rule::PythonApp(r)));
         }
         for r in raw.deb {
             let r = r.into_inner();
@@ -300,9 +302,14 @@ fn validate(pkg: &Package, rule: &Rule) -> Result<(), ConfigError> {
                 );
             }
             if let Some(prefix) = &p.prefix
-                && !prefix.get_ref().starts_with('/')
+                && !(prefix.get_ref().starts_with('/') && hb_store_clean(prefix.get_ref()))
             {
-                return Err(pkg.error(prefix.span(), "`prefix` must be an absolute path, like \"/usr/lib/myapp\""));
+                return Err(pkg.error(prefix.span(), "`prefix` must be a clean absolute path, like \"/usr/lib/myapp\""));
+            }
+            if let Some(lock) = &p.lock
+                && (lock.get_ref().starts_with('/') || lock.get_ref().split('/').any(|c| c == ".." || c.is_empty()))
+            {
+                return Err(pkg.error(lock.span(), "`lock` is a file name relative to the package directory"));
             }
             check_globs(pkg, &p.srcs)?;
         }
@@ -340,6 +347,12 @@ fn validate(pkg: &Package, rule: &Rule) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+/// `/a/b` with no empty, `.` or `..` components.
+fn hb_store_clean(path: &str) -> bool {
+    let rest = path.trim_start_matches('/').trim_end_matches('/');
+    !rest.is_empty() && rest.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
 fn check_globs(pkg: &Package, globs: &[Spanned<String>]) -> Result<(), ConfigError> {

@@ -55,6 +55,11 @@ pub trait Job: Send + Sync {
     fn version(&self) -> u32;
     /// Canonical arguments (see [`encode_args`]).
     fn args(&self) -> Vec<u8>;
+    /// True for actions that should finish even when the build is stopping because of
+    /// another failure (fetches: the user learns about every missing file at once).
+    fn always_complete(&self) -> bool {
+        false
+    }
     /// Inputs from outside the graph (source files), named and digested.
     fn sources(&self, _ctx: &Ctx) -> Result<Vec<Source>, JobError> {
         Ok(Vec::new())
@@ -126,20 +131,20 @@ impl Ctx<'_> {
             && let Some(result) = ActionResult::decode(&bytes)
             && result.tree.blobs().all(|d| self.store.has_blob(d))
         {
-            self.record(name, kind, key, Status::Cached);
+            self.record(name, kind, key, result.digest(), Status::Cached);
             return Ok(result);
         }
         self.reporter.started(name);
         let result = run()?;
         self.store.put_action(&key, &result.encode())?;
-        self.record(name, kind, key, Status::Executed);
+        self.record(name, kind, key, result.digest(), Status::Executed);
         Ok(result)
     }
 
-    fn record(&self, name: &str, kind: &str, key: Digest, status: Status) {
+    fn record(&self, name: &str, kind: &str, key: Digest, result: Digest, status: Status) {
         self.reporter.finished(name, status);
         let mut r = self.records.lock().unwrap_or_else(|p| p.into_inner());
-        r.push(Record { name: name.to_string(), kind: kind.to_string(), key, status });
+        r.push(Record { name: name.to_string(), kind: kind.to_string(), key, result, status });
     }
 }
 

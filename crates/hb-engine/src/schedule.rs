@@ -24,6 +24,8 @@ pub struct Record {
     pub name: String,
     pub kind: String,
     pub key: Digest,
+    /// Digest of the action's result (what dependents see).
+    pub result: Digest,
     pub status: Status,
 }
 
@@ -112,7 +114,11 @@ pub fn execute(
         let mut running = 0usize;
         let mut stopping = false;
         loop {
-            while !stopping && let Some(i) = ready.pop_front() {
+            if stopping {
+                // Only actions that must complete (fetches) still start.
+                ready.retain(|&i| graph.nodes[i].job.always_complete());
+            }
+            while let Some(i) = ready.pop_front() {
                 state[i] = State::Started;
                 running += 1;
                 work_tx.send(i).expect("workers are alive while the scheduler runs");

@@ -43,9 +43,10 @@ pub fn build(
     store: &Store,
     labels: &[Label],
     opts: &Options,
+    plan_opts: &crate::PlanOptions,
     reporter: &dyn Reporter,
 ) -> Result<Outcome, RulesError> {
-    let plan = crate::plan(ws, labels)?;
+    let plan = crate::plan(ws, labels, plan_opts)?;
     let stat = Mutex::new(StatCache::load(store, &ws.root));
     let mut outcome = Outcome::default();
     let mut seen_corrupt = std::collections::BTreeSet::new();
@@ -65,6 +66,11 @@ pub fn build(
             break;
         }
         if !corrupt.is_empty() {
+            // Find every other corrupt blob now, rather than one per pass.
+            let removed = scrub(store, &outcome.records);
+            if removed > 0 {
+                outcome.warnings.push(format!("removed {removed} more corrupt blob(s) from the cache"));
+            }
             continue;
         }
         // Export the requested targets' files.
@@ -88,6 +94,22 @@ pub fn build(
         outcome.warnings.push(format!("could not save the stat cache: {e}"));
     }
     Ok(outcome)
+}
+
+/// Re-hashes every blob the recorded actions' cached results refer to; corrupt ones
+/// are removed (so their producers run again). Returns how many were removed.
+fn scrub(store: &Store, records: &[Record]) -> usize {
+    let mut removed = 0;
+    for r in records {
+        let Ok(Some(bytes)) = store.get_action(&r.key) else { continue };
+        let Some(result) = hb_engine::ActionResult::decode(&bytes) else { continue };
+        for d in result.tree.blobs() {
+            if matches!(store.verify_blob(d), Err(StoreError::Corrupt { .. })) {
+                removed += 1;
+            }
+        }
+    }
+    removed
 }
 
 /// Adds a pass's records: an action seen again keeps one record, `Executed` if it ran

@@ -109,8 +109,37 @@ impl Job for LayoutJob {
             }
         }
         let tree = Tree::new(merged.into_values().map(|(e, _)| e).collect()).map_err(|e| failed(&self.label, e))?;
-        Ok(ActionResult { tree, ..Default::default() })
+        // Facts about the contents (native code, glibc needed) travel on: the maximum.
+        let mut meta: BTreeMap<String, u64> = BTreeMap::new();
+        for dep in deps {
+            for (k, v) in &dep.meta {
+                let slot = meta.entry(k.clone()).or_insert(0);
+                *slot = (*slot).max(*v);
+            }
+        }
+        Ok(ActionResult { tree, meta: meta.into_iter().collect(), exports: Vec::new() })
     }
+}
+
+/// The Python parts of the maintainer scripts for virtualenvs at `prefixes`: compile
+/// bytecode after configuring (the package ships none) and remove it before removal.
+pub fn python_scripts(package: &str, prefixes: &[String]) -> Vec<(String, String)> {
+    if prefixes.is_empty() {
+        return Vec::new();
+    }
+    let mut compile = String::new();
+    let mut clean = String::new();
+    for p in prefixes {
+        compile.push_str(&format!("        {p}/bin/python -m compileall -q {p}/lib >/dev/null || true\n"));
+        clean.push_str(&format!("        find {p} -depth -type d -name __pycache__ -exec rm -rf {{}} +\n"));
+    }
+    let postinst = format!(
+        "#!/bin/sh\n# postinst of {package}, written by hb.\nset -e\n\ncase \"$1\" in\n    configure)\n        # Bytecode is compiled here: .pyc files are not shipped (they are not reproducible).\n{compile}        ;;\nesac\n\nexit 0\n"
+    );
+    let prerm = format!(
+        "#!/bin/sh\n# prerm of {package}, written by hb.\nset -e\n\ncase \"$1\" in\n    remove|upgrade|deconfigure|failed-upgrade)\n        # Remove the bytecode postinst compiled, so that no file is left behind.\n{clean}        ;;\nesac\n\nexit 0\n"
+    );
+    vec![("postinst".to_string(), postinst), ("prerm".to_string(), prerm)]
 }
 
 /// The tar entries of a tree: the root directory first, then the tree in its order.
@@ -207,6 +236,8 @@ pub struct ControlJob {
     pub label: String,
     pub meta: DebMeta,
     pub policy: Policy,
+    /// Maintainer scripts (name, text), installed with mode 0755.
+    pub scripts: Vec<(String, String)>,
 }
 
 impl Job for ControlJob {
@@ -217,10 +248,18 @@ impl Job for ControlJob {
         1
     }
     fn args(&self) -> Vec<u8> {
-        encode_args(&(&self.meta, &self.policy))
+        encode_args(&(&self.meta, &self.policy, &self.scripts))
     }
     fn run(&self, ctx: &Ctx, deps: &[&ActionResult], _: &[Source]) -> Result<ActionResult, JobError> {
         let layout = &deps[0].tree;
+        let mut depends = self.meta.depends.clone();
+        if deps[0].meta("native").unwrap_or(0) > 0 {
+            // Compiled extensions link against glibc: as new as their wheels' manylinux tag.
+            match deps[0].meta("glibc") {
+                Some(g) => depends.insert(0, format!("libc6 (>= {}.{})", g / 1000, g % 1000)),
+                None => depends.insert(0, "libc6".to_string()),
+            }
+        }
         let files: Vec<(&str, Digest)> = layout
             .entries()
             .iter()
@@ -257,8 +296,8 @@ impl Job for ControlJob {
             ("Maintainer", m.maintainer.clone()),
             ("Installed-Size", hb_deb::installed_size_kib(&entries).to_string()),
         ];
-        if !m.depends.is_empty() {
-            fields.push(("Depends", m.depends.join(", ")));
+        if !depends.is_empty() {
+            fields.push(("Depends", depends.join(", ")));
         }
         fields.push(("Section", m.section.clone()));
         fields.push(("Priority", m.priority.clone()));
@@ -276,6 +315,9 @@ impl Job for ControlJob {
             vec![("control", control.into_bytes(), 0o644), ("md5sums", md5sums.into_bytes(), 0o644)];
         if !conffiles.is_empty() {
             members.push(("conffiles", conffiles.into_bytes(), 0o644));
+        }
+        for (name, text) in &self.scripts {
+            members.push((name.as_str(), text.clone().into_bytes(), 0o755));
         }
         members.sort_by(|a, b| a.0.cmp(b.0));
         let mut tar = Vec::new();

@@ -6,6 +6,7 @@
 pub mod build;
 pub mod deb;
 pub mod files;
+pub mod python;
 
 use std::collections::BTreeMap;
 
@@ -76,6 +77,28 @@ pub fn collect(ws: &mut Workspace, roots: &[Label]) -> Result<Vec<Target>, Rules
     Ok(order)
 }
 
+/// Choices of the build request that shape actions without entering their keys.
+#[derive(Clone, Copy, Debug)]
+pub struct PlanOptions {
+    pub sandbox: hb_sandbox::Mode,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions { sandbox: hb_sandbox::Mode::Bwrap }
+    }
+}
+
+/// The target platform of the workspace, for Python wheels.
+pub fn python_target(settings: &hb_config::WorkspaceSettings) -> hb_python::Target {
+    hb_python::Target::bookworm_amd64(python_version(settings))
+}
+
+pub fn python_version(settings: &hb_config::WorkspaceSettings) -> (u32, u32) {
+    let mut it = settings.python.get_ref().split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    (it.next().unwrap_or(3), it.next().unwrap_or(11))
+}
+
 /// The action graph of `roots`, and the node giving each target's result.
 pub struct Plan {
     pub graph: Graph,
@@ -83,139 +106,191 @@ pub struct Plan {
 }
 
 /// Expands the targets reachable from `roots` into actions.
-pub fn plan(ws: &mut Workspace, roots: &[Label]) -> Result<Plan, RulesError> {
+pub fn plan(ws: &mut Workspace, roots: &[Label], opts: &PlanOptions) -> Result<Plan, RulesError> {
     let targets = collect(ws, roots)?;
-    let mut graph = Graph::default();
-    let mut nodes: BTreeMap<Label, NodeId> = BTreeMap::new();
+    let mut p = Planner { graph: Graph::default(), nodes: BTreeMap::new(), fetches: BTreeMap::new(), opts: *opts };
     for t in targets {
-        let node = expand(ws, &t, &nodes, &mut graph)?;
-        nodes.insert(t.label.clone(), node);
+        let node = p.expand(ws, &t)?;
+        p.nodes.insert(t.label.clone(), node);
     }
-    Ok(Plan { graph, targets: nodes })
+    Ok(Plan { graph: p.graph, targets: p.nodes })
 }
 
-fn expand(
-    ws: &mut Workspace,
-    t: &Target,
-    nodes: &BTreeMap<Label, NodeId>,
-    graph: &mut Graph,
-) -> Result<NodeId, RulesError> {
-    let settings = ws.settings.clone();
-    let pkg = ws.package(&t.label.package)?;
-    let name = t.label.to_string();
-    let locate = |span: std::ops::Range<usize>| short(&pkg.locate(span));
-    match &t.rule {
-        Rule::Files(f) => {
-            let job = files::FilesJob {
-                label: name.clone(),
-                dir: pkg.dir.clone(),
-                patterns: f.srcs.iter().map(|s| (s.get_ref().clone(), locate(s.span()))).collect(),
-                dest: f.dest.get_ref().clone(),
-                strip_prefix: f.strip_prefix.clone(),
-            };
-            Ok(graph.add(name, Box::new(job), Vec::new()))
+struct Planner {
+    graph: Graph,
+    nodes: BTreeMap<Label, NodeId>,
+    /// One fetch node per locked file name, shared by every app that needs it.
+    fetches: BTreeMap<String, NodeId>,
+    opts: PlanOptions,
+}
+
+impl Planner {
+    fn fetch_node(&mut self, ws: &Workspace, f: &hb_fetch::LockedFile) -> NodeId {
+        if let Some(&n) = self.fetches.get(&f.file) {
+            return n;
         }
-        Rule::PythonApp(p) => {
-            let project = python_project_name(pkg, p)?;
-            let prefix = p.prefix.as_ref().map_or_else(|| format!("/usr/lib/{project}"), |s| s.get_ref().clone());
-            let mut patterns: Vec<(String, String)> =
-                p.srcs.iter().map(|s| (s.get_ref().clone(), locate(s.span()))).collect();
-            patterns.push((p.pyproject.get_ref().clone(), locate(p.pyproject.span())));
-            let job = files::FilesJob {
-                label: name.clone(),
-                dir: pkg.dir.clone(),
-                patterns,
-                dest: format!("{}/app", prefix.trim_end_matches('/')),
-                strip_prefix: String::new(),
-            };
-            Ok(graph.add(name, Box::new(job), Vec::new()))
-        }
-        Rule::Deb(d) => {
-            let mut deps = Vec::new();
-            let mut dep_labels = Vec::new();
-            for (label, loc) in &t.deps {
-                let dep_target = ws.target(label)?;
-                if matches!(dep_target.rule, Rule::Deb(_)) {
-                    return Err(RulesError::Invalid {
-                        message: format!("{name} cannot contain the package {label}; list it in `depends` instead"),
-                        location: loc.clone(),
-                    });
-                }
-                deps.push(nodes[label]);
-                dep_labels.push(label.to_string());
+        let extra: Vec<std::path::PathBuf> = ws.settings.wheelhouse.iter().map(|w| ws.root.join(w)).collect();
+        let job = python::FetchJob {
+            file: f.clone(),
+            target: python_target(&ws.settings),
+            wheelhouses: hb_fetch::wheelhouses(&extra),
+        };
+        let n = self.graph.add(format!("fetch {}", f.file), Box::new(job), Vec::new());
+        self.fetches.insert(f.file.clone(), n);
+        n
+    }
+
+    fn expand(&mut self, ws: &mut Workspace, t: &Target) -> Result<NodeId, RulesError> {
+        let settings = ws.settings.clone();
+        let pkg = ws.package(&t.label.package)?.clone();
+        let pkg = &pkg;
+        let name = t.label.to_string();
+        let locate = |span: std::ops::Range<usize>| short(&pkg.locate(span));
+        match &t.rule {
+            Rule::Files(f) => {
+                let job = files::FilesJob {
+                    label: name.clone(),
+                    dir: pkg.dir.clone(),
+                    patterns: f.srcs.iter().map(|s| (s.get_ref().clone(), locate(s.span()))).collect(),
+                    dest: f.dest.get_ref().clone(),
+                    strip_prefix: f.strip_prefix.clone(),
+                };
+                Ok(self.graph.add(name, Box::new(job), Vec::new()))
             }
-            let package = match &d.package {
-                Some(p) => p.get_ref().clone(),
-                None => {
-                    let dir = t.label.package.rsplit('/').next().unwrap_or_default().to_lowercase().replace('_', "-");
-                    if !hb_config::build_file::valid_debian_package_name(&dir) {
-                        return Err(RulesError::Invalid {
-                            message: format!("`{dir}` is not a valid Debian package name; set `package` explicitly"),
-                            location: t.location.clone(),
-                        });
+            Rule::PythonApp(p) => {
+                let proj = python::project(pkg, p)?;
+                let target = python_target(&settings);
+                let lock = python::read_lock(pkg, p, &proj, &target, &name)?;
+                let python = python_version(&settings);
+                let prefix = p.prefix.as_ref().map_or_else(
+                    || format!("/usr/lib/{}", proj.name),
+                    |s| s.get_ref().trim_end_matches('/').to_string(),
+                );
+                let mut patterns: Vec<(String, String)> =
+                    p.srcs.iter().map(|s| (s.get_ref().clone(), locate(s.span()))).collect();
+                patterns.push((p.pyproject.get_ref().clone(), locate(p.pyproject.span())));
+                let files = files::FilesJob {
+                    label: name.clone(),
+                    dir: pkg.dir.clone(),
+                    patterns,
+                    dest: "/".to_string(),
+                    strip_prefix: String::new(),
+                };
+                let mtime = settings.source_date_epoch.unwrap_or(hb_config::build_file::DEFAULT_SOURCE_DATE_EPOCH);
+                let wheel_job = python::WheelJob {
+                    label: name.clone(),
+                    files,
+                    backend: proj.build_backend.clone(),
+                    backend_path: proj.backend_path.clone(),
+                    python,
+                    target: target.clone(),
+                    mtime,
+                    sandbox: self.opts.sandbox,
+                };
+                let ws_ref: &Workspace = ws;
+                let build: Vec<NodeId> =
+                    lock.files(hb_fetch::Role::Build).map(|f| self.fetch_node(ws_ref, f)).collect();
+                let runtime: Vec<NodeId> =
+                    lock.files(hb_fetch::Role::Runtime).map(|f| self.fetch_node(ws_ref, f)).collect();
+                let wheel = self.graph.add(format!("{name} wheel"), Box::new(wheel_job), build);
+                let mut deps = runtime;
+                deps.push(wheel);
+                let venv = python::VenvJob { label: name.clone(), prefix, python, target };
+                Ok(self.graph.add(name, Box::new(venv), deps))
+            }
+            Rule::Deb(d) => {
+                let mut deps = Vec::new();
+                let mut dep_labels = Vec::new();
+                let mut python_prefixes = Vec::new();
+                for (label, loc) in &t.deps {
+                    let dep_target = ws.target(label)?.clone();
+                    match &dep_target.rule {
+                        Rule::Deb(_) => {
+                            return Err(RulesError::Invalid {
+                                message: format!(
+                                    "{name} cannot contain the package {label}; list it in `depends` instead"
+                                ),
+                                location: loc.clone(),
+                            });
+                        }
+                        Rule::PythonApp(p) => {
+                            let dep_pkg = ws.package(&label.package)?.clone();
+                            let proj = python::project(&dep_pkg, p)?;
+                            let prefix = p.prefix.as_ref().map_or_else(
+                                || format!("/usr/lib/{}", proj.name),
+                                |s| s.get_ref().trim_end_matches('/').to_string(),
+                            );
+                            python_prefixes.push(prefix);
+                        }
+                        Rule::Files(_) => {}
                     }
-                    dir
+                    deps.push(self.nodes[label]);
+                    dep_labels.push(label.to_string());
                 }
-            };
-            let meta = deb::DebMeta {
-                package,
-                version: d.version.get_ref().clone(),
-                architecture: settings.architecture().to_string(),
-                maintainer: d.maintainer.get_ref().clone(),
-                depends: d.depends.iter().map(|s| s.get_ref().clone()).collect(),
-                section: d.section.clone(),
-                priority: d.priority.clone(),
-                homepage: d.homepage.clone(),
-                description: d.description.get_ref().clone(),
-            };
-            let compression = match d.compression.unwrap_or(settings.compression) {
-                hb_config::Compression::Xz => hb_deb::Compression::Xz,
-                hb_config::Compression::Gzip => hb_deb::Compression::Gzip,
-                hb_config::Compression::Zstd => hb_deb::Compression::Zstd,
-            };
-            let mtime = d
-                .source_date_epoch
-                .or(settings.source_date_epoch)
-                .unwrap_or(hb_config::build_file::DEFAULT_SOURCE_DATE_EPOCH);
-            let policy = deb::Policy { compression, mtime };
-            let layout =
-                graph.add(format!("{name} layout"), Box::new(deb::LayoutJob { label: name.clone(), dep_labels }), deps);
-            let control = graph.add(
-                format!("{name} control"),
-                Box::new(deb::ControlJob { label: name.clone(), meta: meta.clone(), policy }),
-                vec![layout],
-            );
-            let data = graph.add(
-                format!("{name} data"),
-                Box::new(deb::DataJob { label: name.clone(), policy, chunks: deb::ChunkTuning::default() }),
-                vec![layout],
-            );
-            let pack = deb::PackJob { label: name.clone(), file_name: meta.file_name(), policy };
-            Ok(graph.add(name, Box::new(pack), vec![control, data]))
+                let package = match &d.package {
+                    Some(p) => p.get_ref().clone(),
+                    None => {
+                        let dir =
+                            t.label.package.rsplit('/').next().unwrap_or_default().to_lowercase().replace('_', "-");
+                        if !hb_config::build_file::valid_debian_package_name(&dir) {
+                            return Err(RulesError::Invalid {
+                                message: format!(
+                                    "`{dir}` is not a valid Debian package name; set `package` explicitly"
+                                ),
+                                location: t.location.clone(),
+                            });
+                        }
+                        dir
+                    }
+                };
+                let mut depends = Vec::new();
+                if !python_prefixes.is_empty() {
+                    let (major, minor) = python_version(&settings);
+                    depends.push(format!("python3 (>= {major}.{minor}~)"));
+                    depends.push(format!("python3 (<< {major}.{})", minor + 1));
+                }
+                depends.extend(d.depends.iter().map(|s| s.get_ref().clone()));
+                let meta = deb::DebMeta {
+                    package,
+                    version: d.version.get_ref().clone(),
+                    architecture: settings.architecture().to_string(),
+                    maintainer: d.maintainer.get_ref().clone(),
+                    depends,
+                    section: d.section.clone(),
+                    priority: d.priority.clone(),
+                    homepage: d.homepage.clone(),
+                    description: d.description.get_ref().clone(),
+                };
+                let compression = match d.compression.unwrap_or(settings.compression) {
+                    hb_config::Compression::Xz => hb_deb::Compression::Xz,
+                    hb_config::Compression::Gzip => hb_deb::Compression::Gzip,
+                    hb_config::Compression::Zstd => hb_deb::Compression::Zstd,
+                };
+                let mtime = d
+                    .source_date_epoch
+                    .or(settings.source_date_epoch)
+                    .unwrap_or(hb_config::build_file::DEFAULT_SOURCE_DATE_EPOCH);
+                let policy = deb::Policy { compression, mtime };
+                let scripts = deb::python_scripts(&meta.package, &python_prefixes);
+                let graph = &mut self.graph;
+                let layout = graph.add(
+                    format!("{name} layout"),
+                    Box::new(deb::LayoutJob { label: name.clone(), dep_labels }),
+                    deps,
+                );
+                let control = graph.add(
+                    format!("{name} control"),
+                    Box::new(deb::ControlJob { label: name.clone(), meta: meta.clone(), policy, scripts }),
+                    vec![layout],
+                );
+                let data = graph.add(
+                    format!("{name} data"),
+                    Box::new(deb::DataJob { label: name.clone(), policy, chunks: deb::ChunkTuning::default() }),
+                    vec![layout],
+                );
+                let pack = deb::PackJob { label: name.clone(), file_name: meta.file_name(), policy };
+                Ok(graph.add(name, Box::new(pack), vec![control, data]))
+            }
         }
     }
-}
-
-/// `[project].name` of a python_app's pyproject.toml, normalized for paths.
-fn python_project_name(
-    pkg: &hb_config::Package,
-    p: &hb_config::build_file::PythonAppRule,
-) -> Result<String, RulesError> {
-    let at = pkg.locate(p.pyproject.span());
-    let path = pkg.dir.join(p.pyproject.get_ref());
-    let text = hb_fs::read_to_string(&path)
-        .map_err(|e| RulesError::Invalid { message: e.to_string(), location: at.clone() })?;
-    let value: toml::Table = text.parse().map_err(|e: toml::de::Error| RulesError::Invalid {
-        message: format!("{} is not valid TOML: {}", path.display(), e.message()),
-        location: at.clone(),
-    })?;
-    let name = value.get("project").and_then(|p| p.get("name")).and_then(|n| n.as_str()).ok_or_else(|| {
-        RulesError::Invalid {
-            message: format!("{} has no [project] name", p.pyproject.get_ref()),
-            location: at.clone(),
-        }
-    })?;
-    // PEP 503 normalization, then the form Debian paths use.
-    let norm: String = name.to_lowercase().chars().map(|c| if c == '_' || c == '.' { '-' } else { c }).collect();
-    Ok(norm)
 }

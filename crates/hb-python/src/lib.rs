@@ -1,0 +1,20 @@
+//! `hb-python` is hb's native wheel installer. It parses wheel file names and matches
+//! their tags against a Debian target (never the build machine), opens and validates
+//! wheel archives (paths, RECORD hashes, metadata), and writes the virtualenv that
+//! `python3.11 -m venv` plus `pip install` would produce at an install prefix, as a list
+//! of tree entries whose file contents go to the caller's content-addressed store. It
+//! runs neither pip nor Python, and its output is a pure function of its inputs.
+
+mod error;
+mod record;
+pub mod tags;
+pub mod venv;
+pub mod wheel;
+
+#[cfg(test)]
+mod testutil;
+
+pub use error::PyError;
+pub use tags::{Target, WheelName, normalize};
+pub use venv::{Venv, VenvSpec, install};
+pub use wheel::Wheel;

@@ -1,0 +1,182 @@
+//! The sandbox for subprocess actions (today: the PEP 517 wheel build). A command runs
+//! under bubblewrap in fresh namespaces: no network (only its own loopback), its own
+//! hostname, a read-only `/usr`, an empty `/etc` and `/tmp`, the action's work
+//! directory bind-mounted at a fixed path, a cleared environment with only the
+//! variables given, and umask 022. Where the build happens therefore cannot leak into
+//! what it produces. This is the only crate that runs subprocesses for actions.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Where the work directory appears inside the sandbox.
+pub const WORK: &str = "/hb/build";
+
+/// The environment every sandboxed command starts from (plus the spec's own variables).
+pub const BASE_ENV: &[(&str, &str)] = &[
+    ("PATH", "/usr/bin:/bin"),
+    ("LANG", "C.UTF-8"),
+    ("LC_ALL", "C.UTF-8"),
+    ("TZ", "UTC"),
+    ("PYTHONHASHSEED", "0"),
+    ("PYTHONDONTWRITEBYTECODE", "1"),
+    ("HOME", "/hb/home"),
+    ("USER", "hb"),
+    ("LOGNAME", "hb"),
+    ("TMPDIR", "/tmp"),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error(
+        "cannot create a build sandbox: {why}\n  hb runs package builds with bubblewrap (`bwrap`) in fresh namespaces so they cannot reach the network or see this machine.\n  Install it (`apt install bubblewrap`) and allow unprivileged user namespaces, or, knowing builds then see this machine, opt out with `--no-sandbox` (or HB_SANDBOX=off)."
+    )]
+    Unavailable { why: String },
+    #[error("could not start {program}: {source}")]
+    Spawn { program: String, source: std::io::Error },
+}
+
+/// How subprocess actions are isolated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// bubblewrap namespaces (the default).
+    Bwrap,
+    /// Same cleared environment and umask, but no namespaces: an explicit opt-out.
+    Off,
+}
+
+/// A command to run in the sandbox.
+pub struct Spec<'a> {
+    /// Host directory mounted read-write at [`WORK`].
+    pub work: &'a Path,
+    /// Working directory inside the sandbox.
+    pub cwd: &'a str,
+    pub argv: Vec<String>,
+    /// Variables added to [`BASE_ENV`] (overriding it).
+    pub env: BTreeMap<String, String>,
+}
+
+/// What a sandboxed command did.
+pub struct Outcome {
+    pub success: bool,
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Checks that the sandbox can be created here; an error says how to fix it.
+pub fn probe(mode: Mode) -> Result<(), SandboxError> {
+    if mode == Mode::Off {
+        return Ok(());
+    }
+    let out = Command::new("bwrap")
+        .args(["--unshare-all", "--die-with-parent", "--ro-bind", "/usr", "/usr"])
+        .args(["--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib"])
+        .args(["--symlink", "usr/lib64", "/lib64", "/usr/bin/true"])
+        .stdin(Stdio::null())
+        .output();
+    match out {
+        Err(e) => Err(SandboxError::Unavailable { why: format!("`bwrap` could not be run ({e})") }),
+        Ok(o) if !o.status.success() => {
+            Err(SandboxError::Unavailable { why: String::from_utf8_lossy(&o.stderr).trim().to_string() })
+        }
+        Ok(_) => Ok(()),
+    }
+}
+
+/// Runs `spec` in the sandbox and collects its output.
+pub fn run(mode: Mode, spec: &Spec) -> Result<Outcome, SandboxError> {
+    let mut env: BTreeMap<String, String> = BASE_ENV.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    // umask is not an environment variable: set it in a tiny shell, then exec.
+    let mut inner = vec!["/bin/sh".to_string(), "-c".into(), "umask 022 && exec \"$@\"".into(), "sh".into()];
+    inner.extend(spec.argv.iter().cloned());
+
+    let mut cmd;
+    match mode {
+        Mode::Bwrap => {
+            cmd = Command::new("bwrap");
+            cmd.args(["--unshare-all", "--die-with-parent", "--new-session", "--hostname", "hb"]);
+            cmd.args(["--ro-bind", "/usr", "/usr"]);
+            for (link, to) in [("/bin", "usr/bin"), ("/lib", "usr/lib"), ("/lib64", "usr/lib64"), ("/sbin", "usr/sbin")]
+            {
+                cmd.args(["--symlink", to, link]);
+            }
+            cmd.args(["--dir", "/etc", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]);
+            cmd.args(["--dir", "/hb/home"]);
+            cmd.arg("--bind").arg(spec.work).arg(WORK);
+            cmd.args(["--chdir", spec.cwd, "--clearenv"]);
+            for (k, v) in &env {
+                cmd.args(["--setenv", k, v]);
+            }
+            cmd.arg("--");
+            cmd.args(&inner);
+        }
+        Mode::Off => {
+            // Without namespaces the fixed path cannot exist; paths in `spec` that
+            // start with WORK are rewritten to the real work directory.
+            let real = |s: &str| match s.strip_prefix(WORK) {
+                Some(rest) => format!("{}{rest}", spec.work.display()),
+                None => s.to_string(),
+            };
+            cmd = Command::new(&inner[0]);
+            cmd.args(inner[1..].iter().map(|a| real(a)));
+            cmd.current_dir(real(spec.cwd)).env_clear();
+            for (k, v) in &env {
+                cmd.env(k, real(v));
+            }
+            let home = PathBuf::from(real("/hb/home"));
+            cmd.env("HOME", &home);
+        }
+    }
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| SandboxError::Spawn { program: format!("{:?}", cmd.get_program()), source })?;
+    Ok(Outcome {
+        success: out.status.success(),
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Outcome {
+        let d = tempfile::tempdir().unwrap();
+        let spec = Spec {
+            work: d.path(),
+            cwd: WORK,
+            argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
+            env: BTreeMap::from([("EXTRA".to_string(), "1".to_string())]),
+        };
+        run(Mode::Bwrap, &spec).unwrap()
+    }
+
+    #[test]
+    fn environment_is_cleared_and_fixed() {
+        probe(Mode::Bwrap).expect("bubblewrap works here (scripts/deps.sh installs it)");
+        let o = sh(
+            "echo $PWD $HOME $LANG $TZ $EXTRA $(umask) $(hostname 2>/dev/null || cat /proc/sys/kernel/hostname); env | wc -l",
+        );
+        assert!(o.success, "{}", o.stderr);
+        let lines: Vec<&str> = o.stdout.lines().collect();
+        assert_eq!(lines[0], "/hb/build /hb/home C.UTF-8 UTC 1 0022 hb");
+        // BASE_ENV + EXTRA + PWD/SHLVL/_ that sh itself sets.
+        assert!(lines[1].trim().parse::<usize>().unwrap() <= BASE_ENV.len() + 4, "{}", o.stdout);
+    }
+
+    #[test]
+    fn no_network_and_no_host_files() {
+        probe(Mode::Bwrap).expect("bubblewrap works here (scripts/deps.sh installs it)");
+        let o = sh("ls /etc | wc -l; ls /root 2>&1 >/dev/null | wc -l; cat /proc/net/dev | grep -c ':'");
+        assert!(o.success, "{}", o.stderr);
+        let lines: Vec<&str> = o.stdout.lines().map(str::trim).collect();
+        assert_eq!(lines[0], "0", "/etc is empty");
+        assert_eq!(lines[1], "1", "/root is not visible");
+        assert_eq!(lines[2], "1", "only the loopback interface exists");
+    }
+}

@@ -1,0 +1,347 @@
+//! Python apps: the locked, fetched, sandbox-built, natively installed virtualenv, checked
+//! in a real bookworm root and against pip's own install, plus every bad input the
+//! Python pipeline must refuse with a clear message.
+
+use std::io::Write as _;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
+
+use crate::harness::{Root, Ws, run, sha256, show};
+
+const DEB: &str = "hb-out/demosite/demosite_0.1.0_amd64.deb";
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn the_venv_runs_in_a_bookworm_root_with_only_python3() {
+    let ws = Ws::demosite();
+    ws.ok(&["build", "//demosite:deb"]);
+    let deb = ws.path(DEB);
+    let info = run(Command::new("dpkg-deb").arg("--field").arg(&deb).arg("Depends"));
+    assert!(info.contains("python3 (>= 3.11~), python3 (<< 3.12)"), "{info}");
+    assert!(info.contains("libc6 (>= 2."), "compiled extensions need libc6: {info}");
+
+    let root = Root::new();
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root.path));
+    let out = root.chroot(&["/usr/lib/demosite/bin/gunicorn", "--version"]);
+    assert!(out.status.success() && text(&out.stdout).contains("gunicorn"), "{}", show(&out));
+    let out = root.chroot(&[
+        "/usr/lib/demosite/bin/python",
+        "-c",
+        "import sys, demosite, flask, markupsafe._speedups; assert sys.prefix == '/usr/lib/demosite', sys.prefix; print(demosite.app.name)",
+    ]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(text(&out.stdout).trim(), "demosite");
+    // Nothing compiled is shipped.
+    let contents = run(Command::new("dpkg-deb").arg("--contents").arg(&deb));
+    assert!(!contents.contains("__pycache__") && !contents.contains(".pyc"), "{contents}");
+}
+
+/// Relative paths of files and symlinks under `root`.
+fn file_set(root: &Path) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for e in hb_fs::walk_sorted(root) {
+        let e = e.unwrap();
+        if !e.file_type().is_dir() {
+            out.insert(e.path().strip_prefix(root).unwrap().to_string_lossy().into_owned());
+        }
+    }
+    out
+}
+
+#[test]
+fn the_venv_has_the_files_pip_would_install() {
+    let ws = Ws::demosite();
+    ws.ok(&["build", "//demosite:deb"]);
+    let x = tempfile::tempdir().unwrap();
+    run(Command::new("dpkg-deb").arg("-x").arg(ws.path(DEB)).arg(x.path()));
+    let ours = file_set(&x.path().join("usr/lib/demosite"));
+
+    // pip's install of the same locked files (found in hb's store by their sha256) and
+    // of the app itself, into a venv made by Debian's python3.11.
+    let lock = std::fs::read_to_string(ws.path("demosite/hb.lock")).unwrap();
+    let wheels = tempfile::tempdir().unwrap();
+    let mut wanted = std::collections::BTreeMap::new();
+    let mut name = String::new();
+    let mut role = String::new();
+    for line in lock.lines() {
+        if let Some(v) = line.strip_prefix("file = ") {
+            name = v.trim_matches('"').to_string();
+        } else if let Some(v) = line.strip_prefix("role = ") {
+            role = v.trim_matches('"').to_string();
+        } else if let Some(v) = line.strip_prefix("sha256 = ")
+            && role == "runtime"
+        {
+            wanted.insert(v.trim_matches('"').to_string(), name.clone());
+        }
+    }
+    for e in hb_fs::walk_sorted(&ws.cache) {
+        let e = e.unwrap();
+        if e.file_type().is_file()
+            && let Some(file) = wanted.get(&sha256(e.path()))
+        {
+            std::fs::copy(e.path(), wheels.path().join(file)).unwrap();
+        }
+    }
+    assert_eq!(
+        hb_fs::read_dir_sorted(wheels.path()).unwrap().len(),
+        wanted.len(),
+        "every locked wheel is in the store"
+    );
+    let venv = x.path().join("pip-venv");
+    run(Command::new("/usr/bin/python3.11").args(["-m", "venv", "--without-pip"]).arg(&venv));
+    let mut pip = Command::new("python3");
+    pip.args(["-m", "pip", "--python"]).arg(venv.join("bin/python"));
+    pip.args(["install", "--quiet", "--no-deps", "--no-compile", "--no-index", "--find-links"]).arg(wheels.path());
+    for file in wanted.values() {
+        pip.arg(wheels.path().join(file));
+    }
+    run(&mut pip);
+    // The app: built by pip from the same sources (its build backend from the index).
+    run(Command::new("python3")
+        .args(["-m", "pip", "--python"])
+        .arg(venv.join("bin/python"))
+        .args(["install", "--quiet", "--no-deps", "--no-compile"])
+        .arg(ws.path("demosite")));
+    let theirs = file_set(&venv);
+
+    // The differences the README explains: pip's venv has activation scripts; pip marks
+    // what was asked for (REQUESTED) and where a local project came from
+    // (direct_url.json); hb ships no bytecode (postinst compiles it).
+    let explained = |p: &str| {
+        p.starts_with("bin/activate")
+            || p.starts_with("bin/Activate")
+            || p.ends_with("/REQUESTED")
+            || p.ends_with("/direct_url.json")
+            || p.contains("__pycache__")
+    };
+    let only_ours: Vec<_> = ours.difference(&theirs).filter(|p| !explained(p)).collect();
+    let only_pips: Vec<_> = theirs.difference(&ours).filter(|p| !explained(p)).collect();
+    assert!(
+        only_ours.is_empty() && only_pips.is_empty(),
+        "only in hb's venv: {only_ours:?}\nonly in pip's: {only_pips:?}"
+    );
+}
+
+#[test]
+fn no_build_machine_path_appears_in_the_deb() {
+    let ws = Ws::demosite();
+    // A HOME that no upstream file can contain by chance.
+    let home = ws.root.parent().unwrap().join("home-of-the-builder");
+    std::fs::create_dir_all(&home).unwrap();
+    let out = ws.cmd().args(["build", "//demosite:deb"]).env("HOME", &home).output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let x = tempfile::tempdir().unwrap();
+    run(Command::new("dpkg-deb").arg("-R").arg(ws.path(DEB)).arg(x.path()));
+    let needles: Vec<String> = vec![
+        home.display().to_string(),
+        ws.root.display().to_string(),
+        ws.cache.display().to_string(),
+        std::env::temp_dir().join(".tmp").display().to_string(),
+        "/hb/build".to_string(),
+        env!("CARGO_MANIFEST_DIR").to_string(),
+    ];
+    let mut scanned = 0;
+    for e in hb_fs::walk_sorted(x.path()) {
+        let e = e.unwrap();
+        if !e.file_type().is_file() {
+            continue;
+        }
+        scanned += 1;
+        let bytes = std::fs::read(e.path()).unwrap();
+        for n in &needles {
+            assert!(
+                !bytes.windows(n.len()).any(|w| w == n.as_bytes()),
+                "{} contains the build machine's path {n}",
+                e.path().display()
+            );
+        }
+    }
+    assert!(scanned > 100, "scanned only {scanned} files");
+}
+
+/// A workspace with one small app: `setup_py` is its setup.py, `extra` more BUILD.toml.
+fn tiny_app(setup_py: &str) -> Ws {
+    let ws = Ws::empty();
+    ws.write(
+        "tiny/BUILD.toml",
+        "[[python_app]]\nname = \"app\"\nsrcs = [\"tiny/*.py\", \"setup.py\"]\nmodule = \"tiny:app\"\n\n[[deb]]\nname = \"deb\"\nversion = \"1.0\"\nmaintainer = \"T <t@example.org>\"\ndescription = \"tiny\"\ndeps = [\":app\"]\n",
+    );
+    ws.write(
+        "tiny/pyproject.toml",
+        "[build-system]\nrequires = [\"setuptools>=68\"]\nbuild-backend = \"setuptools.build_meta\"\n\n[project]\nname = \"tiny\"\nversion = \"1.0\"\ndependencies = []\n",
+    );
+    ws.write("tiny/setup.py", setup_py);
+    ws.write("tiny/tiny/__init__.py", "app = None\n");
+    ws.ok(&["lock", "//tiny:app"]);
+    ws
+}
+
+#[test]
+fn a_failing_build_backend_shows_its_output() {
+    let ws = tiny_app("raise SystemExit('tiny: this setup.py refuses to build')\n");
+    let err = ws.fails(&["build", "//tiny:deb"]);
+    assert!(err.contains("action `//tiny:app wheel` failed"), "{err}");
+    assert!(err.contains("this setup.py refuses to build"), "{err}");
+    assert!(!ws.path("hb-out").exists());
+}
+
+#[test]
+fn the_sandbox_has_no_network_and_ignores_the_callers_environment() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let setup = format!(
+        "import socket, setuptools\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=3)\n    verdict = 'REACHED'\nexcept OSError as e:\n    verdict = 'BLOCKED'\nopen('tiny/verdict.py', 'w').write('VERDICT = %r\\n' % verdict)\nsetuptools.setup(packages=['tiny'])\n"
+    );
+    let ws = tiny_app(&setup);
+    let report = ws.build_json("//tiny:deb");
+    assert!(listener.accept().is_err(), "the build connected to the host's loopback");
+    let x = tempfile::tempdir().unwrap();
+    run(Command::new("dpkg-deb").arg("-x").arg(ws.path("hb-out/tiny/tiny_1.0_amd64.deb")).arg(x.path()));
+    let verdict =
+        std::fs::read_to_string(x.path().join("usr/lib/tiny/lib/python3.11/site-packages/tiny/verdict.py")).unwrap();
+    assert_eq!(verdict, "VERDICT = 'BLOCKED'\n");
+
+    // The same app built by another user in another place and language: same wheel.
+    let wheel_result = |r: &serde_json::Value| {
+        r["actions"].as_array().unwrap().iter().find(|a| a["name"] == "//tiny:app wheel").unwrap()["result"].clone()
+    };
+    std::fs::remove_dir_all(&ws.cache).unwrap();
+    let out = ws
+        .cmd()
+        .args(["build", "--json", "//tiny:deb"])
+        .env("HOME", "/nonexistent")
+        .env("USER", "mallory")
+        .env("LANG", "de_DE.UTF-8")
+        .env("TZ", "Asia/Kathmandu")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let again: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(wheel_result(&again), wheel_result(&report));
+}
+
+/// Writes a wheel with the given members (RECORD computed) into `dir`, using Python's
+/// zipfile so the wheel is an ordinary one.
+fn write_wheel(dir: &Path, file: &str, dist_info: &str, members: &[(&str, &str)], tag: &str) {
+    let mut script = String::from(
+        "import base64, hashlib, sys, zipfile\nout, dist, tag = sys.argv[1], sys.argv[2], sys.argv[3]\nmembers = [\n",
+    );
+    for (name, body) in members {
+        script.push_str(&format!("    ({name:?}, {body:?}),\n"));
+    }
+    script.push_str(
+        "]\nmembers.append((dist + '/METADATA', 'Metadata-Version: 2.1\\nName: hb-test-evil\\nVersion: 1.0\\n'))\nmembers.append((dist + '/WHEEL', 'Wheel-Version: 1.0\\nGenerator: test\\nRoot-Is-Purelib: true\\nTag: ' + tag + '\\n'))\nrecord = ''\nwith zipfile.ZipFile(out, 'w') as z:\n    for name, body in members:\n        data = body.encode()\n        z.writestr(name, data)\n        h = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()\n        record += '%s,sha256=%s,%d\\n' % (name, h, len(data))\n    record += dist + '/RECORD,,\\n'\n    z.writestr(dist + '/RECORD', record)\n",
+    );
+    let mut child = Command::new("python3")
+        .args(["-", &dir.join(file).display().to_string(), dist_info, tag])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+/// A workspace whose app depends on `hb-test-evil`, with a private wheelhouse as the only index.
+fn app_depending_on_evil() -> (Ws, std::path::PathBuf) {
+    let ws = Ws::empty();
+    let wheelhouse = ws.root.parent().unwrap().join("wheelhouse");
+    std::fs::create_dir_all(&wheelhouse).unwrap();
+    ws.write(
+        "app/BUILD.toml",
+        "[[python_app]]\nname = \"app\"\nsrcs = [\"app/*.py\"]\nmodule = \"app:app\"\n\n[[deb]]\nname = \"deb\"\nversion = \"1.0\"\nmaintainer = \"T <t@example.org>\"\ndescription = \"app\"\ndeps = [\":app\"]\n",
+    );
+    ws.write(
+        "app/pyproject.toml",
+        "[build-system]\nrequires = [\"setuptools>=68\"]\nbuild-backend = \"setuptools.build_meta\"\n\n[project]\nname = \"app\"\nversion = \"1.0\"\ndependencies = [\"hb-test-evil\"]\n",
+    );
+    ws.write("app/app/__init__.py", "app = None\n");
+    (ws, wheelhouse)
+}
+
+#[test]
+fn wheels_escaping_the_venv_are_refused() {
+    let (ws, wheelhouse) = app_depending_on_evil();
+    write_wheel(
+        &wheelhouse,
+        "hb_test_evil-1.0-py3-none-any.whl",
+        "hb_test_evil-1.0.dist-info",
+        &[("hb_test_evil/__init__.py", ""), ("../../../etc/cron.d/evil", "* * * * * root id\n")],
+        "py3-none-any",
+    );
+    let finds = format!("{}", wheelhouse.display());
+    let out = ws.cmd().args(["lock", "//app:app"]).env("PIP_FIND_LINKS", &finds).output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let out = ws.cmd().args(["build", "//app:deb"]).env("PIP_FIND_LINKS", &finds).output().unwrap();
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{}", show(&out));
+    assert!(err.contains("hb_test_evil-1.0-py3-none-any.whl") && err.contains("../../../etc/cron.d/evil"), "{err}");
+    assert!(!ws.path("hb-out").exists());
+}
+
+#[test]
+fn wheels_for_another_platform_are_refused_with_their_tags() {
+    let (ws, wheelhouse) = app_depending_on_evil();
+    write_wheel(
+        &wheelhouse,
+        "hb_test_evil-1.0-cp312-cp312-manylinux_2_17_x86_64.whl",
+        "hb_test_evil-1.0.dist-info",
+        &[("hb_test_evil/__init__.py", "")],
+        "cp312-cp312-manylinux_2_17_x86_64",
+    );
+    let finds = format!("{}", wheelhouse.display());
+    let out =
+        ws.cmd().args(["lock", "//app:app"]).env("PIP_FIND_LINKS", &finds).env("PIP_NO_INDEX", "1").output().unwrap();
+    assert!(!out.status.success(), "{}", show(&out));
+    let err = text(&out.stderr);
+    assert!(err.contains("cp312-cp312-manylinux_2_17_x86_64") && err.contains("CPython 3.11"), "{err}");
+}
+
+#[test]
+fn a_lock_hash_that_does_not_match_is_refused_and_nothing_is_stored() {
+    let ws = Ws::demosite();
+    let lock = std::fs::read_to_string(ws.path("demosite/hb.lock")).unwrap();
+    // Take the flask entry's hash and replace it with another valid-looking one.
+    let start = lock.find("file = \"flask-").expect("flask is locked");
+    let sha_at = start + lock[start..].find("sha256 = \"").unwrap() + "sha256 = \"".len();
+    let real = lock[sha_at..sha_at + 64].to_string();
+    let fake = "0".repeat(64);
+    ws.write("demosite/hb.lock", &lock.replacen(&real, &fake, 1));
+    let err = ws.fails(&["build", "//demosite:deb"]);
+    assert!(err.contains("flask-") && err.contains(&format!("expected sha256 {fake}, got {real}")), "{err}");
+    for e in hb_fs::walk_sorted(&ws.cache.join("v1/cas")) {
+        let e = e.unwrap();
+        if e.file_type().is_file() {
+            assert_ne!(sha256(e.path()), real, "the mismatching file entered the store");
+        }
+    }
+    assert!(!ws.path("hb-out").exists());
+}
+
+#[test]
+fn no_network_and_a_cold_cache_names_the_missing_files() {
+    let ws = Ws::demosite();
+    let script = format!("exec '{}' build //demosite:deb", crate::harness::hb_bin().display());
+    let out = Command::new("unshare")
+        .args(["--net", "sh", "-c", &script])
+        .current_dir(&ws.root)
+        .env("HB_CACHE_DIR", &ws.cache)
+        .env("PIP_RETRIES", "0")
+        .env("PIP_TIMEOUT", "2")
+        .env_remove("PIP_FIND_LINKS")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", show(&out));
+    let err = text(&out.stderr);
+    let lock = std::fs::read_to_string(ws.path("demosite/hb.lock")).unwrap();
+    let files: Vec<&str> =
+        lock.lines().filter_map(|l| l.strip_prefix("file = ")).map(|f| f.trim_matches('"')).collect();
+    assert!(files.len() > 3);
+    for f in files {
+        assert!(err.contains(&format!("could not fetch {f}")), "{f} not named:\n{err}");
+    }
+}
