@@ -309,6 +309,10 @@ impl Job for WheelJob {
         Ok(s)
     }
     fn run(&self, ctx: &Ctx, deps: &[&ActionResult], sources: &[Source]) -> Result<ActionResult, JobError> {
+        static PROBE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+        if let Err(why) = PROBE.get_or_init(|| hb_sandbox::probe(self.sandbox).map_err(|e| e.to_string())) {
+            return Err(JobError::Failed(format!("{}: {why}", self.label)));
+        }
         let store = ctx.store;
         let tmp = tempfile::tempdir_in(store.tmp_dir())
             .map_err(|e| JobError::Fs(hb_fs::FsError::new("creating a directory in", &store.tmp_dir(), e)))?;
