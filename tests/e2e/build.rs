@@ -62,20 +62,8 @@ fn unchanged_rebuild_executes_nothing() {
 
 #[test]
 fn config_edit_reruns_only_what_depends_on_it() {
-    let ws = Ws::demosite();
     // A bulky second payload so the data member has several chunks.
-    crate::harness::payload(&ws, "demosite/static", 110, 40_000);
-    ws.write(
-        "demosite/BUILD.toml",
-        &std::fs::read_to_string(ws.path("demosite/BUILD.toml"))
-            .unwrap()
-            .replace("deps = [\":app\", \":config\"]", "deps = [\":app\", \":config\", \":static\"]"),
-    );
-    ws.write(
-        "demosite/BUILD.toml",
-        &(std::fs::read_to_string(ws.path("demosite/BUILD.toml")).unwrap()
-            + "\n[[files]]\nname = \"static\"\nsrcs = [\"static/*.txt\"]\ndest = \"/usr/share/demosite\"\n"),
-    );
+    let ws = Ws::demosite().with_static_payload(110);
     let first = ws.build_json("//demosite:deb");
     let chunks = actions(&first, "executed").iter().filter(|n| n.contains("data chunk")).count();
     assert!(chunks >= 2, "expected several data chunks: {first}");

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{Ws, payload, sha256, show};
+use crate::harness::{Ws, sha256, show};
 
 const DEB: &str = "hb-out/demosite/demosite_0.1.0_amd64.deb";
 
@@ -47,13 +47,7 @@ fn corrupted_blobs_are_detected_and_their_actions_rerun() {
 
 #[test]
 fn a_build_killed_with_sigkill_resumes_to_the_same_bytes() {
-    let ws = Ws::demosite();
-    payload(&ws, "demosite/static", 150, 40_000);
-    let build = std::fs::read_to_string(ws.path("demosite/BUILD.toml"))
-        .unwrap()
-        .replace("deps = [\":app\", \":config\"]", "deps = [\":app\", \":config\", \":static\"]")
-        + "\n[[files]]\nname = \"static\"\nsrcs = [\"static/*.txt\"]\ndest = \"/usr/share/demosite\"\n";
-    ws.write("demosite/BUILD.toml", &build);
+    let ws = Ws::demosite().with_static_payload(150);
 
     // Reference: an uninterrupted build in a separate cache.
     let reference = Ws::empty();
@@ -77,13 +71,7 @@ fn a_build_killed_with_sigkill_resumes_to_the_same_bytes() {
 
 #[test]
 fn two_concurrent_builds_share_one_cache_safely() {
-    let ws = Ws::demosite();
-    payload(&ws, "demosite/static", 40, 40_000);
-    let build = std::fs::read_to_string(ws.path("demosite/BUILD.toml"))
-        .unwrap()
-        .replace("deps = [\":app\", \":config\"]", "deps = [\":app\", \":config\", \":static\"]")
-        + "\n[[files]]\nname = \"static\"\nsrcs = [\"static/*.txt\"]\ndest = \"/usr/share/demosite\"\n";
-    ws.write("demosite/BUILD.toml", &build);
+    let ws = Ws::demosite().with_static_payload(40);
     let children: Vec<_> = (0..3)
         .map(|_| {
             ws.cmd()

@@ -134,6 +134,20 @@ pub fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+impl Ws {
+    /// Adds a `static` files target of `count` generated files (about 40 kB each) to
+    /// demosite's deb, so its data member spans several chunks and takes xz real time.
+    pub fn with_static_payload(self, count: usize) -> Ws {
+        payload(&self, "demosite/static", count, 40_000);
+        let build = std::fs::read_to_string(self.path("demosite/BUILD.toml"))
+            .unwrap()
+            .replace("deps = [\":app\", \":config\"]", "deps = [\":app\", \":config\", \":static\"]")
+            + "\n[[files]]\nname = \"static\"\nsrcs = [\"static/*.txt\"]\ndest = \"/usr/share/demosite\"\n";
+        self.write("demosite/BUILD.toml", &build);
+        self
+    }
+}
+
 /// Writes `count` files of deterministic, moderately compressible text (about `each`
 /// bytes) under `rel` of the workspace: payload that takes xz real time to compress.
 pub fn payload(ws: &Ws, rel: &str, count: usize, each: usize) {

@@ -3,7 +3,7 @@
 //! fixed header (mtime 0, no file name, OS byte 255 "unknown") so that the bytes depend
 //! only on the chunk's content. Uses flate2's pure-Rust backend, pinned in the workspace.
 
-use crate::xz::read_full;
+use crate::xz::pump;
 use crate::{CountingWriter, DebError};
 use std::io::{Read, Write};
 
@@ -11,14 +11,7 @@ use std::io::{Read, Write};
 pub fn compress_member(input: &mut dyn Read, out: &mut dyn Write) -> Result<u64, DebError> {
     let counter = CountingWriter { inner: out, count: 0 };
     let mut enc = flate2::GzBuilder::new().mtime(0).operating_system(255).write(counter, flate2::Compression::best());
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = read_full(input, &mut buf)?;
-        if n == 0 {
-            break;
-        }
-        enc.write_all(&buf[..n])?;
-    }
+    pump(input, &mut enc, 64 * 1024)?;
     let counter = enc.finish()?;
     Ok(counter.count)
 }

@@ -170,6 +170,7 @@ fn encoder() -> Result<Stream, DebError> {
 /// Reads until `buf` is full or EOF, so the encoder is always fed the same pieces for the
 /// same content, whatever sizes the reader happens to return.
 pub(crate) fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    // (Also used by `pump`: encoders see the same writes whatever the reader's pieces.)
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..]) {
@@ -350,5 +351,20 @@ mod tests {
         let ib = compress_block(&mut Dribble(&data), &mut b).expect("b");
         assert_eq!(ia, ib);
         assert_eq!(a, b);
+    }
+}
+
+/// Feeds all of `input` to `enc` in full `buf_size` pieces, so the encoder sees the same
+/// sequence of writes whatever sizes the reader returns.
+pub(crate) fn pump(input: &mut dyn Read, enc: &mut dyn Write, buf_size: usize) -> io::Result<u64> {
+    let mut buf = vec![0u8; buf_size];
+    let mut total = 0u64;
+    loop {
+        let n = read_full(input, &mut buf)?;
+        if n == 0 {
+            return Ok(total);
+        }
+        enc.write_all(&buf[..n])?;
+        total += n as u64;
     }
 }

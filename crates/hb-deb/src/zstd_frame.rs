@@ -2,7 +2,7 @@
 //! zstd output is never chunked), single-threaded, no content checksum, content size left
 //! unknown so that the input is streamed. The bytes depend only on the input and level.
 
-use crate::xz::read_full;
+use crate::xz::pump;
 use crate::{CountingWriter, DebError};
 use std::io::{Read, Write};
 
@@ -16,14 +16,7 @@ pub fn compress(input: &mut dyn Read, out: &mut dyn Write, level: i32) -> Result
     let mut enc = zstd::stream::write::Encoder::new(counter, level)?;
     enc.include_checksum(false)?;
     enc.include_contentsize(false)?;
-    let mut buf = vec![0u8; 128 * 1024];
-    loop {
-        let n = read_full(input, &mut buf)?;
-        if n == 0 {
-            break;
-        }
-        enc.write_all(&buf[..n])?;
-    }
+    pump(input, &mut enc, 128 * 1024)?;
     let counter = enc.finish()?;
     Ok(counter.count)
 }
