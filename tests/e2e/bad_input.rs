@@ -28,9 +28,9 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 fn malformed_build_file_points_at_line_and_column() {
     let ws = Ws::demosite();
     let text = std::fs::read_to_string(ws.path("demosite/BUILD.toml")).unwrap();
-    ws.write("demosite/BUILD.toml", &text.replace("dest = \"/etc/demosite\"", "dest = \"/etc/demosite\"\nsrcz = 1"));
+    ws.write("demosite/BUILD.toml", &text.replace("module = \"demosite:app\"", "module = \"demosite:app\"\nsrcz = 1"));
     let err = ws.fails(&["build", "//demosite:deb"]);
-    let line = text.lines().position(|l| l.starts_with("dest = \"/etc/demosite\"")).unwrap() + 2;
+    let line = text.lines().position(|l| l.starts_with("module = \"demosite:app\"")).unwrap() + 2;
     assert!(err.contains(&format!("demosite/BUILD.toml:{line}:1")), "{err}");
     assert!(err.contains("unknown field `srcz`") && err.contains("srcz = 1"), "{err}");
     assert_no_outputs(&ws);
@@ -58,9 +58,9 @@ fn unknown_labels_suggest_close_names() {
     let err = ws.fails(&["build", "//demosit:deb"]);
     assert!(err.contains("did you mean `//demosite`"), "{err}");
     let text = std::fs::read_to_string(ws.path("demosite/BUILD.toml")).unwrap();
-    ws.write("demosite/BUILD.toml", &text.replace("\":config\"]", "\":confg\"]"));
+    ws.write("demosite/BUILD.toml", &text.replace("deps = [\":app\"]", "deps = [\":ap\"]"));
     let err = ws.fails(&["build", "//demosite:deb"]);
-    assert!(err.contains("did you mean `//demosite:config`") && err.contains("demosite/BUILD.toml:"), "{err}");
+    assert!(err.contains("did you mean `//demosite:app`") && err.contains("demosite/BUILD.toml:"), "{err}");
     assert_no_outputs(&ws);
 }
 
@@ -85,7 +85,80 @@ fn a_failing_action_names_itself_and_leaves_no_output() {
     let ws = Ws::demosite();
     std::fs::remove_file(ws.path("demosite/config.cfg")).unwrap();
     let err = ws.fails(&["build", "//demosite:deb"]);
-    assert!(err.contains("action `//demosite:config` failed"), "{err}");
+    assert!(err.contains("action `//demosite:deb config` failed"), "{err}");
     assert!(err.contains("`config.cfg`") && err.contains("demosite/BUILD.toml:"), "{err}");
     assert_no_outputs(&ws);
+}
+
+/// demosite with its `[deb.service]` table edited by `edit`.
+fn with_service(edit: impl Fn(&str) -> String) -> Ws {
+    let ws = Ws::demosite();
+    let text = std::fs::read_to_string(ws.path("demosite/BUILD.toml")).unwrap();
+    ws.write("demosite/BUILD.toml", &edit(&text));
+    ws
+}
+
+fn line_of(ws: &Ws, needle: &str) -> usize {
+    let text = std::fs::read_to_string(ws.path("demosite/BUILD.toml")).unwrap();
+    text.lines().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle} not in BUILD.toml")) + 1
+}
+
+#[test]
+fn bad_service_settings_are_rejected_with_their_location() {
+    let ws = with_service(|t| t.replace("port = 8000", "port = 70000"));
+    let err = ws.fails(&["build", "//demosite:deb"]);
+    assert!(err.contains(&format!("demosite/BUILD.toml:{}:8", line_of(&ws, "port = 70000"))), "{err}");
+    assert_no_outputs(&ws);
+
+    let ws = with_service(|t| t.replace("# user = \"demosite\"", "user = \"Web User\""));
+    let err = ws.fails(&["build", "//demosite:deb"]);
+    assert!(err.contains(&format!("demosite/BUILD.toml:{}:8", line_of(&ws, "user = \"Web User\""))), "{err}");
+    assert!(err.contains("adduser"), "{err}");
+
+    let ws = with_service(|t| t.replace("bind = \"127.0.0.1\"", "bind = \"localhost:80\""));
+    let err = ws.fails(&["build", "//demosite:deb"]);
+    assert!(err.contains("IP address") && err.contains("demosite/BUILD.toml:"), "{err}");
+}
+
+#[test]
+fn template_overrides_that_do_not_render_are_rejected_with_their_location() {
+    let add = |t: &str| format!("{t}\n[deb.templates]\n\"init.d\" = \"my-init.j2\"\n");
+    let ws = with_service(add);
+    ws.write("demosite/my-init.j2", "#!/bin/sh\necho {{ service.no_such_setting }}\n");
+    let err = ws.fails(&["build", "//demosite:deb"]);
+    let line = line_of(&ws, "\"init.d\" = \"my-init.j2\"");
+    assert!(
+        err.contains("template `init.d` does not render") && err.contains(&format!("demosite/BUILD.toml:{line}:")),
+        "{err}"
+    );
+    assert!(err.contains("no_such_setting") || err.contains("undefined"), "{err}");
+    assert_no_outputs(&ws);
+
+    ws.write("demosite/my-init.j2", "#!/bin/sh\n{% if service %}\necho unterminated\n");
+    let err = ws.fails(&["build", "//demosite:deb"]);
+    assert!(
+        err.contains("template `init.d` does not render") && err.contains(&format!("demosite/BUILD.toml:{line}:")),
+        "{err}"
+    );
+
+    let ws = with_service(|t| format!("{t}\n[deb.templates]\n\"inti.d\" = \"x.j2\"\n"));
+    let err = ws.fails(&["build", "//demosite:deb"]);
+    assert!(err.contains("no template named `inti.d`") && err.contains("init.d"), "{err}");
+
+    // A working override is used.
+    let ws = with_service(add);
+    ws.write("demosite/my-init.j2", "#!/bin/sh\n# custom init for {{ package }} on {{ service.bind }}\n");
+    ws.ok(&["build", "//demosite:deb"]);
+    let x = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(ws.path("hb-out/demosite/demosite_0.1.0_amd64.deb"))
+        .arg(x.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        std::fs::read_to_string(x.path().join("etc/init.d/demosite")).unwrap(),
+        "#!/bin/sh\n# custom init for demosite on 127.0.0.1:8000\n"
+    );
 }

@@ -141,7 +141,7 @@ impl Ws {
         payload(&self, "demosite/static", count, 40_000);
         let build = std::fs::read_to_string(self.path("demosite/BUILD.toml"))
             .unwrap()
-            .replace("deps = [\":app\", \":config\"]", "deps = [\":app\", \":config\", \":static\"]")
+            .replace("deps = [\":app\"]", "deps = [\":app\", \":static\"]")
             + "\n[[files]]\nname = \"static\"\nsrcs = [\"static/*.txt\"]\ndest = \"/usr/share/demosite\"\n";
         self.write("demosite/BUILD.toml", &build);
         self
@@ -211,7 +211,8 @@ impl Root {
             .arg(&self.path)
             .args(argv)
             .env_clear()
-            .env("PATH", "/usr/bin:/bin")
+            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("LANG", "C.UTF-8")
             .output()
             .unwrap()
     }

@@ -8,3 +8,4 @@ mod build;
 mod cache;
 mod python;
 mod reproducible;
+mod service;

@@ -138,6 +138,55 @@ pub struct DebRule {
     pub source_date_epoch: Option<u64>,
     #[serde(default)]
     pub deps: Vec<Spanned<String>>,
+    /// License name for the generated copyright file (default "proprietary").
+    pub license: Option<String>,
+    /// A copyright file of the package to ship instead of the generated one.
+    pub copyright: Option<Spanned<String>>,
+    /// Template overrides: template name → file of the package.
+    #[serde(default)]
+    pub templates: BTreeMap<String, Spanned<String>>,
+    /// Run an app of the package as a system service.
+    pub service: Option<ServiceSettings>,
+}
+
+/// `[deb.service]`: a WSGI app served by gunicorn as a system service.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSettings {
+    /// The python_app target to serve (a label).
+    pub app: Spanned<String>,
+    /// Address gunicorn binds to.
+    #[serde(default = "default_bind")]
+    pub bind: Spanned<String>,
+    #[serde(default = "default_port")]
+    pub port: Spanned<u16>,
+    #[serde(default = "default_workers")]
+    pub workers: Spanned<u32>,
+    /// The system user the service runs as; default: the package name.
+    pub user: Option<Spanned<String>>,
+    /// Extra `KEY = "value"` lines for /etc/default/NAME.
+    #[serde(default)]
+    pub environment: BTreeMap<String, Spanned<String>>,
+    /// The app's configuration file in the package, installed as /etc/NAME/config.cfg
+    /// (default: a generated one).
+    pub config: Option<Spanned<String>>,
+}
+
+fn default_bind() -> Spanned<String> {
+    Spanned::new(0..0, "127.0.0.1".into())
+}
+fn default_port() -> Spanned<u16> {
+    Spanned::new(0..0, 8000)
+}
+fn default_workers() -> Spanned<u32> {
+    Spanned::new(0..0, 2)
+}
+
+/// adduser's rule for system user names (its SYS_NAME_REGEX), at most 32 characters.
+pub fn valid_system_user(name: &str) -> bool {
+    name.len() <= 32
+        && name.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 fn default_section() -> String {
@@ -152,7 +201,7 @@ fn default_priority() -> String {
 pub enum Rule {
     Files(FilesRule),
     PythonApp(PythonAppRule),
-    Deb(DebRule),
+    Deb(Box<DebRule>),
 }
 
 impl Rule {
@@ -237,7 +286,7 @@ impl Package {
         }
         for r in raw.deb {
             let r = r.into_inner();
-            declared.push((r.name.clone(), r.deps.clone(), Rule::Deb(r)));
+            declared.push((r.name.clone(), r.deps.clone(), Rule::Deb(Box::new(r))));
         }
         for (name, deps, rule) in declared {
             if !valid_name(name.get_ref()) {
@@ -336,6 +385,17 @@ fn validate(pkg: &Package, rule: &Rule) -> Result<(), ConfigError> {
                     "`maintainer` must be one line, like \"Jane Doe <jane@example.org>\"",
                 ));
             }
+            if let Some(svc) = &d.service {
+                validate_service(pkg, svc)?;
+            }
+            for file in
+                d.templates.values().chain(d.copyright.iter()).chain(d.service.iter().filter_map(|s| s.config.as_ref()))
+            {
+                let f = file.get_ref();
+                if f.starts_with('/') || f.split('/').any(|c| c == ".." || c.is_empty()) {
+                    return Err(pkg.error(file.span(), "files are named relative to the package directory"));
+                }
+            }
             for dep in &d.depends {
                 if dep.get_ref().trim().is_empty() || dep.get_ref().contains('\n') || dep.get_ref().contains(',') {
                     return Err(pkg.error(
@@ -353,6 +413,43 @@ fn validate(pkg: &Package, rule: &Rule) -> Result<(), ConfigError> {
 fn hb_store_clean(path: &str) -> bool {
     let rest = path.trim_start_matches('/').trim_end_matches('/');
     !rest.is_empty() && rest.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+fn validate_service(pkg: &Package, s: &ServiceSettings) -> Result<(), ConfigError> {
+    if s.bind.get_ref().parse::<std::net::IpAddr>().is_err() {
+        return Err(pkg.error(s.bind.span(), "`bind` must be an IP address, like \"127.0.0.1\" or \"::1\""));
+    }
+    if *s.port.get_ref() == 0 {
+        return Err(pkg.error(s.port.span(), "`port` must be between 1 and 65535"));
+    }
+    if !(1..=1024).contains(s.workers.get_ref()) {
+        return Err(pkg.error(s.workers.span(), "`workers` must be between 1 and 1024"));
+    }
+    if let Some(user) = &s.user
+        && !valid_system_user(user.get_ref())
+    {
+        return Err(pkg.error(
+            user.span(),
+            "adduser refuses this system user name: use lowercase letters, digits, `_` and `-`, starting with a letter or `_`, at most 32 characters",
+        ));
+    }
+    for (key, value) in &s.environment {
+        let ok_key = key.bytes().next().is_some_and(|b| b.is_ascii_uppercase() || b == b'_')
+            && key.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+        if !ok_key {
+            return Err(pkg.error(
+                value.span(),
+                format!("environment variable `{key}`: names are uppercase letters, digits and `_`"),
+            ));
+        }
+        if value.get_ref().chars().any(|c| matches!(c, '"' | '\\' | '$' | '`' | '\n' | '\r')) {
+            return Err(pkg.error(
+                value.span(),
+                format!("environment variable `{key}`: the value may not contain quotes, backslashes, `$`, backticks or newlines (it is read by sh and by systemd)"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_globs(pkg: &Package, globs: &[Spanned<String>]) -> Result<(), ConfigError> {

@@ -28,6 +28,7 @@ pub struct DebMeta {
     pub version: String,
     pub architecture: String,
     pub maintainer: String,
+    pub pre_depends: Vec<String>,
     pub depends: Vec<String>,
     pub section: String,
     pub priority: String,
@@ -119,27 +120,6 @@ impl Job for LayoutJob {
         }
         Ok(ActionResult { tree, meta: meta.into_iter().collect(), exports: Vec::new() })
     }
-}
-
-/// The Python parts of the maintainer scripts for virtualenvs at `prefixes`: compile
-/// bytecode after configuring (the package ships none) and remove it before removal.
-pub fn python_scripts(package: &str, prefixes: &[String]) -> Vec<(String, String)> {
-    if prefixes.is_empty() {
-        return Vec::new();
-    }
-    let mut compile = String::new();
-    let mut clean = String::new();
-    for p in prefixes {
-        compile.push_str(&format!("        {p}/bin/python -m compileall -q {p}/lib >/dev/null || true\n"));
-        clean.push_str(&format!("        find {p} -depth -type d -name __pycache__ -exec rm -rf {{}} +\n"));
-    }
-    let postinst = format!(
-        "#!/bin/sh\n# postinst of {package}, written by hb.\nset -e\n\ncase \"$1\" in\n    configure)\n        # Bytecode is compiled here: .pyc files are not shipped (they are not reproducible).\n{compile}        ;;\nesac\n\nexit 0\n"
-    );
-    let prerm = format!(
-        "#!/bin/sh\n# prerm of {package}, written by hb.\nset -e\n\ncase \"$1\" in\n    remove|upgrade|deconfigure|failed-upgrade)\n        # Remove the bytecode postinst compiled, so that no file is left behind.\n{clean}        ;;\nesac\n\nexit 0\n"
-    );
-    vec![("postinst".to_string(), postinst), ("prerm".to_string(), prerm)]
 }
 
 /// The tar entries of a tree: the root directory first, then the tree in its order.
@@ -296,6 +276,9 @@ impl Job for ControlJob {
             ("Maintainer", m.maintainer.clone()),
             ("Installed-Size", hb_deb::installed_size_kib(&entries).to_string()),
         ];
+        if !m.pre_depends.is_empty() {
+            fields.push(("Pre-Depends", m.pre_depends.join(", ")));
+        }
         if !depends.is_empty() {
             fields.push(("Depends", depends.join(", ")));
         }

@@ -14,6 +14,7 @@ struct Args<'a> {
     patterns: &'a [String],
     dest: &'a str,
     strip_prefix: &'a str,
+    exact: bool,
 }
 
 /// Files matched by `patterns` in `dir`, installed under `dest`.
@@ -23,9 +24,11 @@ pub struct FilesJob {
     pub dir: PathBuf,
     /// Patterns, each with where it is written (`file:line:col`) for error messages.
     pub patterns: Vec<(String, String)>,
-    /// Absolute install directory on the target.
+    /// Absolute install directory on the target (with `exact`: the file's own path).
     pub dest: String,
     pub strip_prefix: String,
+    /// The patterns name one file, installed exactly at `dest`.
+    pub exact: bool,
 }
 
 impl Job for FilesJob {
@@ -39,7 +42,12 @@ impl Job for FilesJob {
 
     fn args(&self) -> Vec<u8> {
         let patterns: Vec<String> = self.patterns.iter().map(|(p, _)| p.clone()).collect();
-        encode_args(&Args { patterns: &patterns, dest: &self.dest, strip_prefix: &self.strip_prefix })
+        encode_args(&Args {
+            patterns: &patterns,
+            dest: &self.dest,
+            strip_prefix: &self.strip_prefix,
+            exact: self.exact,
+        })
     }
 
     fn sources(&self, ctx: &Ctx) -> Result<Vec<Source>, JobError> {
@@ -81,6 +89,18 @@ impl Job for FilesJob {
 
     fn run(&self, _ctx: &Ctx, _deps: &[&ActionResult], sources: &[Source]) -> Result<ActionResult, JobError> {
         let dest = self.dest.trim_matches('/');
+        if self.exact {
+            let [s] = sources else {
+                return Err(JobError::Failed(format!(
+                    "{}: expected exactly one file, matched {}",
+                    self.label,
+                    sources.len()
+                )));
+            };
+            let tree = Tree::new(vec![TreeEntry::file(dest, s.digest, s.size, s.executable)])
+                .map_err(|e| JobError::Failed(format!("{}: {e}", self.label)))?;
+            return Ok(ActionResult { tree, ..Default::default() });
+        }
         let strip = self.strip_prefix.trim_matches('/');
         let mut entries = Vec::new();
         for s in sources {

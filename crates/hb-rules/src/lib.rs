@@ -7,6 +7,7 @@ pub mod build;
 pub mod deb;
 pub mod files;
 pub mod python;
+pub mod service;
 
 use std::collections::BTreeMap;
 
@@ -154,6 +155,7 @@ impl Planner {
                     patterns: f.srcs.iter().map(|s| (s.get_ref().clone(), locate(s.span()))).collect(),
                     dest: f.dest.get_ref().clone(),
                     strip_prefix: f.strip_prefix.clone(),
+                    exact: false,
                 };
                 Ok(self.graph.add(name, Box::new(job), Vec::new()))
             }
@@ -162,10 +164,7 @@ impl Planner {
                 let target = python_target(&settings);
                 let lock = python::read_lock(pkg, p, &proj, &target, &name)?;
                 let python = python_version(&settings);
-                let prefix = p.prefix.as_ref().map_or_else(
-                    || format!("/usr/lib/{}", proj.name),
-                    |s| s.get_ref().trim_end_matches('/').to_string(),
-                );
+                let prefix = python::prefix(p, &proj);
                 let mut patterns: Vec<(String, String)> =
                     p.srcs.iter().map(|s| (s.get_ref().clone(), locate(s.span()))).collect();
                 patterns.push((p.pyproject.get_ref().clone(), locate(p.pyproject.span())));
@@ -175,6 +174,7 @@ impl Planner {
                     patterns,
                     dest: "/".to_string(),
                     strip_prefix: String::new(),
+                    exact: false,
                 };
                 let mtime = settings.source_date_epoch.unwrap_or(hb_config::build_file::DEFAULT_SOURCE_DATE_EPOCH);
                 let wheel_job = python::WheelJob {
@@ -199,34 +199,6 @@ impl Planner {
                 Ok(self.graph.add(name, Box::new(venv), deps))
             }
             Rule::Deb(d) => {
-                let mut deps = Vec::new();
-                let mut dep_labels = Vec::new();
-                let mut python_prefixes = Vec::new();
-                for (label, loc) in &t.deps {
-                    let dep_target = ws.target(label)?.clone();
-                    match &dep_target.rule {
-                        Rule::Deb(_) => {
-                            return Err(RulesError::Invalid {
-                                message: format!(
-                                    "{name} cannot contain the package {label}; list it in `depends` instead"
-                                ),
-                                location: loc.clone(),
-                            });
-                        }
-                        Rule::PythonApp(p) => {
-                            let dep_pkg = ws.package(&label.package)?.clone();
-                            let proj = python::project(&dep_pkg, p)?;
-                            let prefix = p.prefix.as_ref().map_or_else(
-                                || format!("/usr/lib/{}", proj.name),
-                                |s| s.get_ref().trim_end_matches('/').to_string(),
-                            );
-                            python_prefixes.push(prefix);
-                        }
-                        Rule::Files(_) => {}
-                    }
-                    deps.push(self.nodes[label]);
-                    dep_labels.push(label.to_string());
-                }
                 let package = match &d.package {
                     Some(p) => p.get_ref().clone(),
                     None => {
@@ -243,35 +215,169 @@ impl Planner {
                         dir
                     }
                 };
+                let service_app = match &d.service {
+                    Some(svc) => {
+                        let at = pkg.locate(svc.app.span());
+                        let label = Label::parse(svc.app.get_ref(), Some(&t.label.package))
+                            .map_err(|e| RulesError::Invalid { message: e.to_string(), location: at.clone() })?;
+                        if !t.deps.iter().any(|(l, _)| *l == label) {
+                            return Err(RulesError::Invalid {
+                                message: format!(
+                                    "the service's app {label} must also be in `deps`, so that its files are in the package"
+                                ),
+                                location: at,
+                            });
+                        }
+                        Some((label, at))
+                    }
+                    None => None,
+                };
+                let mut deps = Vec::new();
+                let mut dep_labels = Vec::new();
+                // (label, venv prefix, WSGI module) of every python_app in the package.
+                let mut python_apps: Vec<(Label, String, String)> = Vec::new();
+                for (label, loc) in &t.deps {
+                    let dep_target = ws.target(label)?.clone();
+                    match &dep_target.rule {
+                        Rule::Deb(_) => {
+                            return Err(RulesError::Invalid {
+                                message: format!(
+                                    "{name} cannot contain the package {label}; list it in `depends` instead"
+                                ),
+                                location: loc.clone(),
+                            });
+                        }
+                        Rule::PythonApp(p) => {
+                            let dep_pkg = ws.package(&label.package)?.clone();
+                            let proj = python::project(&dep_pkg, p)?;
+                            python_apps.push((label.clone(), python::prefix(p, &proj), p.module.get_ref().clone()));
+                        }
+                        Rule::Files(_) => {}
+                    }
+                    deps.push(self.nodes[label]);
+                    dep_labels.push(label.to_string());
+                }
+                let python_prefixes: Vec<String> = python_apps.iter().map(|(_, p, _)| p.clone()).collect();
+                let service = match (&d.service, &service_app) {
+                    (Some(svc), Some((label, at))) => {
+                        let Some((_, prefix, module)) = python_apps.iter().find(|(l, _, _)| l == label) else {
+                            return Err(RulesError::Invalid {
+                                message: format!("the service's app {label} must be a python_app target"),
+                                location: at.clone(),
+                            });
+                        };
+                        let ip: std::net::IpAddr = svc.bind.get_ref().parse().expect("validated when parsed");
+                        let bind = match ip {
+                            std::net::IpAddr::V4(v4) => format!("{v4}:{}", svc.port.get_ref()),
+                            std::net::IpAddr::V6(v6) => format!("[{v6}]:{}", svc.port.get_ref()),
+                        };
+                        Some(service::ServiceContext {
+                            user: svc.user.as_ref().map_or_else(|| package.clone(), |u| u.get_ref().clone()),
+                            bind,
+                            workers: *svc.workers.get_ref(),
+                            module: module.clone(),
+                            prefix: prefix.clone(),
+                            environment: svc
+                                .environment
+                                .iter()
+                                .map(|(k, v)| (k.clone(), v.get_ref().clone()))
+                                .collect(),
+                            config_path: format!("/etc/{package}/config.cfg"),
+                            logging_path: format!("/etc/{package}/logging.conf"),
+                            log_dir: format!("/var/log/{package}"),
+                            pidfile: format!("/run/{package}.pid"),
+                            run_dir: format!("/run/{package}"),
+                            unit: format!("{package}.service"),
+                        })
+                    }
+                    _ => None,
+                };
+                if service.is_some()
+                    && !hb_config::build_file::valid_system_user(&package)
+                    && d.service.as_ref().is_some_and(|s| s.user.is_none())
+                {
+                    return Err(RulesError::Invalid {
+                        message: format!(
+                            "the package name `{package}` is not a valid system user name; set `user` in [deb.service]"
+                        ),
+                        location: t.location.clone(),
+                    });
+                }
                 let mut depends = Vec::new();
-                if !python_prefixes.is_empty() {
+                if !python_apps.is_empty() {
                     let (major, minor) = python_version(&settings);
                     depends.push(format!("python3 (>= {major}.{minor}~)"));
                     depends.push(format!("python3 (<< {major}.{})", minor + 1));
                 }
+                if service.is_some() {
+                    depends.push("adduser".to_string());
+                }
                 depends.extend(d.depends.iter().map(|s| s.get_ref().clone()));
+                let mtime = d
+                    .source_date_epoch
+                    .or(settings.source_date_epoch)
+                    .unwrap_or(hb_config::build_file::DEFAULT_SOURCE_DATE_EPOCH);
+                let description = d.description.get_ref().clone();
+                let rendered = service::render(
+                    pkg,
+                    d,
+                    &service::RenderInput {
+                        package: &package,
+                        version: d.version.get_ref(),
+                        maintainer: d.maintainer.get_ref(),
+                        synopsis: description.lines().next().unwrap_or_default().trim(),
+                        mtime,
+                        python_prefixes: &python_prefixes,
+                        service: service.as_ref(),
+                    },
+                )?;
+                // Files of the package placed at fixed paths: the app's config, a copyright.
+                let mut exact = Vec::new();
+                if let Some(cfg) = d.service.as_ref().and_then(|s| s.config.as_ref()) {
+                    exact.push((cfg, format!("/etc/{package}/config.cfg"), "config"));
+                }
+                if let Some(c) = &d.copyright {
+                    exact.push((c, format!("/usr/share/doc/{package}/copyright"), "copyright"));
+                }
+                for (file, dest, what) in exact {
+                    let job = files::FilesJob {
+                        label: format!("{name} {what}"),
+                        dir: pkg.dir.clone(),
+                        patterns: vec![(glob::Pattern::escape(file.get_ref()), locate(file.span()))],
+                        dest,
+                        strip_prefix: String::new(),
+                        exact: true,
+                    };
+                    deps.push(self.graph.add(format!("{name} {what}"), Box::new(job), Vec::new()));
+                    dep_labels.push(format!("{name} {what}"));
+                }
+                let render = service::RenderJob { label: name.clone(), files: rendered.files };
+                deps.push(self.graph.add(format!("{name} render"), Box::new(render), Vec::new()));
+                dep_labels.push(format!("{name} (generated files)"));
+
                 let meta = deb::DebMeta {
                     package,
                     version: d.version.get_ref().clone(),
                     architecture: settings.architecture().to_string(),
                     maintainer: d.maintainer.get_ref().clone(),
+                    // invoke-rc.d --skip-systemd-native needs init-system-helpers 1.54.
+                    pre_depends: if service.is_some() {
+                        vec!["init-system-helpers (>= 1.54~)".to_string()]
+                    } else {
+                        Vec::new()
+                    },
                     depends,
                     section: d.section.clone(),
                     priority: d.priority.clone(),
                     homepage: d.homepage.clone(),
-                    description: d.description.get_ref().clone(),
+                    description,
                 };
                 let compression = match d.compression.unwrap_or(settings.compression) {
                     hb_config::Compression::Xz => hb_deb::Compression::Xz,
                     hb_config::Compression::Gzip => hb_deb::Compression::Gzip,
                     hb_config::Compression::Zstd => hb_deb::Compression::Zstd,
                 };
-                let mtime = d
-                    .source_date_epoch
-                    .or(settings.source_date_epoch)
-                    .unwrap_or(hb_config::build_file::DEFAULT_SOURCE_DATE_EPOCH);
                 let policy = deb::Policy { compression, mtime };
-                let scripts = deb::python_scripts(&meta.package, &python_prefixes);
                 let graph = &mut self.graph;
                 let layout = graph.add(
                     format!("{name} layout"),
@@ -280,7 +386,12 @@ impl Planner {
                 );
                 let control = graph.add(
                     format!("{name} control"),
-                    Box::new(deb::ControlJob { label: name.clone(), meta: meta.clone(), policy, scripts }),
+                    Box::new(deb::ControlJob {
+                        label: name.clone(),
+                        meta: meta.clone(),
+                        policy,
+                        scripts: rendered.scripts,
+                    }),
                     vec![layout],
                 );
                 let data = graph.add(

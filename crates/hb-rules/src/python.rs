@@ -85,6 +85,13 @@ pub fn project(pkg: &Package, p: &PythonAppRule) -> Result<Project, RulesError> 
     })
 }
 
+/// The virtualenv's install prefix: the `prefix` setting, else `/usr/lib/<project>`.
+pub fn prefix(p: &PythonAppRule, proj: &Project) -> String {
+    p.prefix
+        .as_ref()
+        .map_or_else(|| format!("/usr/lib/{}", proj.name), |s| s.get_ref().trim_end_matches('/').to_string())
+}
+
 /// The lock file's path and how it is shown.
 fn lock_path(pkg: &Package, p: &PythonAppRule) -> (PathBuf, PathBuf) {
     let name = p.lock.as_ref().map_or("hb.lock", |l| l.get_ref().as_str());

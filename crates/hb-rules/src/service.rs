@@ -1,0 +1,236 @@
+//! Generated package files, rendered from the templates in `rules/deb/` (embedded at
+//! compile time) with minijinja, every variable strict: the service's `/etc` files, init
+//! script and systemd unit, the copyright file and changelog, and the maintainer
+//! scripts. A package can override any template with a file of its own
+//! (`[deb.templates]`). Rendering happens while planning, so a bad template or setting is
+//! reported with its BUILD.toml location before anything builds; the rendered bytes are
+//! the arguments of a pure `render` action.
+
+use hb_config::Package;
+use hb_config::build_file::DebRule;
+use hb_engine::{ActionResult, Ctx, Job, JobError, Source, encode_args};
+use hb_store::{Tree, TreeEntry};
+use serde::Serialize;
+
+use crate::RulesError;
+
+/// Template name → embedded source.
+pub const TEMPLATES: &[(&str, &str)] = &[
+    ("changelog", include_str!("../../../rules/deb/changelog.j2")),
+    ("config.cfg", include_str!("../../../rules/deb/config.cfg.j2")),
+    ("copyright", include_str!("../../../rules/deb/copyright.j2")),
+    ("default", include_str!("../../../rules/deb/default.j2")),
+    ("init.d", include_str!("../../../rules/deb/init.d.j2")),
+    ("lintian-overrides", include_str!("../../../rules/deb/lintian-overrides.j2")),
+    ("logging.conf", include_str!("../../../rules/deb/logging.conf.j2")),
+    ("postinst", include_str!("../../../rules/deb/postinst.j2")),
+    ("postrm", include_str!("../../../rules/deb/postrm.j2")),
+    ("prerm", include_str!("../../../rules/deb/prerm.j2")),
+    ("systemd.service", include_str!("../../../rules/deb/systemd.service.j2")),
+];
+
+/// The service as templates see it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ServiceContext {
+    pub user: String,
+    /// `host:port` as gunicorn takes it (`[::1]:8000` for IPv6).
+    pub bind: String,
+    pub workers: u32,
+    /// WSGI entry point, `module:attribute`.
+    pub module: String,
+    /// The app's virtualenv.
+    pub prefix: String,
+    pub environment: Vec<(String, String)>,
+    pub config_path: String,
+    pub logging_path: String,
+    pub log_dir: String,
+    pub pidfile: String,
+    /// Runtime directory, owned by the service user; also its HOME.
+    pub run_dir: String,
+    pub unit: String,
+}
+
+#[derive(Serialize)]
+struct PythonContext<'a> {
+    prefixes: &'a [String],
+}
+
+#[derive(Serialize)]
+struct Context<'a> {
+    package: &'a str,
+    version: &'a str,
+    maintainer: &'a str,
+    synopsis: &'a str,
+    homepage: Option<&'a str>,
+    env_prefix: String,
+    license: &'a str,
+    year: i64,
+    date: String,
+    python: PythonContext<'a>,
+    service: Option<&'a ServiceContext>,
+}
+
+/// What rendering gives the deb: files for the data member and maintainer scripts.
+pub struct Rendered {
+    pub files: Vec<(String, u32, Vec<u8>)>,
+    pub scripts: Vec<(String, String)>,
+}
+
+/// Settings a render needs beyond the deb rule itself.
+pub struct RenderInput<'a> {
+    pub package: &'a str,
+    pub version: &'a str,
+    pub maintainer: &'a str,
+    pub synopsis: &'a str,
+    pub mtime: u64,
+    pub python_prefixes: &'a [String],
+    pub service: Option<&'a ServiceContext>,
+}
+
+/// Renders every generated file of a deb.
+pub fn render(pkg: &Package, d: &DebRule, input: &RenderInput) -> Result<Rendered, RulesError> {
+    let at_rule = pkg.locate(d.name.span());
+    // Overrides first: unknown names and unreadable files are the package's mistakes.
+    let mut sources: Vec<(&str, String, hb_config::Location)> =
+        TEMPLATES.iter().map(|(n, s)| (*n, s.to_string(), at_rule.clone())).collect();
+    for (name, file) in &d.templates {
+        let at = pkg.locate(file.span());
+        let Some(slot) = sources.iter_mut().find(|(n, _, _)| n == name) else {
+            let known: Vec<&str> = TEMPLATES.iter().map(|(n, _)| *n).collect();
+            return Err(RulesError::Invalid {
+                message: format!("no template named `{name}`; templates: {}", known.join(", ")),
+                location: at,
+            });
+        };
+        let text = hb_fs::read_to_string(&pkg.dir.join(file.get_ref()))
+            .map_err(|e| RulesError::Invalid { message: e.to_string(), location: at.clone() })?;
+        *slot = (slot.0, text, at);
+    }
+    let (year, date) = rfc2822(input.mtime);
+    let package = input.package;
+    let ctx = Context {
+        package,
+        version: input.version,
+        maintainer: input.maintainer,
+        synopsis: input.synopsis,
+        homepage: d.homepage.as_deref(),
+        env_prefix: package.to_uppercase().replace(['-', '.', '+'], "_"),
+        license: d.license.as_deref().unwrap_or("proprietary"),
+        year,
+        date,
+        python: PythonContext { prefixes: input.python_prefixes },
+        service: input.service,
+    };
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env.set_keep_trailing_newline(true);
+    let render_one = |name: &str| -> Result<String, RulesError> {
+        let (_, text, at) = sources.iter().find(|(n, _, _)| *n == name).expect("known template");
+        let how = |e: minijinja::Error| RulesError::Invalid {
+            message: format!("template `{name}` does not render: {e}"),
+            location: at.clone(),
+        };
+        let tmpl = env.template_from_str(text).map_err(how)?;
+        tmpl.render(&ctx).map_err(how)
+    };
+
+    let mut files: Vec<(String, u32, Vec<u8>)> = Vec::new();
+    if let Some(svc) = input.service {
+        // The app's own config file, when given, is installed by a files action instead.
+        if d.service.as_ref().is_some_and(|s| s.config.is_none()) {
+            files.push((format!("etc/{package}/config.cfg"), 0o644, render_one("config.cfg")?.into_bytes()));
+        }
+        files.push((format!("etc/{package}/logging.conf"), 0o644, render_one("logging.conf")?.into_bytes()));
+        files.push((format!("etc/default/{package}"), 0o644, render_one("default")?.into_bytes()));
+        files.push((format!("etc/init.d/{package}"), 0o755, render_one("init.d")?.into_bytes()));
+        files.push((format!("lib/systemd/system/{}", svc.unit), 0o644, render_one("systemd.service")?.into_bytes()));
+    }
+    if !input.python_prefixes.is_empty() {
+        let text = render_one("lintian-overrides")?;
+        files.push((format!("usr/share/lintian/overrides/{package}"), 0o644, text.trim_start().as_bytes().to_vec()));
+    }
+    if d.copyright.is_none() {
+        files.push((format!("usr/share/doc/{package}/copyright"), 0o644, render_one("copyright")?.into_bytes()));
+    }
+    // Debian names a native package's changelog changelog.gz, others changelog.Debian.gz.
+    let native = !input.version.contains('-');
+    let changelog = if native { "changelog.gz" } else { "changelog.Debian.gz" };
+    let text = render_one("changelog")?;
+    let mut gz = Vec::new();
+    hb_deb::gzip::compress_member(&mut text.as_bytes(), &mut gz).map_err(|e| RulesError::Invalid {
+        message: format!("compressing the changelog: {e}"),
+        location: at_rule.clone(),
+    })?;
+    files.push((format!("usr/share/doc/{package}/{changelog}"), 0o644, gz));
+
+    let mut scripts = Vec::new();
+    for name in ["postinst", "prerm", "postrm"] {
+        scripts.push((name.to_string(), render_one(name)?));
+    }
+    Ok(Rendered { files, scripts })
+}
+
+/// `(year, "Thu, 01 Jan 1970 00:00:00 +0000")` for a Unix time, in UTC.
+pub fn rfc2822(t: u64) -> (i64, String) {
+    let days = (t / 86_400) as i64;
+    let secs = t % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][days.rem_euclid(7) as usize];
+    let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let date = format!(
+        "{weekday}, {day:02} {} {year} {:02}:{:02}:{:02} +0000",
+        months[(month - 1) as usize],
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    );
+    (year, date)
+}
+
+/// `render`: generated files into the store (their bytes are the key).
+pub struct RenderJob {
+    pub label: String,
+    pub files: Vec<(String, u32, Vec<u8>)>,
+}
+
+impl Job for RenderJob {
+    fn kind(&self) -> &'static str {
+        "render"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn args(&self) -> Vec<u8> {
+        encode_args(&self.files)
+    }
+    fn run(&self, ctx: &Ctx, _: &[&ActionResult], _: &[Source]) -> Result<ActionResult, JobError> {
+        let mut entries = Vec::new();
+        for (path, mode, bytes) in &self.files {
+            let digest = ctx.store.put_bytes(bytes)?;
+            entries.push(TreeEntry::file(path.clone(), digest, bytes.len() as u64, *mode & 0o111 != 0));
+        }
+        let tree = Tree::new(entries).map_err(|e| JobError::Failed(format!("{}: {e}", self.label)))?;
+        Ok(ActionResult { tree, ..Default::default() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(rfc2822(0), (1970, "Thu, 01 Jan 1970 00:00:00 +0000".to_string()));
+        assert_eq!(rfc2822(1_700_000_000), (2023, "Tue, 14 Nov 2023 22:13:20 +0000".to_string()));
+        assert_eq!(rfc2822(951_782_400), (2000, "Tue, 29 Feb 2000 00:00:00 +0000".to_string()));
+    }
+}

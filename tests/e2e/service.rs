@@ -1,0 +1,176 @@
+//! The service, as a Debian administrator meets it: `dpkg -i` in a fresh bookworm root,
+//! start, serve, log, stop, upgrade with an edited conffile, purge. Mounts and processes
+//! are cleaned up by a guard, whatever happens.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use crate::harness::{Root, Ws, run, show};
+
+/// A bookworm root with /proc mounted and services kept from starting on install (the
+/// `policy-rc.d` convention). Dropping it kills every process running inside it and
+/// unmounts /proc.
+struct Chroot {
+    root: Root,
+}
+
+impl Chroot {
+    fn new() -> Chroot {
+        let root = Root::new();
+        let policy = root.path.join("usr/sbin/policy-rc.d");
+        std::fs::write(&policy, "#!/bin/sh\nexit 101\n").unwrap();
+        run(Command::new("chmod").arg("0755").arg(&policy));
+        run(Command::new("mount").args(["-t", "proc", "proc"]).arg(root.path.join("proc")));
+        Chroot { root }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.root.path.join(rel.trim_start_matches('/'))
+    }
+
+    fn sh(&self, script: &str) -> Output {
+        self.root.chroot(&["/bin/sh", "-c", script])
+    }
+
+    fn ok(&self, script: &str) -> String {
+        let out = self.sh(script);
+        assert!(out.status.success(), "`{script}` failed in the chroot:\n{}", show(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// (pid, uid, command line) of every process whose root is this chroot.
+    fn processes(&self) -> Vec<(u32, u32, String)> {
+        let mut out = Vec::new();
+        let want = std::fs::canonicalize(&self.root.path).unwrap();
+        for e in hb_fs::read_dir_sorted(Path::new("/proc")).unwrap() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let Ok(root) = std::fs::read_link(e.path().join("root")) else { continue };
+            if root != want {
+                continue;
+            }
+            let uid = std::fs::metadata(e.path()).map(|m| m.uid()).unwrap_or(u32::MAX);
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            out.push((pid, uid, cmd));
+        }
+        out
+    }
+}
+
+impl Drop for Chroot {
+    fn drop(&mut self) {
+        for (pid, _, _) in self.processes() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+        let _ = Command::new("umount").arg("-l").arg(self.root.path.join("proc")).status();
+    }
+}
+
+/// GETs `url` with curl until it answers (the service takes a moment to bind).
+fn get(url: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = Command::new("curl").args(["--silent", "--show-error", "--max-time", "5", url]).output().unwrap();
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        assert!(Instant::now() < deadline, "{url} never answered:\n{}", show(&out));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn uid_of(chroot: &Chroot, user: &str) -> u32 {
+    let passwd = std::fs::read_to_string(chroot.path("/etc/passwd")).unwrap();
+    let line = passwd.lines().find(|l| l.starts_with(&format!("{user}:"))).expect("user exists");
+    line.split(':').nth(2).unwrap().parse().unwrap()
+}
+
+fn gid_of_group(chroot: &Chroot, group: &str) -> u32 {
+    let groups = std::fs::read_to_string(chroot.path("/etc/group")).unwrap();
+    let line = groups.lines().find(|l| l.starts_with(&format!("{group}:"))).expect("group exists");
+    line.split(':').nth(2).unwrap().parse().unwrap()
+}
+
+#[test]
+fn installs_serves_logs_stops_upgrades_and_purges_in_a_bookworm_root() {
+    let ws = Ws::demosite();
+    ws.ok(&["build", "//demosite:deb"]);
+    let chroot = Chroot::new();
+    std::fs::copy(ws.path("hb-out/demosite/demosite_0.1.0_amd64.deb"), chroot.path("/tmp/demosite_0.1.0_amd64.deb"))
+        .unwrap();
+    chroot.ok("dpkg -i /tmp/demosite_0.1.0_amd64.deb");
+    let files_of_package = chroot.ok("dpkg -L demosite");
+
+    // Start it the administrator's way and ask for the page.
+    chroot.ok("/etc/init.d/demosite start");
+    let page = get("http://127.0.0.1:8000/");
+    assert!(page.contains("Built by hb, byte for byte."), "{page}");
+    chroot.ok("/etc/init.d/demosite status");
+
+    // gunicorn runs as the service user, master and workers.
+    let uid = uid_of(&chroot, "demosite");
+    let gunicorns: Vec<_> = chroot.processes().into_iter().filter(|(_, _, cmd)| cmd.contains("gunicorn")).collect();
+    assert!(gunicorns.len() >= 3, "master and 2 workers expected: {gunicorns:?}");
+    assert!(gunicorns.iter().all(|(_, u, _)| *u == uid), "{gunicorns:?} should all run as uid {uid}");
+
+    // Logs: /var/log/demosite, demosite:adm, 0750, and it receives lines.
+    let log_dir = std::fs::metadata(chroot.path("/var/log/demosite")).unwrap();
+    assert_eq!((log_dir.uid(), log_dir.gid(), log_dir.mode() & 0o7777), (uid, gid_of_group(&chroot, "adm"), 0o750));
+    let log = std::fs::read_to_string(chroot.path("/var/log/demosite/demosite.log")).unwrap();
+    assert!(log.contains("serving index") && log.contains("\"GET / HTTP/1.1\" 200"), "{log}");
+
+    // Stop leaves no process behind.
+    chroot.ok("/etc/init.d/demosite stop");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while chroot.processes().iter().any(|(_, _, c)| c.contains("gunicorn")) {
+        assert!(Instant::now() < deadline, "still running after stop: {:?}", chroot.processes());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(chroot.sh("/etc/init.d/demosite status").status.code(), Some(3));
+
+    // An administrator edits the config; a newer version keeps the edit.
+    std::fs::write(chroot.path("/etc/demosite/config.cfg"), "TAGLINE = \"edited by the admin\"\n").unwrap();
+    let build = std::fs::read_to_string(ws.path("demosite/BUILD.toml")).unwrap();
+    ws.write("demosite/BUILD.toml", &build.replace("version = \"0.1.0\"", "version = \"0.1.1\""));
+    ws.ok(&["build", "//demosite:deb"]);
+    std::fs::copy(ws.path("hb-out/demosite/demosite_0.1.1_amd64.deb"), chroot.path("/tmp/demosite_0.1.1_amd64.deb"))
+        .unwrap();
+    chroot.ok("dpkg -i /tmp/demosite_0.1.1_amd64.deb");
+    assert_eq!(chroot.ok("dpkg-query -W -f '${Version}' demosite"), "0.1.1");
+    assert_eq!(
+        std::fs::read_to_string(chroot.path("/etc/demosite/config.cfg")).unwrap(),
+        "TAGLINE = \"edited by the admin\"\n"
+    );
+    chroot.ok("/etc/init.d/demosite start");
+    assert!(get("http://127.0.0.1:8000/").contains("edited by the admin"));
+    chroot.ok("/etc/init.d/demosite stop");
+
+    // Purge removes every file of the package, its /etc and its logs; the user stays.
+    chroot.ok("dpkg --purge demosite");
+    for path in files_of_package.lines().filter(|p| !p.is_empty() && *p != "/.") {
+        let p = chroot.path(path);
+        let shared = [
+            "/etc",
+            "/etc/default",
+            "/etc/init.d",
+            "/lib",
+            "/lib/systemd",
+            "/lib/systemd/system",
+            "/usr",
+            "/usr/lib",
+            "/usr/share",
+            "/usr/share/doc",
+            "/usr/share/lintian",
+            "/usr/share/lintian/overrides",
+        ];
+        if shared.contains(&path) {
+            continue;
+        }
+        assert!(std::fs::symlink_metadata(&p).is_err(), "{path} is left after purge");
+    }
+    assert!(!chroot.path("/etc/demosite").exists());
+    assert!(!chroot.path("/var/log/demosite").exists());
+    assert!(std::fs::read_to_string(chroot.path("/etc/passwd")).unwrap().contains("demosite:"));
+}
