@@ -70,6 +70,7 @@ pub fn probe(mode: Mode) -> Result<(), SandboxError> {
         return Ok(());
     }
     let out = Command::new("bwrap")
+        .env_clear()
         .args(["--unshare-all", "--die-with-parent", "--ro-bind", "/usr", "/usr"])
         .args(["--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib"])
         .args(["--symlink", "usr/lib64", "/lib64", "/usr/bin/true"])
@@ -96,6 +97,9 @@ pub fn run(mode: Mode, spec: &Spec) -> Result<Outcome, SandboxError> {
     match mode {
         Mode::Bwrap => {
             cmd = Command::new("bwrap");
+            // bwrap itself gets no environment either: nothing of the caller's (say an
+            // LD_PRELOAD) may reach the sandbox, even through the launcher.
+            cmd.env_clear();
             cmd.args(["--unshare-all", "--die-with-parent", "--new-session", "--hostname", "hb"]);
             cmd.args(["--ro-bind", "/usr", "/usr"]);
             for (link, to) in [("/bin", "usr/bin"), ("/lib", "usr/lib"), ("/lib64", "usr/lib64"), ("/sbin", "usr/sbin")]
