@@ -9,3 +9,4 @@ mod cache;
 mod python;
 mod reproducible;
 mod service;
+mod snapshots;
