@@ -74,6 +74,45 @@ enum Command {
     Query { labels: Vec<String> },
     /// Print the dependency graph of targets as Graphviz DOT.
     Graph { labels: Vec<String> },
+    /// Rebuild a label from scratch, under variations, and compare every action.
+    ///
+    /// The rebuild runs in a throwaway copy of the workspace with an empty cache (the
+    /// locked files come from your cache, so no network is needed); your cache is only
+    /// read. On a difference, names the first action whose result differs although its
+    /// inputs agree, and shows its differing files (unified diff for text, digests and
+    /// first differing byte for binary, members for wheels). Exit status 1 then.
+    Verify {
+        label: String,
+        /// What to vary: all, none, or a comma-separated list of path, umask, tz,
+        /// locale, time, home, jobs.
+        #[arg(long, default_value = "all", value_name = "LIST")]
+        vary: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Keep the throwaway checkout and cache for inspection.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Compare two .deb files: container, control fields, scripts, file list, modes,
+    /// owners, mtimes and contents. Exit status 0 only when byte-identical.
+    Diff {
+        a: PathBuf,
+        b: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Say why each action of the last build ran or came from the cache: which of its
+    /// inputs changed since the build before, traced back to the source that changed.
+    Explain {
+        /// Print the explanation as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Also list the actions that came from the cache.
+        #[arg(long)]
+        all: bool,
+    },
     /// Remove hb-out/ (and with --cache, the whole cache).
     Clean {
         #[arg(long)]
@@ -105,6 +144,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             build(&cwd, &cache_dir, &labels, json, jobs, keep_going, sandbox)
         }
         Command::Lock { labels } => lock(&cwd, &labels),
+        Command::Verify { label, vary, json, keep } => verify(&cwd, &cache_dir, &label, &vary, json, keep),
+        Command::Diff { a, b, json } => diff(&a, &b, json),
+        Command::Explain { json, all } => explain(&cwd, &cache_dir, json, all),
         Command::Query { labels } => query(&cwd, &labels),
         Command::Graph { labels } => graph(&cwd, &labels),
         Command::Clean { cache } => {
@@ -243,6 +285,78 @@ fn build(
         start.elapsed().as_secs_f64()
     ));
     Ok(if outcome.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn verify(cwd: &Path, cache_dir: &Path, label: &str, vary: &str, json: bool, keep: bool) -> Result<ExitCode> {
+    let mut ws = Workspace::discover(cwd)?;
+    let labels = resolve(&mut ws, cwd, &[label.to_string()])?;
+    let mut variations = Vec::new();
+    for item in vary.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match hb_check::Variation::parse(item) {
+            Some(v) => variations.extend(v),
+            None => bail!("unknown variation `{item}`: use all, none, path, umask, tz, locale, time, home or jobs"),
+        }
+    }
+    variations.sort();
+    variations.dedup();
+    progress::note(&format!("verifying {}: building it, then rebuilding from scratch", labels[0]));
+    let req = hb_check::VerifyRequest {
+        exe: std::env::current_exe().context("cannot find the hb executable")?,
+        workspace_root: ws.root.clone(),
+        cache_dir: cache_dir.to_path_buf(),
+        label: labels[0].to_string(),
+        vary: variations,
+        keep,
+    };
+    let report = hb_check::verify(&req)?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(if report.reproducible() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn diff(a: &Path, b: &Path, json: bool) -> Result<ExitCode> {
+    let report = hb_diff::diff_debs(a, b)?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(if report.identical { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn explain(cwd: &Path, cache_dir: &Path, json: bool, all: bool) -> Result<ExitCode> {
+    let ws = Workspace::discover(cwd)?;
+    let store = Store::open(cache_dir)?;
+    let (last, previous) = hb_rules::build::RunLog::load(&store, &ws.root);
+    let Some(last) = last else {
+        bail!("no build of this workspace is recorded in {}: run `hb build` first", cache_dir.display());
+    };
+    let explanations = hb_check::explain(&last, previous.as_ref());
+    if json {
+        println!("{}", serde_json::json!({ "labels": last.labels, "actions": explanations }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("last build: {}", last.labels.join(" "));
+    let width = explanations.iter().map(|e| e.name.len()).max().unwrap_or(0);
+    let mut cached = 0;
+    for e in &explanations {
+        if e.status == "cached" {
+            cached += 1;
+            if !all {
+                continue;
+            }
+            println!("{:width$}  cached", e.name);
+        } else {
+            println!("{:width$}  ran: {}", e.name, e.reasons.join("; "));
+        }
+    }
+    if !all && cached > 0 {
+        println!("({cached} action(s) came from the cache; --all lists them)");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn indent(s: &str) -> String {

@@ -6,6 +6,7 @@ mod harness;
 mod bad_input;
 mod build;
 mod cache;
+mod check;
 mod python;
 mod reproducible;
 mod service;

@@ -164,7 +164,7 @@ fn no_build_machine_path_appears_in_the_deb() {
 }
 
 /// A workspace with one small app: `setup_py` is its setup.py, `extra` more BUILD.toml.
-fn tiny_app(setup_py: &str) -> Ws {
+pub fn tiny_app(setup_py: &str) -> Ws {
     let ws = Ws::empty();
     ws.write(
         "tiny/BUILD.toml",

@@ -127,24 +127,33 @@ impl Ctx<'_> {
         run: impl FnOnce() -> Result<ActionResult, JobError>,
     ) -> Result<ActionResult, JobError> {
         let key = action_key(kind, version, self.platform, args, inputs);
+        let record = |result: &ActionResult, status| Record {
+            name: name.to_string(),
+            kind: kind.to_string(),
+            key,
+            result: result.digest(),
+            status,
+            args: Digest::of(args),
+            inputs: inputs.to_vec(),
+        };
         if let Some(bytes) = self.store.get_action(&key)?
             && let Some(result) = ActionResult::decode(&bytes)
             && result.tree.blobs().all(|d| self.store.has_blob(d))
         {
-            self.record(name, kind, key, result.digest(), Status::Cached);
+            self.record(record(&result, Status::Cached));
             return Ok(result);
         }
         self.reporter.started(name);
         let result = run()?;
         self.store.put_action(&key, &result.encode())?;
-        self.record(name, kind, key, result.digest(), Status::Executed);
+        self.record(record(&result, Status::Executed));
         Ok(result)
     }
 
-    fn record(&self, name: &str, kind: &str, key: Digest, result: Digest, status: Status) {
-        self.reporter.finished(name, status);
+    fn record(&self, record: Record) {
+        self.reporter.finished(&record.name, record.status);
         let mut r = self.records.lock().unwrap_or_else(|p| p.into_inner());
-        r.push(Record { name: name.to_string(), kind: kind.to_string(), key, result, status });
+        r.push(record);
     }
 }
 

@@ -12,14 +12,14 @@ use hb_store::{Digest, Store};
 
 use crate::{ActionResult, Ctx, Graph, JobError, NodeId, Reporter};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Status {
     Executed,
     Cached,
 }
 
-/// One action that ran or was found in the cache.
-#[derive(Clone, Debug)]
+/// One action that ran or was found in the cache, with what its key was made of.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Record {
     pub name: String,
     pub kind: String,
@@ -27,6 +27,10 @@ pub struct Record {
     /// Digest of the action's result (what dependents see).
     pub result: Digest,
     pub status: Status,
+    /// Digest of the canonical arguments.
+    pub args: Digest,
+    /// Named input digests: dependencies by action name, sources by relative path.
+    pub inputs: Vec<(String, Digest)>,
 }
 
 #[derive(Debug)]
@@ -186,8 +190,9 @@ fn run_node(
     let node = &graph.nodes[i];
     let deps: Vec<&ActionResult> =
         node.deps.iter().map(|&d| results[d].get().map(|r| r.as_ref()).expect("dependencies finish first")).collect();
+    // Dependencies enter the key under their action names, so `hb explain` can say which.
     let mut inputs: Vec<(String, Digest)> =
-        deps.iter().enumerate().map(|(k, r)| (format!("dep{k}"), r.digest())).collect();
+        node.deps.iter().zip(&deps).map(|(&d, r)| (graph.nodes[d].name.clone(), r.digest())).collect();
     let sources = node.job.sources(ctx)?;
     inputs.extend(sources.iter().map(|s| s.key_input()));
     let args = node.job.args();

@@ -93,7 +93,44 @@ pub fn build(
     if let Err(e) = stat.save(store) {
         outcome.warnings.push(format!("could not save the stat cache: {e}"));
     }
+    let log = RunLog { labels: labels.iter().map(|l| l.to_string()).collect(), records: outcome.records.clone() };
+    if let Err(e) = log.save(store, &ws.root) {
+        outcome.warnings.push(format!("could not save the build log for `hb explain`: {e}"));
+    }
     Ok(outcome)
+}
+
+/// What a build did, kept for `hb explain`: the last build of a workspace and the one
+/// before it, under `runs/<workspace id>/` in the store.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct RunLog {
+    pub labels: Vec<String>,
+    pub records: Vec<Record>,
+}
+
+impl RunLog {
+    fn dir(store: &Store, workspace_root: &Path) -> PathBuf {
+        let id = hb_store::Digest::of(workspace_root.as_os_str().as_encoded_bytes());
+        store.root().join("runs").join(id.hex())
+    }
+
+    fn save(&self, store: &Store, workspace_root: &Path) -> Result<(), hb_fs::FsError> {
+        let dir = Self::dir(store, workspace_root);
+        hb_fs::create_dir_all(&dir)?;
+        let last = dir.join("last");
+        if last.exists() {
+            hb_fs::rename(&last, &dir.join("previous"))?;
+        }
+        let bytes = postcard::to_stdvec(self).expect("run logs encode");
+        hb_fs::write_atomic(&last, &bytes, Some(&store.tmp_dir()))
+    }
+
+    /// The last build's log and the previous one's (empty when absent or unreadable).
+    pub fn load(store: &Store, workspace_root: &Path) -> (Option<RunLog>, Option<RunLog>) {
+        let dir = Self::dir(store, workspace_root);
+        let read = |name: &str| std::fs::read(dir.join(name)).ok().and_then(|b| postcard::from_bytes(&b).ok());
+        (read("last"), read("previous"))
+    }
 }
 
 /// Re-hashes every blob the recorded actions' cached results refer to; corrupt ones

@@ -418,7 +418,10 @@ impl DataJob {
             last,
         };
         let name = format!("{} data chunk {i}", self.label);
-        let result = ctx.memo(&name, "deb_data_chunk", 1, &encode_args(&args), &[], || {
+        // The files' digests are also named inputs, so `hb explain` can name a changed one.
+        let inputs: Vec<(String, Digest)> =
+            entries.iter().filter_map(|(e, d)| d.map(|d| (format!("/{}", e.path), d))).collect();
+        let result = ctx.memo(&name, "deb_data_chunk", 1, &encode_args(&args), &inputs, || {
             // The chunk's tar goes through a temporary file so memory stays bounded
             // whatever the size of the files in it.
             let mut tmp = tempfile_in(ctx.store)?;
