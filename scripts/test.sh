@@ -11,3 +11,6 @@ echo "== cargo clippy" >&2
 cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo test" >&2
 cargo test --locked --workspace
+echo "== reproducibility matrix" >&2
+cargo build --locked --release
+scripts/variations.sh target/release/hb

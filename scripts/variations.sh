@@ -11,7 +11,9 @@
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 hb=${1:-}
-if [ -z "$hb" ]; then
+if [ -n "$hb" ]; then
+  hb=$(cd "$(dirname "$hb")" && pwd)/$(basename "$hb")
+else
   (cd "$repo" && cargo build --release --locked -q)
   hb="$repo/target/release/hb"
 fi

@@ -342,9 +342,9 @@ pub struct DataJob {
     pub chunks: ChunkTuning,
 }
 
-/// A tar entry as it enters a chunk's key: member path, mode, kind tag (0 dir, 1 file,
-/// 2 symlink), content digest, size and symlink target.
-type ChunkEntry<'a> = (&'a str, u32, u8, Option<Digest>, u64, Option<&'a str>);
+/// A tar entry as it enters a chunk's arguments: member path, mode, kind tag (0 dir,
+/// 1 file, 2 symlink), size and symlink target. (Content digests are named inputs.)
+type ChunkEntry<'a> = (&'a str, u32, u8, u64, Option<&'a str>);
 
 #[derive(Serialize)]
 struct ChunkArgs<'a> {
@@ -409,10 +409,10 @@ impl DataJob {
             policy: &self.policy,
             entries: entries
                 .iter()
-                .map(|(e, d)| match &e.kind {
-                    TarKind::Dir => (e.path.as_str(), e.mode, 0, None, 0, None),
-                    TarKind::File { size } => (e.path.as_str(), e.mode, 1, *d, *size, None),
-                    TarKind::Symlink { target } => (e.path.as_str(), e.mode, 2, None, 0, Some(target.as_str())),
+                .map(|(e, _)| match &e.kind {
+                    TarKind::Dir => (e.path.as_str(), e.mode, 0, 0, None),
+                    TarKind::File { size } => (e.path.as_str(), e.mode, 1, *size, None),
+                    TarKind::Symlink { target } => (e.path.as_str(), e.mode, 2, 0, Some(target.as_str())),
                 })
                 .collect(),
             last,
@@ -421,7 +421,7 @@ impl DataJob {
         // The files' digests are also named inputs, so `hb explain` can name a changed one.
         let inputs: Vec<(String, Digest)> =
             entries.iter().filter_map(|(e, d)| d.map(|d| (format!("/{}", e.path), d))).collect();
-        let result = ctx.memo(&name, "deb_data_chunk", 1, &encode_args(&args), &inputs, || {
+        let result = ctx.memo(&name, "deb_data_chunk", 2, &encode_args(&args), &inputs, || {
             // The chunk's tar goes through a temporary file so memory stays bounded
             // whatever the size of the files in it.
             let mut tmp = tempfile_in(ctx.store)?;
