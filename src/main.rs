@@ -34,30 +34,89 @@ struct Cli {
     command: Command,
 }
 
+#[derive(clap::Args)]
+struct BuildArgs {
+    /// Labels to build, e.g. //demosite:deb.
+    #[arg(required = true)]
+    labels: Vec<String>,
+    /// Print one JSON object: {"executed", "cached", "outputs", "actions"}.
+    #[arg(long)]
+    json: bool,
+    /// Run at most N actions at once [default: number of CPUs].
+    #[arg(short = 'j', long, value_name = "N")]
+    jobs: Option<usize>,
+    /// Keep building what does not depend on a failed action.
+    #[arg(short = 'k', long)]
+    keep_going: bool,
+    /// Run PEP 517 builds without namespaces (they can then reach the network and
+    /// see this machine). Also HB_SANDBOX=off.
+    #[arg(long)]
+    no_sandbox: bool,
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
+/// How to reach the team's remote cache.
+#[derive(clap::Args, Clone, Default)]
+struct RemoteArgs {
+    /// Remote cache URL (else HB_REMOTE_CACHE, else `remote_cache` in [workspace]).
+    /// Uploads need a token (HB_REMOTE_TOKEN or HB_REMOTE_TOKEN_FILE) and a signing key
+    /// (HB_REMOTE_SIGNING_KEY_FILE); downloads trust entries signed by
+    /// `remote_trusted_keys` / HB_REMOTE_TRUSTED_KEYS.
+    #[arg(long, value_name = "URL")]
+    remote_cache: Option<String>,
+    /// Only download from the remote cache, never upload.
+    #[arg(long)]
+    remote_read_only: bool,
+    /// Do not use a remote cache even if one is configured.
+    #[arg(long)]
+    no_remote: bool,
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Serve a remote cache over HTTP (GET/HEAD/PUT /cas/<digest> and /ac/<key>).
+    Serve {
+        /// Address to listen on, e.g. 0.0.0.0:8080.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Where blobs and entries are stored.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Evict least-recently-used files beyond this size (e.g. 50G).
+        #[arg(long)]
+        max_size: Option<String>,
+        /// File holding the token uploads must present; without it the server is read-only.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
+    /// Sizes of the local cache (or of a server's --dir).
+    Stats {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Evict least-recently-used files of the local cache (or a server's --dir) down to a size.
+    Gc {
+        #[arg(long)]
+        max_size: String,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Create a signing key pair for remote cache uploads: writes the secret to FILE
+    /// (mode 0600) and prints the public key to list in `remote_trusted_keys`.
+    Keygen {
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Build targets and place their outputs in hb-out/<package path>/.
     ///
     /// Every action is looked up in the cache by a key made of its inputs; only actions
     /// whose inputs changed run. Prints each output path, one per line.
-    Build {
-        /// Labels to build, e.g. //demosite:deb.
-        #[arg(required = true)]
-        labels: Vec<String>,
-        /// Print one JSON object: {"executed", "cached", "outputs", "actions"}.
-        #[arg(long)]
-        json: bool,
-        /// Run at most N actions at once [default: number of CPUs].
-        #[arg(short = 'j', long, value_name = "N")]
-        jobs: Option<usize>,
-        /// Keep building what does not depend on a failed action.
-        #[arg(short = 'k', long)]
-        keep_going: bool,
-        /// Run PEP 517 builds without namespaces (they can then reach the network and
-        /// see this machine). Also HB_SANDBOX=off.
-        #[arg(long)]
-        no_sandbox: bool,
-    },
+    Build(BuildArgs),
     /// Resolve a python_app's dependencies for the target platform and write its lock.
     ///
     /// Runtime dependencies ([project].dependencies) and build requirements
@@ -94,8 +153,10 @@ enum Command {
         #[arg(long)]
         keep: bool,
     },
-    /// Compare two .deb files: container, control fields, scripts, file list, modes,
-    /// owners, mtimes and contents. Exit status 0 only when byte-identical.
+    /// Compare two .deb files; exit status 0 only when byte-identical.
+    ///
+    /// Reports the container, control fields, scripts, file list, modes, owners,
+    /// mtimes and contents (unified diffs for text, digests and offsets for binaries).
     Diff {
         a: PathBuf,
         b: PathBuf,
@@ -103,8 +164,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Say why each action of the last build ran or came from the cache: which of its
-    /// inputs changed since the build before, traced back to the source that changed.
+    /// Say why each action of the last build ran.
+    ///
+    /// Lists, for each action that ran, which of its inputs changed since the build
+    /// before, traced back to the source that changed.
     Explain {
         /// Print the explanation as JSON.
         #[arg(long)]
@@ -113,6 +176,9 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// The local cache and the team's remote cache server.
+    #[command(subcommand)]
+    Cache(CacheCommand),
     /// Remove hb-out/ (and with --cache, the whole cache).
     Clean {
         #[arg(long)]
@@ -138,11 +204,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
     };
     let cache_dir = cache_dir(cli.cache_dir)?;
     match cli.command {
-        Command::Build { labels, json, jobs, keep_going, no_sandbox } => {
-            let off = no_sandbox || std::env::var("HB_SANDBOX").is_ok_and(|v| v == "off" || v == "0");
-            let sandbox = if off { hb_sandbox::Mode::Off } else { hb_sandbox::Mode::Bwrap };
-            build(&cwd, &cache_dir, &labels, json, jobs, keep_going, sandbox)
-        }
+        Command::Build(args) => build(&cwd, &cache_dir, &args),
+        Command::Cache(c) => cache_command(c, &cache_dir),
         Command::Lock { labels } => lock(&cwd, &labels),
         Command::Verify { label, vary, json, keep } => verify(&cwd, &cache_dir, &label, &vary, json, keep),
         Command::Diff { a, b, json } => diff(&a, &b, json),
@@ -213,21 +276,22 @@ fn lock(cwd: &Path, texts: &[String]) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn build(
-    cwd: &Path,
-    cache_dir: &Path,
-    texts: &[String],
-    json: bool,
-    jobs: Option<usize>,
-    keep_going: bool,
-    sandbox: hb_sandbox::Mode,
-) -> Result<ExitCode> {
+fn build(cwd: &Path, cache_dir: &Path, args: &BuildArgs) -> Result<ExitCode> {
+    let off = args.no_sandbox || std::env::var("HB_SANDBOX").is_ok_and(|v| v == "off" || v == "0");
+    let sandbox = if off { hb_sandbox::Mode::Off } else { hb_sandbox::Mode::Bwrap };
+    let (texts, json, keep_going) = (&args.labels, args.json, args.keep_going);
     let start = Instant::now();
     let mut ws = Workspace::discover(cwd)?;
     let labels = resolve(&mut ws, cwd, texts)?;
     let store = Store::open(cache_dir).with_context(|| format!("cannot open the cache in {}", cache_dir.display()))?;
-    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let opts = Options { jobs, keep_going, platform: ws.settings.platform.get_ref().clone() };
+    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let remote = remote_client(&ws, &args.remote)?;
+    let opts = Options {
+        jobs,
+        keep_going,
+        platform: ws.settings.platform.get_ref().clone(),
+        remote: remote.clone().map(|r| r as std::sync::Arc<dyn hb_engine::RemoteCache>),
+    };
     let reporter = progress::Progress::new();
     if sandbox == hb_sandbox::Mode::Off {
         progress::warning("building without the sandbox (--no-sandbox): PEP 517 builds can see this machine");
@@ -235,10 +299,15 @@ fn build(
     let plan_opts = hb_rules::PlanOptions { sandbox };
     let outcome = hb_rules::build::build(&mut ws, &store, &labels, &opts, &plan_opts, &reporter)?;
     reporter.finish();
+    let mut outcome = outcome;
+    if let Some(r) = &remote {
+        outcome.warnings.extend(r.warnings());
+    }
     for w in &outcome.warnings {
         progress::warning(w);
     }
-    let (executed, cached) = (outcome.count(Status::Executed), outcome.count(Status::Cached));
+    let (executed, remote_hits) = (outcome.count(Status::Executed), outcome.count(Status::Remote));
+    let cached = outcome.count(Status::Cached) + remote_hits;
     for f in &outcome.failures {
         progress::error(&format!("action `{}` failed:\n{}", f.name, indent(&f.error.to_string())));
     }
@@ -254,7 +323,11 @@ fn build(
                 serde_json::json!({
                     "name": r.name,
                     "kind": r.kind,
-                    "status": if r.status == Status::Executed { "executed" } else { "cached" },
+                    "status": match r.status {
+                        Status::Executed => "executed",
+                        Status::Cached => "cached",
+                        Status::Remote => "remote",
+                    },
                     "key": r.key.hex(),
                     "result": r.result.hex(),
                 })
@@ -268,6 +341,7 @@ fn build(
         let doc = serde_json::json!({
             "executed": executed,
             "cached": cached,
+            "remote": remote_hits,
             "outputs": shown,
             "actions": actions,
             "failures": failures,
@@ -279,8 +353,9 @@ fn build(
             println!("{s}");
         }
     }
+    let from_remote = if remote_hits > 0 { format!(" ({remote_hits} from the remote cache)") } else { String::new() };
     progress::note(&format!(
-        "{} action(s): {executed} executed, {cached} cached, in {:.2}s",
+        "{} action(s): {executed} executed, {cached} cached{from_remote}, in {:.2}s",
         executed + cached,
         start.elapsed().as_secs_f64()
     ));
@@ -357,6 +432,118 @@ fn explain(cwd: &Path, cache_dir: &Path, json: bool, all: bool) -> Result<ExitCo
         println!("({cached} action(s) came from the cache; --all lists them)");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The remote cache client, if one is configured.
+fn remote_client(ws: &Workspace, args: &RemoteArgs) -> Result<Option<std::sync::Arc<hb_remote::Remote>>> {
+    if args.no_remote {
+        return Ok(None);
+    }
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let Some(url) =
+        args.remote_cache.clone().or_else(|| env("HB_REMOTE_CACHE")).or_else(|| ws.settings.remote_cache.clone())
+    else {
+        return Ok(None);
+    };
+    let rel = |p: &str| ws.root.join(p);
+    let token = match env("HB_REMOTE_TOKEN") {
+        Some(t) => Some(t),
+        None => match env("HB_REMOTE_TOKEN_FILE")
+            .map(PathBuf::from)
+            .or_else(|| ws.settings.remote_token_file.as_deref().map(rel))
+        {
+            Some(f) => Some(hb_fs::read_to_string(&f).context("reading the remote cache token")?.trim().to_string()),
+            None => None,
+        },
+    };
+    let signing_key = match env("HB_REMOTE_SIGNING_KEY_FILE")
+        .map(PathBuf::from)
+        .or_else(|| ws.settings.remote_signing_key_file.as_deref().map(rel))
+    {
+        Some(f) => Some(hb_remote::read_signing_key(&f)?),
+        None => None,
+    };
+    let mut trusted = Vec::new();
+    for k in &ws.settings.remote_trusted_keys {
+        trusted.push(hb_remote::parse_public_key(k.get_ref()).with_context(|| "in [workspace] remote_trusted_keys")?);
+    }
+    for k in env("HB_REMOTE_TRUSTED_KEYS").unwrap_or_default().split([',', ' ']).filter(|k| !k.is_empty()) {
+        trusted.push(hb_remote::parse_public_key(k).context("in HB_REMOTE_TRUSTED_KEYS")?);
+    }
+    let read_only = args.remote_read_only || env("HB_REMOTE_READ_ONLY").is_some_and(|v| v != "0");
+    Ok(Some(std::sync::Arc::new(hb_remote::Remote::new(hb_remote::RemoteConfig {
+        url,
+        token,
+        read_only,
+        signing_key,
+        trusted,
+    }))))
+}
+
+fn cache_command(c: CacheCommand, cache_dir: &Path) -> Result<ExitCode> {
+    // The local store keeps its files under a layout version directory.
+    let local = || cache_dir.join("v1");
+    match c {
+        CacheCommand::Serve { listen, dir, max_size, token_file } => {
+            let token = match token_file {
+                Some(f) => Some(hb_fs::read_to_string(&f)?.trim().to_string()),
+                None => None,
+            };
+            let max_size = max_size.map(|s| hb_cache_server::parse_size(&s)).transpose()?;
+            let read_only = token.is_none();
+            let server = hb_cache_server::Server::start(hb_cache_server::ServerConfig {
+                listen,
+                dir,
+                max_size,
+                token,
+                max_request: 2 << 30,
+                threads: 8,
+            })?;
+            progress::note(&format!(
+                "serving the cache on http://{}{}",
+                server.local_addr(),
+                if read_only { " (read-only: no --token-file)" } else { "" }
+            ));
+            server.wait();
+            Ok(ExitCode::SUCCESS)
+        }
+        CacheCommand::Stats { dir } => {
+            let dir = dir.unwrap_or_else(local);
+            let s = hb_cache_server::stats(&dir)?;
+            println!(
+                "{}: {} blobs ({} bytes), {} action entries ({} bytes)",
+                dir.display(),
+                s.blobs,
+                s.blob_bytes,
+                s.entries,
+                s.entry_bytes
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        CacheCommand::Gc { max_size, dir } => {
+            let dir = dir.unwrap_or_else(local);
+            let (files, bytes) = hb_cache_server::gc(&dir, hb_cache_server::parse_size(&max_size)?)?;
+            println!("{}: removed {files} file(s), {bytes} bytes", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        CacheCommand::Keygen { out } => {
+            use std::os::unix::fs::PermissionsExt;
+            if out.exists() {
+                bail!("{} exists; refusing to overwrite a key", out.display());
+            }
+            let (secret, public) = hb_remote::generate_key()?;
+            let mut f = hb_fs::AtomicFile::create(&out, None)?;
+            std::io::Write::write_all(&mut f, format!("{secret}\n").as_bytes())?;
+            f.file().set_permissions(std::fs::Permissions::from_mode(0o600))?;
+            f.commit()?;
+            println!("{public}");
+            progress::note(&format!(
+                "wrote the secret key to {}; trust the public key above in remote_trusted_keys",
+                out.display()
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 fn indent(s: &str) -> String {

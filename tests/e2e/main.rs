@@ -8,6 +8,7 @@ mod build;
 mod cache;
 mod check;
 mod python;
+mod remote;
 mod reproducible;
 mod service;
 mod snapshots;

@@ -45,6 +45,15 @@ pub struct WorkspaceSettings {
     /// workspace root), in addition to `PIP_FIND_LINKS`.
     #[serde(default)]
     pub wheelhouse: Vec<String>,
+    /// The team's remote cache (HB_REMOTE_CACHE and --remote-cache override it).
+    pub remote_cache: Option<String>,
+    /// A file holding the upload token (HB_REMOTE_TOKEN / HB_REMOTE_TOKEN_FILE override it).
+    pub remote_token_file: Option<String>,
+    /// The key signing uploaded action entries (HB_REMOTE_SIGNING_KEY_FILE overrides it).
+    pub remote_signing_key_file: Option<String>,
+    /// Public keys (hex) whose action entries are trusted.
+    #[serde(default)]
+    pub remote_trusted_keys: Vec<Spanned<String>>,
 }
 
 fn default_platform() -> Spanned<String> {

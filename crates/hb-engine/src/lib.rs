@@ -87,6 +87,17 @@ impl Source {
     }
 }
 
+/// A shared cache on another machine (see hb-remote). Implementations verify what
+/// they download and never fail a build: problems become warnings.
+pub trait RemoteCache: Send + Sync {
+    /// The result of action `key`, with every blob it names now in `store`.
+    fn fetch(&self, key: &Digest, store: &Store) -> Option<ActionResult>;
+    /// Shares a result this machine computed.
+    fn upload(&self, key: &Digest, result: &ActionResult, store: &Store);
+    /// What went wrong so far, each said once.
+    fn warnings(&self) -> Vec<String>;
+}
+
 /// Receives progress events; must be cheap.
 pub trait Reporter: Sync {
     fn started(&self, _name: &str) {}
@@ -102,6 +113,7 @@ pub struct Ctx<'a> {
     pub store: &'a Store,
     pub platform: &'a str,
     pub pool: &'a rayon::ThreadPool,
+    remote: Option<&'a dyn RemoteCache>,
     stat: &'a Mutex<StatCache>,
     records: &'a Mutex<Vec<Record>>,
     reporter: &'a dyn Reporter,
@@ -143,9 +155,19 @@ impl Ctx<'_> {
             self.record(record(&result, Status::Cached));
             return Ok(result);
         }
+        if let Some(remote) = self.remote
+            && let Some(result) = remote.fetch(&key, self.store)
+        {
+            self.store.put_action(&key, &result.encode())?;
+            self.record(record(&result, Status::Remote));
+            return Ok(result);
+        }
         self.reporter.started(name);
         let result = run()?;
         self.store.put_action(&key, &result.encode())?;
+        if let Some(remote) = self.remote {
+            remote.upload(&key, &result, self.store);
+        }
         self.record(record(&result, Status::Executed));
         Ok(result)
     }

@@ -15,7 +15,10 @@ use crate::{ActionResult, Ctx, Graph, JobError, NodeId, Reporter};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Status {
     Executed,
+    /// Found in the local action cache.
     Cached,
+    /// Downloaded from the remote cache.
+    Remote,
 }
 
 /// One action that ran or was found in the cache, with what its key was made of.
@@ -43,6 +46,7 @@ pub struct Options {
     pub jobs: usize,
     pub keep_going: bool,
     pub platform: String,
+    pub remote: Option<std::sync::Arc<dyn crate::RemoteCache>>,
 }
 
 pub struct Report {
@@ -92,7 +96,15 @@ pub fn execute(
     let results: Vec<OnceLock<Arc<ActionResult>>> = (0..n).map(|_| OnceLock::new()).collect();
     let records = Mutex::new(Vec::new());
     let mut failures = Vec::new();
-    let ctx = Ctx { store, platform: &opts.platform, pool: &pool, stat, records: &records, reporter };
+    let ctx = Ctx {
+        store,
+        platform: &opts.platform,
+        pool: &pool,
+        remote: opts.remote.as_deref(),
+        stat,
+        records: &records,
+        reporter,
+    };
 
     let (work_tx, work_rx) = mpsc::channel::<NodeId>();
     let work_rx = Mutex::new(work_rx);
@@ -233,7 +245,7 @@ mod tests {
     fn run(g: &Graph, dir: &std::path::Path, keep_going: bool) -> Report {
         let store = Store::open(dir).unwrap();
         let stat = Mutex::new(StatCache::load(&store, dir));
-        let opts = Options { jobs: 2, keep_going, platform: "test".into() };
+        let opts = Options { jobs: 2, keep_going, platform: "test".into(), remote: None };
         execute(g, &store, &stat, &opts, &Quiet)
     }
 

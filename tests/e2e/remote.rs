@@ -1,0 +1,237 @@
+//! The team cache: a real `hb cache serve` (and a real nginx with WebDAV) on loopback.
+//! CI builds and uploads signed entries; a colleague with an empty cache and no package
+//! index builds nothing; corrupt, dead or hostile servers never change the result.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use crate::harness::{Ws, hb_bin, run, sha256, show};
+
+const DEB: &str = "hb-out/demosite/demosite_0.1.0_amd64.deb";
+const TOKEN: &str = "s3cret-token-for-tests";
+
+/// A running `hb cache serve`, killed on drop.
+struct Server {
+    child: Child,
+    url: String,
+    dir: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Server {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        let token = tmp.path().join("token");
+        std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+        let mut child = Command::new(hb_bin())
+            .args(["cache", "serve", "--listen", "127.0.0.1:0", "--dir"])
+            .arg(&dir)
+            .arg("--token-file")
+            .arg(&token)
+            .env("NO_COLOR", "1")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stderr.take().unwrap()).read_line(&mut line).unwrap();
+        let url =
+            line.split_whitespace().find(|w| w.starts_with("http://")).expect("server prints its URL").to_string();
+        Server { child, url, dir, _tmp: tmp }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Every blob the server holds re-hashes to its name.
+    fn all_blobs_whole(&self) -> usize {
+        let mut n = 0;
+        for e in hb_fs::walk_sorted(&self.dir.join("cas")) {
+            let e = e.unwrap();
+            if e.file_type().is_file() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                assert_eq!(
+                    blake3::hash(&std::fs::read(e.path()).unwrap()).to_hex().to_string(),
+                    name,
+                    "corrupt blob on the server"
+                );
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A signing key pair: (secret key file, public key hex).
+fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
+    let file = dir.join(name);
+    let out = run(Command::new(hb_bin()).args(["cache", "keygen", "--out"]).arg(&file));
+    (file, out.trim().to_string())
+}
+
+/// Builds demosite in a new checkout with a new local cache and the given environment;
+/// returns the `--json` report and the deb's sha256.
+fn build(url: &str, env: &[(&str, &str)], args: &[&str]) -> (serde_json::Value, String, Vec<String>) {
+    let ws = Ws::demosite();
+    let mut cmd = ws.cmd();
+    cmd.args(["build", "--json"]).args(args).arg("//demosite:deb").env("HB_REMOTE_CACHE", url);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let warnings = report["warnings"].as_array().unwrap().iter().map(|w| w.as_str().unwrap().to_string()).collect();
+    (report, sha256(&ws.path(DEB)), warnings)
+}
+
+/// The package index is unreachable for the colleague's builds.
+const NO_INDEX: &[(&str, &str)] =
+    &[("PIP_INDEX_URL", "http://127.0.0.1:9/simple"), ("PIP_FIND_LINKS", ""), ("PIP_RETRIES", "0")];
+
+fn writer_env(key: &str) -> Vec<(&str, &str)> {
+    vec![("HB_REMOTE_TOKEN", TOKEN), ("HB_REMOTE_SIGNING_KEY_FILE", key)]
+}
+
+fn shared_cache_story(url: &str) {
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(keys.path(), "writer");
+    let key = key.display().to_string();
+    let (a, sha_a, _) = build(url, &writer_env(&key), &[]);
+    assert!(a["executed"].as_u64().unwrap() > 10, "{a}");
+
+    let mut env = NO_INDEX.to_vec();
+    env.push(("HB_REMOTE_TRUSTED_KEYS", &public));
+    let (b, sha_b, warnings) = build(url, &env, &["--remote-read-only"]);
+    assert_eq!(b["executed"], 0, "{b}");
+    assert!(b["remote"].as_u64().unwrap() > 10, "{b}");
+    assert_eq!(sha_a, sha_b);
+    assert!(warnings.is_empty(), "{warnings:?}");
+}
+
+#[test]
+fn a_colleague_builds_nothing_from_hb_cache_serve() {
+    let server = Server::start();
+    shared_cache_story(&server.url);
+}
+
+#[test]
+fn a_colleague_builds_nothing_from_a_stock_nginx() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let script = crate::harness::repo().join("cache/nginx/test-server.sh");
+    run(Command::new("bash").arg(&script).arg("start").arg(port.to_string()).arg(tmp.path()).arg(TOKEN));
+    struct Stop(PathBuf, PathBuf, u16);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = Command::new("bash").arg(&self.0).arg("stop").arg(self.2.to_string()).arg(&self.1).status();
+        }
+    }
+    let _stop = Stop(script.clone(), tmp.path().to_path_buf(), port);
+    shared_cache_story(&format!("http://127.0.0.1:{port}"));
+    // nginx refuses uploads without the token, too.
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT", "--data-binary", "x"])
+        .arg(format!("http://127.0.0.1:{port}/cas/{}", "a".repeat(64)))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "401");
+}
+
+#[test]
+fn corrupt_blobs_from_the_server_are_discarded_and_rebuilt() {
+    let server = Server::start();
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(keys.path(), "writer");
+    let key = key.display().to_string();
+    let (_, sha_a, _) = build(&server.url, &writer_env(&key), &[]);
+    // Flip a byte of the deb itself on the server (its blob is named by its blake3).
+    let ws = Ws::demosite();
+    ws.ok(&["build", "//demosite:deb"]);
+    let digest = blake3::hash(&std::fs::read(ws.path(DEB)).unwrap()).to_hex().to_string();
+    let path = server.dir.join("cas").join(&digest[..2]).join(&digest);
+    let mut bytes = std::fs::read(&path).expect("the deb was uploaded");
+    bytes[100] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+
+    let mut env = NO_INDEX.to_vec();
+    env.push(("HB_REMOTE_TRUSTED_KEYS", &public));
+    let (b, sha_b, warnings) = build(&server.url, &env, &["--remote-read-only"]);
+    assert_eq!(sha_a, sha_b);
+    assert!(b["executed"].as_u64().unwrap() >= 1, "{b}");
+    assert!(warnings.iter().any(|w| w.contains("corrupt")), "{warnings:?}");
+}
+
+#[test]
+fn a_dead_server_is_one_warning_and_a_local_build() {
+    let mut server = Server::start();
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(keys.path(), "writer");
+    let key = key.display().to_string();
+    let (_, sha_a, _) = build(&server.url, &writer_env(&key), &[]);
+    server.kill();
+    let (b, sha_b, warnings) = build(&server.url, &[("HB_REMOTE_TRUSTED_KEYS", &public)], &[]);
+    assert_eq!(sha_a, sha_b);
+    assert!(b["executed"].as_u64().unwrap() > 10, "{b}");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("unreachable"), "{warnings:?}");
+}
+
+#[test]
+fn uploads_need_the_token_and_entries_need_a_trusted_signature() {
+    let server = Server::start();
+    let put = |auth: Option<&str>| {
+        let mut c = Command::new("curl");
+        c.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT", "--data-binary", "hello"]);
+        if let Some(a) = auth {
+            c.args(["-H", &format!("Authorization: Bearer {a}")]);
+        }
+        let digest = blake3::hash(b"hello").to_hex().to_string();
+        c.arg(format!("{}/cas/{digest}", server.url));
+        String::from_utf8(c.output().unwrap().stdout).unwrap()
+    };
+    assert_eq!(put(None), "401");
+    assert_eq!(put(Some("wrong")), "401");
+    assert_eq!(server.all_blobs_whole(), 0, "nothing stored");
+    assert!(put(Some(TOKEN)).starts_with("20"));
+    assert_eq!(server.all_blobs_whole(), 1);
+
+    // Entries signed by a key the reader does not trust are ignored.
+    let keys = tempfile::tempdir().unwrap();
+    let (key, _) = keygen(keys.path(), "writer");
+    let (_, other_public) = keygen(keys.path(), "someone-else");
+    let key = key.display().to_string();
+    build(&server.url, &writer_env(&key), &[]);
+    let (b, _, warnings) = build(&server.url, &[("HB_REMOTE_TRUSTED_KEYS", &other_public)], &["--remote-read-only"]);
+    assert_eq!(b["remote"], 0, "{b}");
+    assert!(b["executed"].as_u64().unwrap() > 10, "{b}");
+    assert!(warnings.iter().any(|w| w.contains("untrusted key")), "{warnings:?}");
+}
+
+#[test]
+fn two_clients_uploading_at_once_leave_every_blob_whole() {
+    let server = Server::start();
+    let keys = tempfile::tempdir().unwrap();
+    let (key, _) = keygen(keys.path(), "writer");
+    let key = key.display().to_string();
+    std::thread::scope(|s| {
+        let a = s.spawn(|| build(&server.url, &writer_env(&key), &[]));
+        let b = s.spawn(|| build(&server.url, &writer_env(&key), &[]));
+        let (_, sha_a, _) = a.join().unwrap();
+        let (_, sha_b, _) = b.join().unwrap();
+        assert_eq!(sha_a, sha_b);
+    });
+    assert!(server.all_blobs_whole() > 100);
+}
