@@ -5,7 +5,10 @@
 #   no-op    nothing changed (median of 20 runs)
 #   edit     one config file edited
 #   floor    dpkg-deb --build --root-owner-group -Zxz of the deb's own contents
-# Prints milliseconds and each as a ratio to the floor. Measures; asserts nothing.
+#   remote   an empty local cache, everything from a `hb cache serve` on loopback that
+#            a previous (uploading) build filled: the colleague's first build
+# Prints milliseconds and each as a ratio to the floor (remote also to cold).
+# Measures; asserts nothing.
 #
 #   bench/build.sh [PAYLOAD_MB]   # PAYLOAD_MB: extra synthetic files (default 0), to
 #                                 # approximate a real virtualenv's size
@@ -61,6 +64,23 @@ t0=$(now); dpkg-deb --build --root-owner-group -Zxz "$stage" "$work/floor.deb" >
 floor=$(ms "$t0" "$t1")
 [ "$floor" -gt 0 ] || floor=1
 
+# The team cache: one uploading build, then a build with an empty local cache.
+"$hb" cache keygen --out "$work/key" >"$work/key.pub" 2>/dev/null
+echo "bench-token" >"$work/token"
+"$hb" cache serve --listen 127.0.0.1:0 --dir "$work/server" --token-file "$work/token" 2>"$work/server.log" &
+server=$!
+trap 'kill $server 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 50); do grep -q http:// "$work/server.log" && break; sleep 0.1; done
+url=$(grep -o 'http://[0-9.:]*' "$work/server.log" | head -1)
+HB_CACHE_DIR="$work/cache-up" HB_REMOTE_CACHE="$url" HB_REMOTE_TOKEN=bench-token \
+  HB_REMOTE_SIGNING_KEY_FILE="$work/key" "$hb" -C "$ws" build //demosite:deb >/dev/null 2>&1
+t0=$(now)
+HB_CACHE_DIR="$work/cache-down" HB_REMOTE_CACHE="$url" HB_REMOTE_TRUSTED_KEYS="$(cat "$work/key.pub")" \
+  "$hb" -C "$ws" build --remote-read-only //demosite:deb >/dev/null 2>&1
+t1=$(now)
+remote=$(ms "$t0" "$t1")
+kill $server 2>/dev/null || true
+
 files=$(dpkg-deb --contents "$deb" | wc -l)
 size=$(du -k "$stage" | tail -1 | cut -f1)
 echo "//demosite:deb: $files entries, ${size} KiB unpacked, $(stat -c %s "$deb") bytes packed"
@@ -69,3 +89,4 @@ printf '%-8s %10d %10.2f\n' cold "$cold" "$(echo "$cold / $floor" | bc -l)"
 printf '%-8s %10.1f %10.3f\n' no-op "$(echo "$noop / 1000" | bc -l)" "$(echo "$noop / 1000 / $floor" | bc -l)"
 printf '%-8s %10d %10.2f\n' edit "$edit" "$(echo "$edit / $floor" | bc -l)"
 printf '%-8s %10d %10.2f\n' floor "$floor" 1
+printf '%-8s %10d %10.2f   (%.2f x cold)\n' remote "$remote" "$(echo "$remote / $floor" | bc -l)" "$(echo "$remote / $cold" | bc -l)"

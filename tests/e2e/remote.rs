@@ -133,13 +133,14 @@ fn a_colleague_builds_nothing_from_a_stock_nginx() {
     };
     let script = crate::harness::repo().join("cache/nginx/test-server.sh");
     run(Command::new("bash").arg(&script).arg("start").arg(port.to_string()).arg(tmp.path()).arg(TOKEN));
-    struct Stop(PathBuf, PathBuf, u16);
+    /// Stops nginx (before the temporary directory holding its pid file goes).
+    struct Stop(PathBuf, PathBuf);
     impl Drop for Stop {
         fn drop(&mut self) {
-            let _ = Command::new("bash").arg(&self.0).arg("stop").arg(self.2.to_string()).arg(&self.1).status();
+            let _ = Command::new("bash").arg(&self.0).arg("stop").arg(&self.1).status();
         }
     }
-    let _stop = Stop(script.clone(), tmp.path().to_path_buf(), port);
+    let _stop = Stop(script.clone(), tmp.path().to_path_buf());
     shared_cache_story(&format!("http://127.0.0.1:{port}"));
     // nginx refuses uploads without the token, too.
     let out = Command::new("curl")
