@@ -12,6 +12,7 @@
 //! Single-threaded, so the bytes never depend on the core count.
 
 use crate::DebError;
+use hb_fs::read_full;
 use std::io::{self, Read, Write};
 use xz2::stream::{Check, Filters, LzmaOptions, Stream};
 
@@ -165,22 +166,6 @@ fn encoder() -> Result<Stream, DebError> {
     let mut filters = Filters::new();
     filters.lzma2(&opts);
     Ok(Stream::new_stream_encoder(&filters, Check::Crc32)?)
-}
-
-/// Reads until `buf` is full or EOF, so the encoder is always fed the same pieces for the
-/// same content, whatever sizes the reader happens to return.
-pub(crate) fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    // (Also used by `pump`: encoders see the same writes whatever the reader's pieces.)
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// Compresses all of `input` into one block written to `out` (block header, LZMA2 data,

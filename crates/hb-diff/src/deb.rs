@@ -9,6 +9,7 @@
 
 use crate::DiffError;
 use crate::tar::{TarError, TarHeader, read_tar};
+use hb_fs::read_full;
 use md5::Digest as _;
 use std::collections::BTreeMap;
 use std::io::{self, BufReader, Read};
@@ -343,19 +344,6 @@ impl<R: Read> Read for Hashing<R> {
         self.count += n as u64;
         Ok(n)
     }
-}
-
-fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// Turns one tar header and its data into an entry (reading the content of files).

@@ -5,6 +5,7 @@
 //! Entries are passed to a callback with a reader over their data; whatever the callback
 //! does not read is skipped. Checksums are verified.
 
+use hb_fs::read_full;
 use std::io::{self, Read};
 
 const BLOCK: usize = 512;
@@ -50,20 +51,6 @@ pub struct TarHeader {
     pub link: String,
     /// Device numbers for character and block devices.
     pub dev: (u64, u64),
-}
-
-/// Reads up to `buf.len()` bytes; fewer only at end of stream.
-fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 fn cstr(field: &[u8]) -> String {

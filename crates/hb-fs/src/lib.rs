@@ -166,6 +166,21 @@ pub fn write_atomic(dest: &Path, bytes: &[u8], tmp_dir: Option<&Path>) -> Result
     f.commit()
 }
 
+/// Reads up to `buf.len()` bytes, fewer only at the end of the stream (retrying short
+/// and interrupted reads), so callers see the same pieces whatever the reader returns.
+pub fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 /// Reads a whole stream, naming `path` in the error.
 pub fn read_all(mut r: impl Read, path: &Path) -> Result<Vec<u8>> {
     let mut v = Vec::new();
