@@ -176,18 +176,41 @@ fn corrupt_blobs_from_the_server_are_discarded_and_rebuilt() {
 }
 
 #[test]
-fn a_dead_server_is_one_warning_and_a_local_build() {
+fn a_server_killed_mid_build_is_one_warning_and_a_local_build() {
+    // The bytes to expect: a build that never saw a remote cache.
+    let reference = Ws::demosite();
+    reference.ok(&["build", "//demosite:deb"]);
+    let want = sha256(&reference.path(DEB));
+
     let mut server = Server::start();
     let keys = tempfile::tempdir().unwrap();
-    let (key, public) = keygen(keys.path(), "writer");
-    let key = key.display().to_string();
-    let (_, sha_a, _) = build(&server.url, &writer_env(&key), &[]);
+    let (key, _) = keygen(keys.path(), "writer");
+    let ws = Ws::demosite();
+    let child = ws
+        .cmd()
+        .args(["build", "--json", "//demosite:deb"])
+        .env("HB_REMOTE_CACHE", &server.url)
+        .env("HB_REMOTE_TOKEN", TOKEN)
+        .env("HB_REMOTE_SIGNING_KEY_FILE", &key)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Let it upload for a while, then pull the plug.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
     server.kill();
-    let (b, sha_b, warnings) = build(&server.url, &[("HB_REMOTE_TRUSTED_KEYS", &public)], &[]);
-    assert_eq!(sha_a, sha_b);
-    assert!(b["executed"].as_u64().unwrap() > 10, "{b}");
-    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let warnings: Vec<&str> = report["warnings"].as_array().unwrap().iter().map(|w| w.as_str().unwrap()).collect();
+    assert_eq!(warnings.len(), 1, "{report}");
     assert!(warnings[0].contains("unreachable"), "{warnings:?}");
+    assert_eq!(sha256(&ws.path(DEB)), want);
+
+    // A server that is already gone: the same single warning.
+    let (_, sha, warnings) = build(&server.url, &[], &[]);
+    assert_eq!(sha, want);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
 }
 
 #[test]
