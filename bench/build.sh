@@ -37,7 +37,7 @@ for i in range(n):
     with open(f"{out}/mod{i:05}.py", "w") as f:
         f.write(' '.join(rng.choice(words) for _ in range(2000)))
 PY
-  sed -i 's/deps = \[":app", ":config"\]/deps = [":app", ":config", ":static"]/' "$ws/demosite/BUILD.toml"
+  sed -i 's/deps = \[":app"\]/deps = [":app", ":static"]/' "$ws/demosite/BUILD.toml"
   printf '\n[[files]]\nname = "static"\nsrcs = ["static/*.py"]\ndest = "/usr/lib/demosite/static"\n' >>"$ws/demosite/BUILD.toml"
 fi
 export HB_CACHE_DIR="$work/cache"
