@@ -116,11 +116,19 @@ impl Workspace {
         match pkg.targets.get(&label.name) {
             Some(t) => Ok(t),
             None => {
-                let names = pkg.targets.keys().cloned();
-                let suggestions = close_matches(&label.name, names)
+                let names: Vec<String> = pkg.targets.keys().cloned().collect();
+                let mut suggestions: Vec<String> = close_matches(&label.name, names.clone())
                     .into_iter()
                     .map(|n| Label { package: label.package.clone(), name: n }.to_string())
                     .collect();
+                if suggestions.is_empty() {
+                    // Nothing close: say what is there instead.
+                    suggestions = names
+                        .into_iter()
+                        .take(12)
+                        .map(|n| Label { package: label.package.clone(), name: n }.to_string())
+                        .collect();
+                }
                 Err(ConfigError::NoTarget { label: label.clone(), file: pkg.file.clone(), suggestions })
             }
         }
