@@ -314,7 +314,10 @@ fn build(cwd: &Path, cache_dir: &Path, args: &BuildArgs) -> Result<ExitCode> {
     if !outcome.skipped.is_empty() {
         progress::note(&format!("{} action(s) not run because of the failure", outcome.skipped.len()));
     }
-    let shown: Vec<String> = outcome.outputs.iter().map(|p| p.display().to_string()).collect();
+    // Paths as seen from where hb was started (workspace-relative at the root).
+    let below_root = cwd.strip_prefix(&ws.root).map_or(0, |rel| rel.components().count());
+    let shown: Vec<String> =
+        outcome.outputs.iter().map(|p| format!("{}{}", "../".repeat(below_root), p.display())).collect();
     if json {
         let actions: Vec<_> = outcome
             .records
