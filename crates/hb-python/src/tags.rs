@@ -343,5 +343,12 @@ mod tests {
         assert_eq!(req("x-1-cp311-cp311-manylinux2010_x86_64.whl"), Some((2, 12)));
         assert_eq!(req("x-1-cp38-abi3-manylinux_2_28_x86_64.whl"), Some((2, 28)));
         assert_eq!(req("gunicorn-23.0.0-py3-none-any.whl"), None);
+        // Several platform tags: the wheel runs wherever the oldest one does.
+        assert_eq!(
+            req("markupsafe-3.0.4-cp311-cp311-manylinux2014_x86_64.manylinux_2_17_x86_64.manylinux_2_28_x86_64.whl"),
+            Some((2, 17))
+        );
+        // Tags the target does not accept (too new) do not count.
+        assert_eq!(req("x-1-cp311-cp311-manylinux_2_17_x86_64.manylinux_2_39_x86_64.whl"), Some((2, 17)));
     }
 }

@@ -174,7 +174,8 @@ impl Remote {
         let url = format!("{}/{path}", self.cfg.url);
         match self.agent.get(&url).call() {
             Ok(mut resp) => match resp.status().as_u16() {
-                200 => match resp.body_mut().with_config().limit(u64::MAX).read_to_vec() {
+                // Only action entries come this way (blobs stream); they are small.
+                200 => match resp.body_mut().with_config().limit(64 << 20).read_to_vec() {
                     Ok(v) => Some(Fetched::Found(v)),
                     Err(e) => {
                         self.give_up(e);
@@ -228,19 +229,39 @@ impl Remote {
         }
     }
 
-    /// A blob from the remote, verified, into `store`. False when absent or bad.
+    /// A blob from the remote, streamed into `store` and verified on the way: bytes that
+    /// do not hash to `d` never become visible. False when absent or bad.
     fn download_blob(&self, store: &Store, d: &Digest) -> bool {
-        let Some(Fetched::Found(bytes)) = self.get(&format!("cas/{}", d.hex())) else { return false };
-        let actual = Digest::of(&bytes);
-        if actual != *d {
-            self.warn(format!(
-                "remote cache served corrupt bytes for blob {} (they hash to {}); discarded, the action runs locally",
-                d.hex(),
-                actual.hex()
-            ));
+        if !self.active() {
             return false;
         }
-        store.put_bytes(&bytes).is_ok()
+        let url = format!("{}/cas/{}", self.cfg.url, d.hex());
+        let mut resp = match self.agent.get(&url).call() {
+            Ok(r) if r.status().as_u16() == 200 => r,
+            Ok(_) => return false,
+            Err(e) => {
+                self.give_up(e);
+                return false;
+            }
+        };
+        let Ok(mut w) = store.blob_writer() else { return false };
+        if let Err(e) = std::io::copy(&mut resp.body_mut().as_reader(), &mut w) {
+            self.give_up(e);
+            return false;
+        }
+        let actual = w.digest();
+        match w.finish_expecting(d) {
+            Ok(Some(_)) => true,
+            Ok(None) => {
+                self.warn(format!(
+                    "remote cache served corrupt bytes for blob {} (they hash to {}); discarded, the action runs locally",
+                    d.hex(),
+                    actual.hex()
+                ));
+                false
+            }
+            Err(_) => false,
+        }
     }
 }
 

@@ -195,6 +195,20 @@ impl Write for BlobWriter {
 }
 
 impl BlobWriter {
+    /// Stores the blob only if its bytes hash to `expected` (else drops them, leaving
+    /// nothing behind). For bytes from an untrusted source.
+    pub fn finish_expecting(self, expected: &Digest) -> Result<Option<u64>> {
+        if self.hasher.finish() != *expected {
+            return Ok(None);
+        }
+        Ok(Some(self.finish()?.1))
+    }
+
+    /// The digest of what was written so far.
+    pub fn digest(&self) -> Digest {
+        self.hasher.finish()
+    }
+
     pub fn finish(self) -> Result<(Digest, u64)> {
         let d = self.hasher.finish();
         let dest = self.store.blob_path(&d);
@@ -245,6 +259,10 @@ mod tests {
         w.write_all(b"hel").unwrap();
         w.write_all(b"lo").unwrap();
         assert_eq!(w.finish().unwrap(), (dg, 5));
+        let mut w = s.blob_writer().unwrap();
+        w.write_all(b"not hello").unwrap();
+        assert_eq!(w.finish_expecting(&Digest::of(b"expected")).unwrap(), None);
+        assert!(!s.has_blob(&Digest::of(b"not hello")));
         std::fs::write(s.blob_path(&dg), b"jello").unwrap();
         assert!(matches!(s.read_blob(&dg), Err(StoreError::Corrupt { .. })));
         assert!(!s.has_blob(&dg), "corrupt blob is removed");
