@@ -349,3 +349,16 @@ fn no_network_and_a_cold_cache_names_the_missing_files() {
         assert!(err.contains(&format!("could not fetch {f}")), "{f} not named:\n{err}");
     }
 }
+
+#[test]
+fn a_service_whose_app_lacks_gunicorn_is_refused_with_the_fix() {
+    let ws = tiny_app("import setuptools\nsetuptools.setup(packages=['tiny'])\n");
+    let build = std::fs::read_to_string(ws.path("tiny/BUILD.toml")).unwrap();
+    ws.write("tiny/BUILD.toml", &format!("{build}\n[deb.service]\napp = \":app\"\n"));
+    let err = ws.fails(&["build", "//tiny:deb"]);
+    assert!(
+        err.contains("does not depend on it") && err.contains("gunicorn") && err.contains("tiny/BUILD.toml:"),
+        "{err}"
+    );
+    assert!(!ws.path("hb-out").exists());
+}

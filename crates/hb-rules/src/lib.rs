@@ -250,6 +250,22 @@ impl Planner {
                         Rule::PythonApp(p) => {
                             let dep_pkg = ws.package(&label.package)?.clone();
                             let proj = python::project(&dep_pkg, p)?;
+                            if let Some((served, at)) = &service_app
+                                && served == label
+                            {
+                                // The service runs gunicorn from the app's virtualenv.
+                                let target = python_target(&settings);
+                                let lock = python::read_lock(&dep_pkg, p, &proj, &target, &label.to_string())?;
+                                if !lock.files(hb_fetch::Role::Runtime).any(|f| f.name == "gunicorn") {
+                                    return Err(RulesError::Invalid {
+                                        message: format!(
+                                            "the service runs gunicorn, but {label} does not depend on it: add \"gunicorn\" to [project] dependencies in {} and run `hb lock {label}`",
+                                            p.pyproject.get_ref()
+                                        ),
+                                        location: at.clone(),
+                                    });
+                                }
+                            }
                             python_apps.push((label.clone(), python::prefix(p, &proj), p.module.get_ref().clone()));
                         }
                         Rule::Files(_) => {}
