@@ -4,7 +4,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use sha2::{Digest as _, Sha256};
+use sha2::{Digest as _, Sha256, Sha384, Sha512};
 
 /// One row of a RECORD file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -12,6 +12,29 @@ pub struct Row {
     pub path: String,
     pub hash: String,
     pub size: String,
+}
+
+/// Checks a RECORD hash (`algo=<urlsafe base64>`) against `bytes`. The wheel spec asks
+/// for sha256 or better: sha256, sha384 and sha512 are accepted; md5 and sha1 are not.
+/// Returns the actual hash (in the same algorithm) on a mismatch.
+pub fn check_hash(recorded: &str, bytes: &[u8]) -> Result<(), HashProblem> {
+    let (algo, value) = recorded.split_once('=').ok_or(HashProblem::Unsupported)?;
+    let actual = match algo {
+        "sha256" => URL_SAFE_NO_PAD.encode(Sha256::digest(bytes)),
+        "sha384" => URL_SAFE_NO_PAD.encode(Sha384::digest(bytes)),
+        "sha512" => URL_SAFE_NO_PAD.encode(Sha512::digest(bytes)),
+        _ => return Err(HashProblem::Unsupported),
+    };
+    if actual == value.trim_end_matches('=') { Ok(()) } else { Err(HashProblem::Mismatch(format!("{algo}={actual}"))) }
+}
+
+/// Why [`check_hash`] refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HashProblem {
+    /// Not `sha256=`, `sha384=` or `sha512=`.
+    Unsupported,
+    /// The bytes hash to this instead.
+    Mismatch(String),
 }
 
 /// `sha256=<urlsafe base64, no padding>` of `bytes`.
@@ -107,6 +130,12 @@ mod tests {
 
     #[test]
     fn hashes_like_pip() {
+        assert_eq!(check_hash("sha256=47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU", b""), Ok(()));
+        assert_eq!(check_hash("sha256=47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU=", b""), Ok(()));
+        let sha512 = format!("sha512={}", URL_SAFE_NO_PAD.encode(Sha512::digest(b"x")));
+        assert_eq!(check_hash(&sha512, b"x"), Ok(()));
+        assert!(matches!(check_hash(&sha512, b"y"), Err(HashProblem::Mismatch(_))));
+        assert_eq!(check_hash("md5=abc", b""), Err(HashProblem::Unsupported));
         // sha256 of the empty string, urlsafe base64 without padding.
         assert_eq!(hash_of(b""), "sha256=47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU");
     }

@@ -290,12 +290,17 @@ impl Wheel {
             }
             let row =
                 listed.get(path.as_str()).ok_or_else(|| rec_err(path, "it is not listed in RECORD".to_string()))?;
-            let Some(recorded) = row.hash.strip_prefix("sha256=") else {
-                return Err(rec_err(path, format!("RECORD gives hash `{}`, not a `sha256=` hash", row.hash)));
-            };
-            let actual = record::hash_of(&m.bytes);
-            if actual.strip_prefix("sha256=") != Some(recorded.trim_end_matches('=')) {
-                return Err(rec_err(path, format!("its sha256 is {actual} but RECORD says {}", row.hash)));
+            match record::check_hash(&row.hash, &m.bytes) {
+                Ok(()) => {}
+                Err(record::HashProblem::Unsupported) => {
+                    return Err(rec_err(
+                        path,
+                        format!("RECORD gives hash `{}`, not a `sha256=` (or sha384/sha512) hash", row.hash),
+                    ));
+                }
+                Err(record::HashProblem::Mismatch(actual)) => {
+                    return Err(rec_err(path, format!("its hash is {actual} but RECORD says {}", row.hash)));
+                }
             }
             if !row.size.is_empty() {
                 let size: u64 = row
@@ -401,7 +406,7 @@ mod tests {
         b.file("demo.py", b"x = 1\n");
         b.record_override("demo.py", Some("md5=abc"), None);
         let e = open_err("demo-1.0-py3-none-any.whl", b.build());
-        assert!(e.contains("`demo.py`") && e.contains("not a `sha256=` hash"), "{e}");
+        assert!(e.contains("`demo.py`") && e.contains("md5=abc") && e.contains("not a `sha256=`"), "{e}");
     }
 
     #[test]
