@@ -141,6 +141,7 @@ enum Command {
     /// inputs agree, and shows its differing files (unified diff for text, digests and
     /// first differing byte for binary, members for wheels). Exit status 1 then.
     Verify {
+        /// The label to verify, e.g. //demosite:deb.
         label: String,
         /// What to vary: all, none, or a comma-separated list of path, umask, tz,
         /// locale, time, home, jobs.
@@ -158,7 +159,9 @@ enum Command {
     /// Reports the container, control fields, scripts, file list, modes, owners,
     /// mtimes and contents (unified diffs for text, digests and offsets for binaries).
     Diff {
+        /// The first package (the reference).
         a: PathBuf,
+        /// The second package.
         b: PathBuf,
         /// Print the report as JSON.
         #[arg(long)]
