@@ -88,3 +88,21 @@ mod tests {
         assert!(ar.append("long", 1, &mut &b"abc"[..]).is_err());
     }
 }
+
+/// A whole `.deb`: `debian-binary` ("2.0\n"), then `control.tar.<ext>` and
+/// `data.tar.<ext>` (already compressed, streamed from the readers with the given
+/// sizes), every member with `mtime`. Returns the writer.
+pub fn write_deb<W: Write>(
+    out: W,
+    mtime: u64,
+    compression: crate::Compression,
+    control: (u64, &mut dyn Read),
+    data: (u64, &mut dyn Read),
+) -> Result<W, DebError> {
+    let ext = compression.extension();
+    let mut ar = ArWriter::new(out, mtime)?;
+    ar.append("debian-binary", 4, &mut &b"2.0\n"[..])?;
+    ar.append(&format!("control.tar.{ext}"), control.0, control.1)?;
+    ar.append(&format!("data.tar.{ext}"), data.0, data.1)?;
+    Ok(ar.finish()?)
+}

@@ -97,12 +97,14 @@ fn build_deb(c: Compression) -> Vec<u8> {
     );
     let control_member = compress(&[control_tar], c);
 
-    let mut ar = ArWriter::new(Vec::new(), MTIME).expect("ar");
-    ar.append("debian-binary", 4, &mut &b"2.0\n"[..]).expect("debian-binary");
-    let ext = c.extension();
-    ar.append(&format!("control.tar.{ext}"), control_member.len() as u64, &mut &control_member[..]).expect("control");
-    ar.append(&format!("data.tar.{ext}"), data_member.len() as u64, &mut &data_member[..]).expect("data");
-    ar.finish().expect("finish")
+    crate::write_deb(
+        Vec::new(),
+        MTIME,
+        c,
+        (control_member.len() as u64, &mut &control_member[..]),
+        (data_member.len() as u64, &mut &data_member[..]),
+    )
+    .expect("deb")
 }
 
 fn dpkg_deb(args: &[&str], deb: &Path) -> String {

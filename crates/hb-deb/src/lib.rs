@@ -13,7 +13,7 @@ pub mod tar;
 pub mod xz;
 pub mod zstd_frame;
 
-pub use ar::ArWriter;
+pub use ar::{ArWriter, write_deb};
 pub use chunk::{ChunkParams, plan};
 pub use control::{ControlFile, installed_size_kib, md5sums, render_control};
 pub use tar::{TarEntry, TarKind, entry_len, write_end, write_entry, write_header};

@@ -135,12 +135,14 @@ fn build(spec: &Spec) -> Vec<u8> {
     let c = spec.compression;
     let control_member = compress(&tar(&control_items), c, 1);
     let data_member = compress(&tar(&spec.items), c, spec.chunks);
-    let mut ar = ArWriter::new(Vec::new(), MTIME).expect("ar");
-    ar.append("debian-binary", 4, &mut &b"2.0\n"[..]).expect("debian-binary");
-    let ext = c.extension();
-    ar.append(&format!("control.tar.{ext}"), control_member.len() as u64, &mut &control_member[..]).expect("control");
-    ar.append(&format!("data.tar.{ext}"), data_member.len() as u64, &mut &data_member[..]).expect("data");
-    ar.finish().expect("finish")
+    hb_deb::write_deb(
+        Vec::new(),
+        MTIME,
+        c,
+        (control_member.len() as u64, &mut &control_member[..]),
+        (data_member.len() as u64, &mut &data_member[..]),
+    )
+    .expect("deb")
 }
 
 fn base() -> Spec {

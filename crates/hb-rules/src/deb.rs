@@ -522,16 +522,22 @@ impl Job for PackJob {
         encode_args(&(&self.file_name, &self.policy))
     }
     fn run(&self, ctx: &Ctx, deps: &[&ActionResult], _: &[Source]) -> Result<ActionResult, JobError> {
-        let ext = self.policy.compression.extension();
-        let w = ctx.store.blob_writer()?;
-        let mut ar = hb_deb::ArWriter::new(io::BufWriter::with_capacity(1 << 20, w), self.policy.mtime)?;
-        ar.append("debian-binary", 4, &mut &b"2.0\n"[..]).map_err(|e| deb_err(&self.label, e))?;
-        for (name, result) in [(format!("control.tar.{ext}"), deps[0]), (format!("data.tar.{ext}"), deps[1])] {
+        let reader = |result: &ActionResult| {
             let (size, parts) = member(result, self.policy.compression);
-            let mut r = Concat { store: ctx.store, parts: parts.into(), current: None };
-            ar.append(&name, size, &mut r).map_err(|e| deb_err(&self.label, e))?;
-        }
-        let w = ar.finish()?.into_inner().map_err(|e| failed(&self.label, e.error()))?;
+            (size, Concat { store: ctx.store, parts: parts.into(), current: None })
+        };
+        let (control_size, mut control) = reader(deps[0]);
+        let (data_size, mut data) = reader(deps[1]);
+        let w = io::BufWriter::with_capacity(1 << 20, ctx.store.blob_writer()?);
+        let w = hb_deb::write_deb(
+            w,
+            self.policy.mtime,
+            self.policy.compression,
+            (control_size, &mut control),
+            (data_size, &mut data),
+        )
+        .map_err(|e| deb_err(&self.label, e))?;
+        let w = w.into_inner().map_err(|e| failed(&self.label, e.error()))?;
         let (digest, size) = w.finish()?;
         let tree = Tree::new(vec![TreeEntry::file(self.file_name.clone(), digest, size, false)])
             .map_err(|e| failed(&self.label, e))?;
