@@ -3,7 +3,8 @@
 //! hostname, a read-only `/usr`, an empty `/etc` and `/tmp`, the action's work
 //! directory bind-mounted at a fixed path, a cleared environment with only the
 //! variables given, and umask 022. Where the build happens therefore cannot leak into
-//! what it produces. This is the only crate that runs subprocesses for actions.
+//! what it produces. Build steps run here; the one other subprocess of an action is
+//! `pip download` in a fetch, whose output is verified by hash instead.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
