@@ -216,7 +216,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Query { labels } => query(&cwd, &labels),
         Command::Graph { labels } => graph(&cwd, &labels),
         Command::Clean { cache } => {
-            let ws = Workspace::discover(&cwd)?;
+            let ws = open_workspace(&cwd)?;
             hb_fs::remove_dir_all_if_exists(&ws.root.join(OUT_DIR))?;
             if cache {
                 hb_fs::remove_dir_all_if_exists(&cache_dir)?;
@@ -259,18 +259,19 @@ fn resolve(ws: &mut Workspace, cwd: &Path, texts: &[String]) -> Result<Vec<Label
     Ok(labels)
 }
 
+/// The workspace containing `dir`, read with hb's rules.
+fn open_workspace(dir: &Path) -> Result<Workspace> {
+    Ok(Workspace::discover(dir, &hb_rules::Rules::builtin().schemas())?)
+}
+
 fn lock(cwd: &Path, texts: &[String]) -> Result<ExitCode> {
-    let mut ws = Workspace::discover(cwd)?;
+    use hb_rules::rules::python_app;
+    let mut ws = open_workspace(cwd)?;
     let labels = resolve(&mut ws, cwd, texts)?;
-    let target = hb_rules::python_target(&ws.settings);
+    let target = python_app::wheel_target(ws.platform);
     for label in labels {
-        let t = ws.target(&label)?.clone();
-        let hb_config::Rule::PythonApp(p) = &t.rule else {
-            bail!("{label} is a {} target; `hb lock` takes python_app targets", t.rule.kind());
-        };
-        let pkg = ws.package(&label.package)?.clone();
         progress::note(&format!("resolving {label} for {}", target.describe()));
-        let (path, lock) = hb_rules::python::lock(&pkg, p, &target, &label.to_string())?;
+        let (path, lock) = python_app::lock(&mut ws, &label)?;
         let runtime = lock.files(hb_fetch::Role::Runtime).count();
         let build = lock.files(hb_fetch::Role::Build).count();
         println!("{}", path.display());
@@ -284,7 +285,7 @@ fn build(cwd: &Path, cache_dir: &Path, args: &BuildArgs) -> Result<ExitCode> {
     let sandbox = if off { hb_sandbox::Mode::Off } else { hb_sandbox::Mode::Bwrap };
     let (texts, json, keep_going) = (&args.labels, args.json, args.keep_going);
     let start = Instant::now();
-    let mut ws = Workspace::discover(cwd)?;
+    let mut ws = open_workspace(cwd)?;
     let labels = resolve(&mut ws, cwd, texts)?;
     let store = Store::open(cache_dir).with_context(|| format!("cannot open the cache in {}", cache_dir.display()))?;
     let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -292,7 +293,7 @@ fn build(cwd: &Path, cache_dir: &Path, args: &BuildArgs) -> Result<ExitCode> {
     let opts = Options {
         jobs,
         keep_going,
-        platform: ws.settings.platform.get_ref().clone(),
+        platform: ws.platform.name.to_string(),
         remote: remote.clone().map(|r| r as std::sync::Arc<dyn hb_engine::RemoteCache>),
     };
     let reporter = progress::Progress::new();
@@ -300,7 +301,8 @@ fn build(cwd: &Path, cache_dir: &Path, args: &BuildArgs) -> Result<ExitCode> {
         progress::warning("building without the sandbox (--no-sandbox): PEP 517 builds can see this machine");
     }
     let plan_opts = hb_rules::PlanOptions { sandbox };
-    let outcome = hb_rules::build::build(&mut ws, &store, &labels, &opts, &plan_opts, &reporter)?;
+    let rules = hb_rules::Rules::builtin();
+    let outcome = hb_rules::build::build(&mut ws, &rules, &store, &labels, &opts, &plan_opts, &reporter)?;
     reporter.finish();
     let mut outcome = outcome;
     if let Some(r) = &remote {
@@ -369,7 +371,7 @@ fn build(cwd: &Path, cache_dir: &Path, args: &BuildArgs) -> Result<ExitCode> {
 }
 
 fn verify(cwd: &Path, cache_dir: &Path, label: &str, vary: &str, json: bool, keep: bool) -> Result<ExitCode> {
-    let mut ws = Workspace::discover(cwd)?;
+    let mut ws = open_workspace(cwd)?;
     let labels = resolve(&mut ws, cwd, &[label.to_string()])?;
     let mut variations = Vec::new();
     for item in vary.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -409,7 +411,7 @@ fn diff(a: &Path, b: &Path, json: bool) -> Result<ExitCode> {
 }
 
 fn explain(cwd: &Path, cache_dir: &Path, json: bool, all: bool) -> Result<ExitCode> {
-    let ws = Workspace::discover(cwd)?;
+    let ws = open_workspace(cwd)?;
     let store = Store::open(cache_dir)?;
     let (last, previous) = hb_rules::build::RunLog::load(&store, &ws.root);
     let Some(last) = last else {
@@ -487,8 +489,6 @@ fn remote_client(ws: &Workspace, args: &RemoteArgs) -> Result<Option<std::sync::
 }
 
 fn cache_command(c: CacheCommand, cache_dir: &Path) -> Result<ExitCode> {
-    // The local store keeps its files under a layout version directory.
-    let local = || cache_dir.join("v1");
     match c {
         CacheCommand::Serve { listen, dir, max_size, token_file } => {
             let token = match token_file {
@@ -514,11 +514,13 @@ fn cache_command(c: CacheCommand, cache_dir: &Path) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         CacheCommand::Stats { dir } => {
-            let dir = dir.unwrap_or_else(local);
-            let s = hb_cache_server::stats(&dir)?;
+            let (s, shown) = match dir {
+                Some(dir) => (hb_store::layout::stats(&dir)?, dir),
+                None => (Store::open(cache_dir)?.stats()?, cache_dir.to_path_buf()),
+            };
             println!(
                 "{}: {} blobs ({} bytes), {} action entries ({} bytes)",
-                dir.display(),
+                shown.display(),
                 s.blobs,
                 s.blob_bytes,
                 s.entries,
@@ -527,9 +529,12 @@ fn cache_command(c: CacheCommand, cache_dir: &Path) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         CacheCommand::Gc { max_size, dir } => {
-            let dir = dir.unwrap_or_else(local);
-            let (files, bytes) = hb_cache_server::gc(&dir, hb_cache_server::parse_size(&max_size)?)?;
-            println!("{}: removed {files} file(s), {bytes} bytes", dir.display());
+            let max = hb_cache_server::parse_size(&max_size)?;
+            let ((files, bytes), shown) = match dir {
+                Some(dir) => (hb_store::layout::gc(&dir, max)?, dir),
+                None => (Store::open(cache_dir)?.gc(max)?, cache_dir.to_path_buf()),
+            };
+            println!("{}: removed {files} file(s), {bytes} bytes", shown.display());
             Ok(ExitCode::SUCCESS)
         }
         CacheCommand::Keygen { out } => {
@@ -557,7 +562,7 @@ fn indent(s: &str) -> String {
 }
 
 fn query(cwd: &Path, texts: &[String]) -> Result<ExitCode> {
-    let mut ws = Workspace::discover(cwd)?;
+    let mut ws = open_workspace(cwd)?;
     let texts = if texts.is_empty() { vec!["//...".to_string()] } else { texts.to_vec() };
     let labels = resolve(&mut ws, cwd, &texts)?;
     for t in hb_rules::collect(&mut ws, &labels)? {
@@ -572,7 +577,7 @@ fn query(cwd: &Path, texts: &[String]) -> Result<ExitCode> {
 }
 
 fn graph(cwd: &Path, texts: &[String]) -> Result<ExitCode> {
-    let mut ws = Workspace::discover(cwd)?;
+    let mut ws = open_workspace(cwd)?;
     let texts = if texts.is_empty() { vec!["//...".to_string()] } else { texts.to_vec() };
     let labels = resolve(&mut ws, cwd, &texts)?;
     let mut out = String::from("digraph hb {\n  rankdir=LR;\n  node [shape=box];\n");

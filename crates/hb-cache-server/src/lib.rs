@@ -4,8 +4,8 @@
 //! bytes (the client signs them). Uploads need a bearer token, are limited in size, are
 //! written atomically, and CAS uploads are re-hashed so that a blob is only ever stored
 //! under its own digest. With a maximum size the server evicts least-recently-used files,
-//! a GET counting as a use (it bumps the file's mtime). [`stats`] and [`gc`] work on any
-//! directory with the same layout, such as hb's local store.
+//! a GET counting as a use (it bumps the file's mtime). The directory's layout is
+//! `hb_store::layout`'s, whose [`stats`] and [`gc`] work on it.
 
 mod http;
 mod server;
@@ -14,8 +14,8 @@ mod storage;
 use std::io;
 use std::path::PathBuf;
 
+pub use hb_store::layout::{Stats, gc, stats};
 pub use server::Server;
-pub use storage::{Stats, gc, stats};
 
 /// The default limit of one request body (2 GiB).
 pub const DEFAULT_MAX_REQUEST: u64 = 2 << 30;

@@ -1,5 +1,5 @@
-//! The storage directory: blobs at `cas/<2 hex>/<hex>`, action-cache entries at
-//! `ac/<2 hex>/<hex>`, uploads in progress in `tmp/`. A file's mtime is its last use
+//! The storage directory, in the layout of `hb_store::layout` (blobs under `cas/`,
+//! action-cache entries under `ac/`, uploads in progress in `tmp/`). A file's mtime is its last use
 //! (set when it is stored and on every read), which is the order of LRU eviction. A
 //! running total of the stored bytes is kept under one lock, which also covers the rename
 //! of each upload into place, so that concurrent uploads of one blob count it once.
@@ -14,125 +14,8 @@ use hb_fs::{Context, FsError};
 
 use crate::ServerError;
 
-/// The two namespaces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    Cas,
-    Ac,
-}
-
-impl Kind {
-    fn dir_name(self) -> &'static str {
-        match self {
-            Kind::Cas => "cas",
-            Kind::Ac => "ac",
-        }
-    }
-}
-
-/// Whether `s` is exactly 64 lowercase hex digits (a blake3 digest or an action key).
-pub(crate) fn is_hex64(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-fn is_hex2(s: &str) -> bool {
-    s.len() == 2 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-/// One stored file, as found by [`scan`].
-struct Stored {
-    kind: Kind,
-    path: PathBuf,
-    len: u64,
-    mtime: FileTime,
-}
-
-/// Lists the blobs and entries under `root`: only regular files named by 64 hex digits in
-/// the directory of their first two, so that anything else there is never touched.
-fn scan(root: &Path) -> Result<Vec<Stored>, FsError> {
-    let mut out = Vec::new();
-    for kind in [Kind::Cas, Kind::Ac] {
-        let dir = root.join(kind.dir_name());
-        let subdirs = match hb_fs::read_dir_sorted(&dir) {
-            Err(e) if e.is_not_found() => continue,
-            r => r?,
-        };
-        for sub in subdirs {
-            let sub_name = sub.file_name();
-            let Some(prefix) = sub_name.to_str().filter(|n| is_hex2(n)) else { continue };
-            let sub_path = sub.path();
-            let files = match hb_fs::read_dir_sorted(&sub_path) {
-                Err(e) if e.is_not_found() => continue,
-                Err(e) if e.source.kind() == io::ErrorKind::NotADirectory => continue,
-                r => r?,
-            };
-            for f in files {
-                let name = f.file_name();
-                if !name.to_str().is_some_and(|n| is_hex64(n) && n.starts_with(prefix)) {
-                    continue;
-                }
-                let path = f.path();
-                let meta = match f.metadata() {
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // removed meanwhile
-                    r => r.ctx("reading metadata of", &path)?,
-                };
-                if meta.is_file() {
-                    let mtime = FileTime::from_last_modification_time(&meta);
-                    out.push(Stored { kind, path, len: meta.len(), mtime });
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Least recently used first (ties broken by path, so the order is always the same).
-fn sort_lru(files: &mut [Stored]) {
-    files.sort_by(|a, b| a.mtime.cmp(&b.mtime).then_with(|| a.path.cmp(&b.path)));
-}
-
-/// What a directory holds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Stats {
-    pub blobs: u64,
-    pub blob_bytes: u64,
-    pub entries: u64,
-    pub entry_bytes: u64,
-}
-
-/// Counts the blobs (`cas/xx/<hex>`) and action-cache entries (`ac/xx/<hex>`) under `dir`:
-/// a server's directory, or hb's local store root, which has the same layout.
-pub fn stats(dir: &Path) -> Result<Stats, ServerError> {
-    hb_fs::metadata(dir)?;
-    let mut s = Stats::default();
-    for f in scan(dir)? {
-        match f.kind {
-            Kind::Cas => (s.blobs, s.blob_bytes) = (s.blobs + 1, s.blob_bytes + f.len),
-            Kind::Ac => (s.entries, s.entry_bytes) = (s.entries + 1, s.entry_bytes + f.len),
-        }
-    }
-    Ok(s)
-}
-
-/// Deletes least-recently-used (oldest mtime) files of `cas/` and `ac/` until their total
-/// is at most `max_size`; returns the number of files removed and the bytes freed.
-pub fn gc(dir: &Path, max_size: u64) -> Result<(u64, u64), ServerError> {
-    hb_fs::metadata(dir)?;
-    let mut files = scan(dir)?;
-    sort_lru(&mut files);
-    let mut total: u64 = files.iter().map(|f| f.len).sum();
-    let (mut removed, mut freed) = (0, 0);
-    for f in files {
-        if total <= max_size {
-            break;
-        }
-        hb_fs::remove_file_if_exists(&f.path)?;
-        total -= f.len;
-        removed += 1;
-        freed += f.len;
-    }
-    Ok((removed, freed))
-}
+pub(crate) use hb_store::layout::{Namespace as Kind, is_hex64};
+use hb_store::layout::{scan, sort_lru};
 
 /// Why an upload was not stored.
 #[derive(Debug)]
@@ -175,10 +58,8 @@ impl Storage {
     /// Creates the layout under `root` if needed, removes stale temp files, counts what is
     /// stored and evicts at once if that is over `max_size`.
     pub fn open(root: &Path, max_size: Option<u64>) -> Result<Self, ServerError> {
-        for sub in ["cas", "ac", "tmp"] {
-            hb_fs::create_dir_all(&root.join(sub))?;
-        }
-        let tmp = root.join("tmp");
+        hb_store::layout::create(root)?;
+        let tmp = root.join(hb_store::layout::TMP);
         let now = FileTime::now().unix_seconds();
         for e in hb_fs::read_dir_sorted(&tmp)? {
             let path = e.path();
@@ -214,7 +95,7 @@ impl Storage {
     }
 
     pub fn path(&self, kind: Kind, hex: &str) -> PathBuf {
-        self.root.join(kind.dir_name()).join(&hex[..2]).join(hex)
+        hb_store::layout::path(&self.root, kind, hex)
     }
 
     /// Opens a stored file and marks it used; `None` when absent.
@@ -360,41 +241,13 @@ mod tests {
         f.read_to_end(&mut v).unwrap();
         assert_eq!((v.as_slice(), len), (&b"entry"[..], 5));
         assert!(s.get(Kind::Cas, &key).unwrap().is_none());
-        assert_eq!(stats(d.path()).unwrap(), Stats { blobs: 1, blob_bytes: 4, entries: 1, entry_bytes: 5 });
+        assert_eq!(
+            hb_store::layout::stats(d.path()).unwrap(),
+            hb_store::layout::Stats { blobs: 1, blob_bytes: 4, entries: 1, entry_bytes: 5 }
+        );
         assert!(hb_fs::read_dir_sorted(&d.path().join("tmp")).unwrap().is_empty());
         // A reopened storage counts the same.
         assert_eq!(Storage::open(d.path(), None).unwrap().total(), 9);
-    }
-
-    #[test]
-    fn stats_and_gc_on_a_directory() {
-        let d = tempfile::tempdir().unwrap();
-        let mut names = Vec::new();
-        for (i, kind) in ["cas", "cas", "ac", "cas"].iter().enumerate() {
-            let bytes = vec![i as u8; 100 * (i + 1)];
-            let h = hex_of(&bytes);
-            let p = d.path().join(kind).join(&h[..2]).join(&h);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(&p, &bytes).unwrap();
-            filetime::set_file_mtime(&p, FileTime::from_unix_time(1_000_000 + i as i64, 0)).unwrap();
-            names.push(p);
-        }
-        // Things that are not blobs are neither counted nor deleted.
-        std::fs::write(d.path().join("cas").join("README"), "x").unwrap();
-        let odd = d.path().join("cas/zz");
-        std::fs::create_dir_all(&odd).unwrap();
-        std::fs::write(odd.join("a".repeat(64)), "x").unwrap();
-        let s = stats(d.path()).unwrap();
-        assert_eq!(s, Stats { blobs: 3, blob_bytes: 100 + 200 + 400, entries: 1, entry_bytes: 300 });
-        assert_eq!(serde_json::to_value(s).unwrap()["blob_bytes"], 700);
-        // 1000 bytes; down to 800 removes the oldest (100) and the next (200).
-        assert_eq!(gc(d.path(), 800).unwrap(), (2, 300));
-        assert!(!names[0].exists() && !names[1].exists() && names[2].exists() && names[3].exists());
-        assert_eq!(gc(d.path(), 700).unwrap(), (0, 0));
-        assert_eq!(gc(d.path(), 0).unwrap(), (2, 700));
-        assert!(odd.join("a".repeat(64)).exists());
-        assert_eq!(stats(d.path()).unwrap(), Stats::default());
-        assert!(stats(&d.path().join("missing")).is_err());
     }
 
     #[test]

@@ -265,10 +265,10 @@ fn compare_results(a_store: &Store, a: &ActionResult, b_store: &Store, b: &Actio
     for path in ib.keys().filter(|p| !ia.contains_key(*p)) {
         out.push(FileDivergence { path: path.clone(), change: "only in the rebuild".into(), diff: None });
     }
-    if out.is_empty() && a.meta != b.meta {
+    if out.is_empty() && a.facts != b.facts {
         out.push(FileDivergence {
-            path: "(metadata)".into(),
-            change: format!("{:?} vs {:?}", a.meta, b.meta),
+            path: "(facts)".into(),
+            change: format!("encoded facts {} vs {}", hex_bytes(&a.facts), hex_bytes(&b.facts)),
             diff: None,
         });
     }
@@ -377,4 +377,8 @@ pub fn verify(req: &VerifyRequest) -> Result<VerifyReport, VerifyError> {
     }
     let kept = req.keep.then(|| tmp.keep());
     Ok(VerifyReport { label: req.label.clone(), variations: req.vary.clone(), compared, diverging, first, files, kept })
+}
+
+fn hex_bytes(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }

@@ -5,13 +5,16 @@
 pub mod build_file;
 pub mod label;
 pub mod location;
+pub mod schema;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub use build_file::{BUILD_FILE, Compression, Package, Rule, Target, WorkspaceSettings};
+pub use build_file::{BUILD_FILE, Compression, Package, Target, WorkspaceSettings};
+pub use hb_platform::Platform;
 pub use label::Label;
 pub use location::Location;
+pub use schema::{Attrs, Declared, Schema, Schemas};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -57,16 +60,19 @@ pub fn close_matches(wanted: &str, candidates: impl IntoIterator<Item = String>)
     scored.into_iter().take(3).map(|(_, c)| c).collect()
 }
 
-/// A loaded workspace: its root, settings, and the packages read so far.
+/// A loaded workspace: its root, settings, target platform, the rule kinds its
+/// BUILD.toml files are read with, and the packages read so far.
 pub struct Workspace {
     pub root: PathBuf,
     pub settings: WorkspaceSettings,
+    pub platform: &'static Platform,
+    pub schemas: Schemas,
     packages: BTreeMap<String, Package>,
 }
 
 impl Workspace {
     /// Finds the workspace containing `start` and reads its root BUILD.toml.
-    pub fn discover(start: &Path) -> Result<Workspace, ConfigError> {
+    pub fn discover(start: &Path, schemas: &Schemas) -> Result<Workspace, ConfigError> {
         let mut dir = Some(start);
         while let Some(d) = dir {
             let file = d.join(BUILD_FILE);
@@ -74,7 +80,7 @@ impl Workspace {
                 && let Ok(value) = text.parse::<toml::Table>()
                 && value.contains_key("workspace")
             {
-                return Workspace::open(d);
+                return Workspace::open(d, schemas);
             }
             dir = d.parent();
         }
@@ -82,19 +88,22 @@ impl Workspace {
     }
 
     /// Opens the workspace rooted at `root`.
-    pub fn open(root: &Path) -> Result<Workspace, ConfigError> {
-        let pkg = Package::load(root, "")?;
+    pub fn open(root: &Path, schemas: &Schemas) -> Result<Workspace, ConfigError> {
+        let pkg = Package::load(root, "", schemas)?;
         let settings =
             pkg.workspace.clone().ok_or_else(|| ConfigError::NotWorkspaceRoot { file: root.join(BUILD_FILE) })?;
+        // Package::parse checked the name against the table.
+        let platform = hb_platform::lookup(settings.platform.get_ref())
+            .ok_or_else(|| pkg.error(settings.platform.span(), "unknown platform"))?;
         let mut packages = BTreeMap::new();
         packages.insert(String::new(), pkg);
-        Ok(Workspace { root: root.to_path_buf(), settings, packages })
+        Ok(Workspace { root: root.to_path_buf(), settings, platform, schemas: schemas.clone(), packages })
     }
 
     /// The package at workspace-relative `path`, read on first use.
     pub fn package(&mut self, path: &str) -> Result<&Package, ConfigError> {
         if !self.packages.contains_key(path) {
-            let pkg = Package::load(&self.root, path).map_err(|e| match e {
+            let pkg = Package::load(&self.root, path, &self.schemas).map_err(|e| match e {
                 ConfigError::NoPackage { package, file, .. } => {
                     let all = self.package_paths().unwrap_or_default();
                     let suggestions = close_matches(&package, all).into_iter().map(|p| format!("//{p}")).collect();
@@ -175,6 +184,37 @@ impl Workspace {
 mod tests {
     use super::*;
 
+    /// A rule kind `t` whose tables have only a name.
+    fn test_schemas() -> Schemas {
+        #[derive(Debug, serde::Deserialize)]
+        struct T {
+            name: toml::Spanned<String>,
+        }
+        impl Attrs for T {
+            fn kind(&self) -> &'static str {
+                "t"
+            }
+            fn as_any(&self) -> &dyn std::any::Any {
+                self
+            }
+        }
+        struct S;
+        impl Schema for S {
+            fn kind(&self) -> &'static str {
+                "t"
+            }
+            fn parse(&self, pkg: &Package) -> Result<Vec<Declared>, ConfigError> {
+                build_file::parse_rule(
+                    pkg,
+                    "t",
+                    |_, _: &T| Ok(()),
+                    |t| Declared { name: t.name.clone(), deps: Vec::new(), attrs: std::sync::Arc::new(t) },
+                )
+            }
+        }
+        std::sync::Arc::new([std::sync::Arc::new(S) as std::sync::Arc<dyn Schema>])
+    }
+
     #[test]
     fn suggestions() {
         let c = ["deb", "app", "config"].map(String::from);
@@ -188,9 +228,8 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("BUILD.toml"), "[workspace]\n").unwrap();
         std::fs::create_dir_all(d.path().join("web/sub")).unwrap();
-        std::fs::write(d.path().join("web/BUILD.toml"), "[[files]]\nname = \"config\"\nsrcs = []\ndest = \"/etc/x\"\n")
-            .unwrap();
-        let mut ws = Workspace::discover(&d.path().join("web/sub")).unwrap();
+        std::fs::write(d.path().join("web/BUILD.toml"), "[[t]]\nname = \"config\"\n").unwrap();
+        let mut ws = Workspace::discover(&d.path().join("web/sub"), &test_schemas()).unwrap();
         assert_eq!(ws.package_paths().unwrap(), ["", "web"]);
         assert_eq!(ws.package_of(&d.path().join("web/sub")).as_deref(), Some("web"));
         let err = ws.target(&Label::parse("//web:confg", None).unwrap()).unwrap_err().to_string();

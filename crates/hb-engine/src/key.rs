@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use hb_store::Digest;
 
 /// Bumped whenever the encoding below or the meaning of any action changes globally.
-pub const KEY_SCHEMA: u32 = 1;
+pub const KEY_SCHEMA: u32 = 2;
 
 #[derive(Serialize)]
 struct KeyMaterial<'a> {
@@ -31,16 +31,17 @@ pub fn encode_args<T: Serialize>(args: &T) -> Vec<u8> {
     postcard::to_stdvec(args).expect("action arguments encode")
 }
 
-/// What an action produced: a tree of outputs plus small named numbers (sizes etc.).
+/// What an action produced, as stored: a tree of outputs plus the producing action's
+/// typed facts in their canonical encoding (see [`crate::Output`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActionResult {
     pub tree: hb_store::Tree,
-    pub meta: Vec<(String, u64)>,
+    pub facts: Vec<u8>,
     /// Paths of `tree` to place in `hb-out/` when the target is requested.
     pub exports: Vec<String>,
 }
 
-const RESULT_MAGIC: &[u8; 8] = b"hbres\x00\x00\x01";
+const RESULT_MAGIC: &[u8; 8] = b"hbres\x00\x00\x02";
 
 impl ActionResult {
     pub fn encode(&self) -> Vec<u8> {
@@ -57,10 +58,6 @@ impl ActionResult {
     /// The digest dependents see as this result.
     pub fn digest(&self) -> Digest {
         Digest::of(&self.encode())
-    }
-
-    pub fn meta(&self, name: &str) -> Option<u64> {
-        self.meta.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
     }
 }
 
@@ -82,7 +79,7 @@ mod tests {
 
     #[test]
     fn results_round_trip() {
-        let r = ActionResult { meta: vec![("n".into(), 3)], ..Default::default() };
+        let r = ActionResult { facts: vec![3], ..Default::default() };
         assert_eq!(ActionResult::decode(&r.encode()), Some(r));
         assert_eq!(ActionResult::decode(b"garbage"), None);
     }

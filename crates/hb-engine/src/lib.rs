@@ -1,16 +1,21 @@
-//! The build engine: an action graph whose nodes are [`Job`]s, executed in dependency
-//! order by a parallel scheduler, each action looked up in the action cache by its key
-//! before it runs. Jobs see the world only through [`Ctx`]: the store, the stat cache
-//! (for source files), the target platform and memoized sub-actions. The engine knows
-//! nothing about rules; `hb-rules` turns targets into jobs.
+//! The build engine: an action graph whose nodes are [`Action`]s, executed in
+//! dependency order by a parallel scheduler, each action looked up in the action cache
+//! by its key before it runs. Actions see the world only through [`Ctx`] (the store, the
+//! stat cache for source files, the target platform, memoized sub-actions) and their
+//! declared [`Inputs`]. The engine knows nothing about rules; `hb-rules` turns targets
+//! into actions.
 
+pub mod action;
 pub mod key;
 pub mod schedule;
 
 use std::sync::Mutex;
 
+use action::Job;
+
 use hb_store::stat::{FileInfo, StatCache};
 
+pub use action::{Action, AnyInput, Facts, Input, Inputs, Output, Tool};
 pub use hb_store::{Digest, EntryKind, Store, StoreError, Tree, TreeEntry};
 pub use key::{ActionResult, action_key, encode_args};
 pub use schedule::{Failure, Options, Record, Report, Status, execute};
@@ -44,29 +49,6 @@ impl From<std::io::Error> for JobError {
             None => JobError::Failed(e.to_string()),
         }
     }
-}
-
-/// One kind of action. Implementations are pure functions of their key material:
-/// [`Job::args`], [`Job::sources`] and the results of their dependencies.
-pub trait Job: Send + Sync {
-    /// Action kind, part of the key.
-    fn kind(&self) -> &'static str;
-    /// Bumped whenever the job's output for the same inputs changes.
-    fn version(&self) -> u32;
-    /// Canonical arguments (see [`encode_args`]).
-    fn args(&self) -> Vec<u8>;
-    /// True for actions that should finish even when the build is stopping because of
-    /// another failure (fetches: the user learns about every missing file at once).
-    fn always_complete(&self) -> bool {
-        false
-    }
-    /// Inputs from outside the graph (source files), named and digested.
-    fn sources(&self, _ctx: &Ctx) -> Result<Vec<Source>, JobError> {
-        Ok(Vec::new())
-    }
-    /// Produces the result; `deps` are the results of the node's dependencies in order,
-    /// `sources` what [`Job::sources`] returned.
-    fn run(&self, ctx: &Ctx, deps: &[&ActionResult], sources: &[Source]) -> Result<ActionResult, JobError>;
 }
 
 /// A source file an action reads: its name within the action (a relative path), its
@@ -127,15 +109,33 @@ impl Ctx<'_> {
         stat.file(self.store, path)
     }
 
-    /// Runs `run` unless the action cache has a result for the key made of the other
-    /// arguments; records the action as executed or cached under `name`.
-    pub fn memo(
+    /// A sub-action: runs `run` unless the action cache has a result for the key made of
+    /// the other arguments; records it as executed or cached under `name`.
+    pub fn memo<F: Facts>(
         &self,
         name: &str,
         kind: &str,
         version: u32,
         args: &[u8],
         inputs: &[(String, Digest)],
+        run: impl FnOnce() -> Result<Output<F>, JobError>,
+    ) -> Result<Output<F>, JobError> {
+        let typed = |r: &ActionResult| Output::<F>::decode(r);
+        let result = self.memo_result(name, kind, version, args, inputs, &typed, || Ok(run()?.encode()))?;
+        typed(&result)
+            .ok_or_else(|| JobError::Failed(format!("{name}: its result's facts do not decode (a bug in hb)")))
+    }
+
+    /// [`Ctx::memo`] on stored results; a cached result is used only if `usable` accepts it.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn memo_result<T>(
+        &self,
+        name: &str,
+        kind: &str,
+        version: u32,
+        args: &[u8],
+        inputs: &[(String, Digest)],
+        usable: &dyn Fn(&ActionResult) -> Option<T>,
         run: impl FnOnce() -> Result<ActionResult, JobError>,
     ) -> Result<ActionResult, JobError> {
         let key = action_key(kind, version, self.platform, args, inputs);
@@ -151,12 +151,14 @@ impl Ctx<'_> {
         if let Some(bytes) = self.store.get_action(&key)?
             && let Some(result) = ActionResult::decode(&bytes)
             && result.tree.blobs().all(|d| self.store.has_blob(d))
+            && usable(&result).is_some()
         {
             self.record(record(&result, Status::Cached));
             return Ok(result);
         }
         if let Some(remote) = self.remote
             && let Some(result) = remote.fetch(&key, self.store)
+            && usable(&result).is_some()
         {
             self.store.put_action(&key, &result.encode())?;
             self.record(record(&result, Status::Remote));
@@ -182,23 +184,46 @@ impl Ctx<'_> {
 /// Index of a node in a [`Graph`].
 pub type NodeId = usize;
 
+/// One action of the graph, under its name (unique in the graph; it names the action in
+/// progress, `hb explain` and its dependents' keys).
 pub struct Node {
     pub name: String,
-    pub job: Box<dyn Job>,
+    job: Box<dyn Job>,
+    /// The nodes whose results it reads, in key order, each once.
     pub deps: Vec<NodeId>,
 }
 
-/// Actions and their dependencies; nodes are added after their dependencies, so the
-/// graph is acyclic by construction.
+impl Node {
+    /// The action's kind.
+    pub fn kind(&self) -> &'static str {
+        self.job.kind()
+    }
+}
+
+/// Actions and their dependencies; nodes are added after their dependencies (an action
+/// can only hold handles that [`Graph::add`] gave out), so the graph is acyclic by
+/// construction.
 #[derive(Default)]
 pub struct Graph {
     pub nodes: Vec<Node>,
 }
 
 impl Graph {
-    pub fn add(&mut self, name: String, job: Box<dyn Job>, deps: Vec<NodeId>) -> NodeId {
-        assert!(deps.iter().all(|&d| d < self.nodes.len()), "dependencies are added first");
-        self.nodes.push(Node { name, job, deps });
-        self.nodes.len() - 1
+    /// Adds an action; its edges are the inputs it declares.
+    pub fn add<A: Action>(&mut self, name: impl Into<String>, action: A) -> Input<A::Facts> {
+        let mut deps: Vec<NodeId> = Vec::new();
+        for i in Action::inputs(&action) {
+            assert!(i.node() < self.nodes.len(), "inputs are added first");
+            if !deps.contains(&i.node()) {
+                deps.push(i.node());
+            }
+        }
+        self.nodes.push(Node { name: name.into(), job: Box::new(action), deps });
+        Input::new(self.nodes.len() - 1)
+    }
+
+    /// The node behind a handle.
+    pub fn node(&self, input: impl Into<AnyInput>) -> &Node {
+        &self.nodes[input.into().node()]
     }
 }

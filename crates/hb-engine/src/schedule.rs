@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use hb_store::stat::StatCache;
 use hb_store::{Digest, Store};
 
-use crate::{ActionResult, Ctx, Graph, JobError, NodeId, Reporter};
+use crate::{ActionResult, Ctx, Graph, Inputs, JobError, NodeId, Reporter};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Status {
@@ -200,45 +200,53 @@ fn run_node(
     results: &[OnceLock<Arc<ActionResult>>],
 ) -> Result<ActionResult, JobError> {
     let node = &graph.nodes[i];
-    let deps: Vec<&ActionResult> =
-        node.deps.iter().map(|&d| results[d].get().map(|r| r.as_ref()).expect("dependencies finish first")).collect();
+    let mut inputs = Inputs { name: &node.name, results: Vec::with_capacity(node.deps.len()) };
     // Dependencies enter the key under their action names, so `hb explain` can say which.
-    let mut inputs: Vec<(String, Digest)> =
-        node.deps.iter().zip(&deps).map(|(&d, r)| (graph.nodes[d].name.clone(), r.digest())).collect();
+    let mut key_inputs: Vec<(String, Digest)> = Vec::new();
+    for &d in &node.deps {
+        let r = results[d].get().map(|r| r.as_ref()).expect("dependencies finish first");
+        inputs.results.push((d, r));
+        key_inputs.push((graph.nodes[d].name.clone(), r.digest()));
+    }
     let sources = node.job.sources(ctx)?;
-    inputs.extend(sources.iter().map(|s| s.key_input()));
+    key_inputs.extend(sources.iter().map(|s| s.key_input()));
+    key_inputs.extend(node.job.tools(ctx)?.into_iter().map(|t| (format!("tool:{}", t.path), t.digest)));
     let args = node.job.args();
-    ctx.memo(&node.name, node.job.kind(), node.job.version(), &args, &inputs, || node.job.run(ctx, &deps, &sources))
+    let any = |_: &ActionResult| Some(());
+    ctx.memo_result(&node.name, node.job.kind(), node.job.version(), &args, &key_inputs, &any, || {
+        node.job.run(ctx, &inputs, &sources)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Graph, Job, Quiet};
+    use crate::{Action, AnyInput, Graph, Input, Output, Quiet};
     use hb_store::{Tree, TreeEntry};
 
-    struct Put(&'static str, bool);
-    impl Job for Put {
-        fn kind(&self) -> &'static str {
-            "put"
-        }
-        fn version(&self) -> u32 {
-            1
-        }
+    /// Writes its name plus the lengths its inputs report as facts.
+    struct Put(&'static str, bool, Vec<Input<u64>>);
+    impl Action for Put {
+        type Facts = u64;
+        const KIND: &'static str = "put";
+        const VERSION: u32 = 1;
         fn args(&self) -> Vec<u8> {
             self.0.as_bytes().to_vec()
         }
-        fn run(&self, ctx: &Ctx, deps: &[&ActionResult], _: &[crate::Source]) -> Result<ActionResult, JobError> {
+        fn inputs(&self) -> Vec<AnyInput> {
+            self.2.iter().map(Input::any).collect()
+        }
+        fn run(&self, ctx: &Ctx, inputs: &Inputs, _: &[crate::Source]) -> Result<Output<u64>, JobError> {
             if self.1 {
                 return Err(JobError::Failed(format!("{} failed", self.0)));
             }
             let mut text = self.0.to_string();
-            for d in deps {
-                text.push_str(&d.meta.len().to_string());
+            for i in &self.2 {
+                text.push_str(&inputs.get(i)?.1.to_string());
             }
             let digest = ctx.store.put_bytes(text.as_bytes())?;
             let tree = Tree::new(vec![TreeEntry::file(self.0, digest, text.len() as u64, false)]).unwrap();
-            Ok(ActionResult { tree, ..Default::default() })
+            Ok(Output { tree, facts: text.len() as u64, exports: Vec::new() })
         }
     }
 
@@ -253,9 +261,10 @@ mod tests {
     fn runs_then_caches() {
         let d = tempfile::tempdir().unwrap();
         let mut g = Graph::default();
-        let a = g.add("a".into(), Box::new(Put("a", false)), vec![]);
-        let b = g.add("b".into(), Box::new(Put("b", false)), vec![]);
-        g.add("c".into(), Box::new(Put("c", false)), vec![a, b]);
+        let a = g.add("a", Put("a", false, vec![]));
+        let b = g.add("b", Put("b", false, vec![]));
+        g.add("c", Put("c", false, vec![a, b, a]));
+        assert_eq!(g.nodes[2].deps, [0, 1], "each input is an edge once");
         let r = run(&g, d.path(), false);
         assert!(r.failures.is_empty());
         assert!(r.records.iter().all(|r| r.status == Status::Executed));
@@ -264,15 +273,18 @@ mod tests {
         assert_eq!(r2.records.len(), 3);
         assert!(r2.records.iter().all(|r| r.status == Status::Cached));
         assert_eq!(r.results[2], r2.results[2]);
+        // c read its inputs' facts (each 1 byte of text) by handle: "c" + "1" + "1" + "1".
+        let c = r.results[2].as_ref().unwrap();
+        assert_eq!(postcard::from_bytes::<u64>(&c.facts).unwrap(), 4);
     }
 
     #[test]
     fn failure_skips_dependents_and_keep_going_runs_the_rest() {
         let d = tempfile::tempdir().unwrap();
         let mut g = Graph::default();
-        let a = g.add("a".into(), Box::new(Put("a", true)), vec![]);
-        g.add("b".into(), Box::new(Put("b", false)), vec![a]);
-        g.add("c".into(), Box::new(Put("c", false)), vec![]);
+        let a = g.add("a", Put("a", true, vec![]));
+        g.add("b", Put("b", false, vec![a]));
+        g.add("c", Put("c", false, vec![]));
         let r = run(&g, d.path(), true);
         assert_eq!(r.failures.len(), 1);
         assert_eq!(r.failures[0].name, "a");

@@ -5,6 +5,7 @@
 //! blob, no longer satisfied by the cache, re-executes.
 
 use std::path::{Path, PathBuf};
+
 use std::sync::Mutex;
 
 use hb_config::{Label, Workspace};
@@ -40,13 +41,14 @@ impl Outcome {
 
 pub fn build(
     ws: &mut Workspace,
+    rules: &crate::Rules,
     store: &Store,
     labels: &[Label],
     opts: &Options,
     plan_opts: &crate::PlanOptions,
     reporter: &dyn Reporter,
 ) -> Result<Outcome, RulesError> {
-    let plan = crate::plan(ws, labels, plan_opts)?;
+    let plan = crate::plan(ws, rules, labels, plan_opts)?;
     let stat = Mutex::new(StatCache::load(store, &ws.root));
     let mut outcome = Outcome::default();
     let mut seen_corrupt = std::collections::BTreeSet::new();
@@ -100,8 +102,8 @@ pub fn build(
     Ok(outcome)
 }
 
-/// What a build did, kept for `hb explain`: the last build of a workspace and the one
-/// before it, under `runs/<workspace id>/` in the store.
+/// What a build did, kept for `hb explain`: the store keeps the last build of a
+/// workspace and the one before it.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct RunLog {
     pub labels: Vec<String>,
@@ -109,27 +111,16 @@ pub struct RunLog {
 }
 
 impl RunLog {
-    fn dir(store: &Store, workspace_root: &Path) -> PathBuf {
-        let id = hb_store::Digest::of(workspace_root.as_os_str().as_encoded_bytes());
-        store.root().join("runs").join(id.hex())
-    }
-
-    fn save(&self, store: &Store, workspace_root: &Path) -> Result<(), hb_fs::FsError> {
-        let dir = Self::dir(store, workspace_root);
-        hb_fs::create_dir_all(&dir)?;
-        let last = dir.join("last");
-        if last.exists() {
-            hb_fs::rename(&last, &dir.join("previous"))?;
-        }
+    fn save(&self, store: &Store, workspace_root: &Path) -> Result<(), StoreError> {
         let bytes = postcard::to_stdvec(self).expect("run logs encode");
-        hb_fs::write_atomic(&last, &bytes, Some(&store.tmp_dir()))
+        store.save_run(workspace_root, &bytes)
     }
 
-    /// The last build's log and the previous one's (empty when absent or unreadable).
+    /// The last build's log and the previous one's (`None` when absent or unreadable).
     pub fn load(store: &Store, workspace_root: &Path) -> (Option<RunLog>, Option<RunLog>) {
-        let dir = Self::dir(store, workspace_root);
-        let read = |name: &str| std::fs::read(dir.join(name)).ok().and_then(|b| postcard::from_bytes(&b).ok());
-        (read("last"), read("previous"))
+        let (last, previous) = store.load_runs(workspace_root);
+        let decode = |b: Option<Vec<u8>>| b.and_then(|b| postcard::from_bytes(&b).ok());
+        (decode(last), decode(previous))
     }
 }
 
@@ -171,7 +162,9 @@ fn export(
 ) -> Result<Vec<PathBuf>, JobError> {
     let mut outputs = Vec::new();
     for label in labels {
-        let Some(result) = &results[plan.targets[label]] else { continue };
+        let Some(result) = plan.output(label).and_then(|o| results.get(o.node())).and_then(|r| r.as_ref()) else {
+            continue;
+        };
         for name in &result.exports {
             let Some(entry) = result.tree.entries().iter().find(|e| &e.path == name) else { continue };
             let EntryKind::File { digest, .. } = entry.kind else { continue };

@@ -4,15 +4,13 @@
 //! scripts. A package can override any template with a file of its own
 //! (`[deb.templates]`). Rendering happens while planning, so a bad template or setting is
 //! reported with its BUILD.toml location before anything builds; the rendered bytes are
-//! the arguments of a pure `render` action.
+//! the arguments of a pure `render` action (`actions::render`).
 
 use hb_config::Package;
-use hb_config::build_file::DebRule;
-use hb_engine::{ActionResult, Ctx, Job, JobError, Source, encode_args};
-use hb_store::{Tree, TreeEntry};
 use serde::Serialize;
 
 use crate::RulesError;
+use crate::rules::deb::DebAttrs;
 
 /// Template name → embedded source.
 pub const TEMPLATES: &[(&str, &str)] = &[
@@ -48,6 +46,8 @@ pub struct ServiceContext {
     /// Runtime directory, owned by the service user; also its HOME.
     pub run_dir: String,
     pub unit: String,
+    /// Where the platform installs systemd units, relative to `/`.
+    pub unit_dir: String,
 }
 
 #[derive(Serialize)]
@@ -88,7 +88,7 @@ pub struct RenderInput<'a> {
 }
 
 /// Renders every generated file of a deb.
-pub fn render(pkg: &Package, d: &DebRule, input: &RenderInput) -> Result<Rendered, RulesError> {
+pub fn render(pkg: &Package, d: &DebAttrs, input: &RenderInput) -> Result<Rendered, RulesError> {
     let at_rule = pkg.locate(d.name.span());
     // Overrides first: unknown names and unreadable files are the package's mistakes.
     let mut sources: Vec<(&str, String, hb_config::Location)> =
@@ -143,7 +143,7 @@ pub fn render(pkg: &Package, d: &DebRule, input: &RenderInput) -> Result<Rendere
         files.push((format!("etc/{package}/logging.conf"), 0o644, render_one("logging.conf")?.into_bytes()));
         files.push((format!("etc/default/{package}"), 0o644, render_one("default")?.into_bytes()));
         files.push((format!("etc/init.d/{package}"), 0o755, render_one("init.d")?.into_bytes()));
-        files.push((format!("lib/systemd/system/{}", svc.unit), 0o644, render_one("systemd.service")?.into_bytes()));
+        files.push((format!("{}/{}", svc.unit_dir, svc.unit), 0o644, render_one("systemd.service")?.into_bytes()));
     }
     if !input.python_prefixes.is_empty() {
         let text = render_one("lintian-overrides")?;
@@ -194,33 +194,6 @@ pub fn rfc2822(t: u64) -> (i64, String) {
         secs % 60
     );
     (year, date)
-}
-
-/// `render`: generated files into the store (their bytes are the key).
-pub struct RenderJob {
-    pub label: String,
-    pub files: Vec<(String, u32, Vec<u8>)>,
-}
-
-impl Job for RenderJob {
-    fn kind(&self) -> &'static str {
-        "render"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn args(&self) -> Vec<u8> {
-        encode_args(&self.files)
-    }
-    fn run(&self, ctx: &Ctx, _: &[&ActionResult], _: &[Source]) -> Result<ActionResult, JobError> {
-        let mut entries = Vec::new();
-        for (path, mode, bytes) in &self.files {
-            let digest = ctx.store.put_bytes(bytes)?;
-            entries.push(TreeEntry::file(path.clone(), digest, bytes.len() as u64, *mode & 0o111 != 0));
-        }
-        let tree = Tree::new(entries).map_err(|e| JobError::Failed(format!("{}: {e}", self.label)))?;
-        Ok(ActionResult { tree, ..Default::default() })
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
-//! The local store under the cache directory: a content-addressed store of blobs
-//! (`cas/ab/<blake3>`), an action cache mapping action keys to encoded results
-//! (`ac/ab/<key>`), and per-workspace stat caches (`stat/<workspace>`).
+//! The local store under the cache directory (inside a layout version directory): a
+//! content-addressed store of blobs and an action cache mapping action keys to encoded
+//! results (both in the [`layout`] shared with `hb cache serve`), per-workspace stat
+//! caches (`stat/<workspace>`) and run logs (`runs/<workspace>/{last,previous}`). No
+//! other crate knows where anything is under the cache directory.
 //!
 //! Every write goes to a temporary file in `tmp/` and is renamed into place, so a
 //! crash or a concurrent `hb` never exposes a half-written blob or entry. Every blob
@@ -8,6 +10,7 @@
 //! reported as [`StoreError::Corrupt`], so the action that produced it runs again.
 
 mod digest;
+pub mod layout;
 pub mod stat;
 pub mod tree;
 
@@ -48,6 +51,8 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// Version of the on-disk layout; bumping it starts a fresh cache beside the old one.
 const LAYOUT: &str = "v1";
+const STAT: &str = "stat";
+const RUNS: &str = "runs";
 
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -58,27 +63,69 @@ impl Store {
     /// Opens (creating as needed) the store at `dir`.
     pub fn open(dir: &Path) -> Result<Store> {
         let root = dir.join(LAYOUT);
-        for sub in ["cas", "ac", "tmp", "stat"] {
+        layout::create(&root)?;
+        for sub in [STAT, RUNS] {
             hb_fs::create_dir_all(&root.join(sub))?;
         }
         Ok(Store { root })
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// The directory of per-workspace stat caches.
+    pub(crate) fn stat_dir(&self) -> PathBuf {
+        self.root.join(STAT)
     }
 
+    /// A directory for temporary files of this store's file system (renamed into it).
     pub fn tmp_dir(&self) -> PathBuf {
-        self.root.join("tmp")
+        self.root.join(layout::TMP)
     }
 
-    fn sharded(&self, kind: &str, d: &Digest) -> PathBuf {
-        let hex = d.hex();
-        self.root.join(kind).join(&hex[..2]).join(hex)
+    fn sharded(&self, ns: layout::Namespace, d: &Digest) -> PathBuf {
+        layout::path(&self.root, ns, &d.hex())
     }
 
     pub fn blob_path(&self, d: &Digest) -> PathBuf {
-        self.sharded("cas", d)
+        self.sharded(layout::Namespace::Cas, d)
+    }
+
+    /// What the store holds.
+    pub fn stats(&self) -> Result<layout::Stats> {
+        Ok(layout::stats(&self.root)?)
+    }
+
+    /// Removes least-recently-used blobs and entries until at most `max_size` bytes are
+    /// left; returns the files removed and the bytes freed.
+    pub fn gc(&self, max_size: u64) -> Result<(u64, u64)> {
+        Ok(layout::gc(&self.root, max_size)?)
+    }
+
+    /// Where the store is, for messages.
+    pub fn location(&self) -> &Path {
+        &self.root
+    }
+
+    fn runs_dir(&self, workspace: &Path) -> PathBuf {
+        let id = Digest::of(workspace.as_os_str().as_encoded_bytes());
+        self.root.join(RUNS).join(id.hex())
+    }
+
+    /// Keeps `log` as the last build's log of `workspace`; the log that was last becomes
+    /// the previous one.
+    pub fn save_run(&self, workspace: &Path, log: &[u8]) -> Result<()> {
+        let dir = self.runs_dir(workspace);
+        hb_fs::create_dir_all(&dir)?;
+        let last = dir.join("last");
+        if last.exists() {
+            hb_fs::rename(&last, &dir.join("previous"))?;
+        }
+        Ok(hb_fs::write_atomic(&last, log, Some(&self.tmp_dir()))?)
+    }
+
+    /// The last and the previous build logs of `workspace`, when there are any.
+    pub fn load_runs(&self, workspace: &Path) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+        let dir = self.runs_dir(workspace);
+        let read = |name: &str| std::fs::read(dir.join(name)).ok();
+        (read("last"), read("previous"))
     }
 
     pub fn has_blob(&self, d: &Digest) -> bool {
@@ -142,19 +189,20 @@ impl Store {
 
     /// The action-cache entry for `key`, if any.
     pub fn get_action(&self, key: &Digest) -> Result<Option<Vec<u8>>> {
-        match std::fs::read(self.sharded("ac", key)) {
+        let path = self.sharded(layout::Namespace::Ac, key);
+        match std::fs::read(&path) {
             Ok(v) => Ok(Some(v)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(FsError::new("reading", &self.sharded("ac", key), e).into()),
+            Err(e) => Err(FsError::new("reading", &path, e).into()),
         }
     }
 
     pub fn put_action(&self, key: &Digest, bytes: &[u8]) -> Result<()> {
-        Ok(hb_fs::write_atomic(&self.sharded("ac", key), bytes, Some(&self.tmp_dir()))?)
+        Ok(hb_fs::write_atomic(&self.sharded(layout::Namespace::Ac, key), bytes, Some(&self.tmp_dir()))?)
     }
 
     pub fn remove_action(&self, key: &Digest) -> Result<()> {
-        Ok(hb_fs::remove_file_if_exists(&self.sharded("ac", key))?)
+        Ok(hb_fs::remove_file_if_exists(&self.sharded(layout::Namespace::Ac, key))?)
     }
 
     /// Writes blob `d` to `dest` atomically (used to place outputs in `hb-out/`).

@@ -57,7 +57,7 @@ impl StatCache {
     /// outdated cache is simply empty).
     pub fn load(store: &Store, workspace_root: &Path) -> StatCache {
         let id = Digest::of(workspace_root.as_os_str().as_encoded_bytes());
-        let file = store.root().join("stat").join(id.hex());
+        let file = store.stat_dir().join(id.hex());
         let entries = std::fs::read(&file).ok().and_then(|b| postcard::from_bytes(&b).ok()).unwrap_or_default();
         // Only used to decide which stamps are too fresh to trust; never reaches an output.
         #[allow(clippy::disallowed_methods)]

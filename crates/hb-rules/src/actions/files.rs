@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use hb_engine::{ActionResult, Ctx, Job, JobError, Source, encode_args};
+use hb_engine::{Action, Ctx, Inputs, JobError, Output, Source, encode_args};
 use hb_store::{Tree, TreeEntry};
 use serde::Serialize;
 
@@ -31,14 +31,10 @@ pub struct FilesJob {
     pub exact: bool,
 }
 
-impl Job for FilesJob {
-    fn kind(&self) -> &'static str {
-        "files"
-    }
-
-    fn version(&self) -> u32 {
-        1
-    }
+impl Action for FilesJob {
+    type Facts = ();
+    const KIND: &'static str = "files";
+    const VERSION: u32 = 1;
 
     fn args(&self) -> Vec<u8> {
         let patterns: Vec<String> = self.patterns.iter().map(|(p, _)| p.clone()).collect();
@@ -87,7 +83,7 @@ impl Job for FilesJob {
         Ok(out)
     }
 
-    fn run(&self, _ctx: &Ctx, _deps: &[&ActionResult], sources: &[Source]) -> Result<ActionResult, JobError> {
+    fn run(&self, _ctx: &Ctx, _: &Inputs, sources: &[Source]) -> Result<Output<()>, JobError> {
         let dest = self.dest.trim_matches('/');
         if self.exact {
             let [s] = sources else {
@@ -99,7 +95,7 @@ impl Job for FilesJob {
             };
             let tree = Tree::new(vec![TreeEntry::file(dest, s.digest, s.size, s.executable)])
                 .map_err(|e| JobError::Failed(format!("{}: {e}", self.label)))?;
-            return Ok(ActionResult { tree, ..Default::default() });
+            return Ok(Output::tree(tree));
         }
         let strip = self.strip_prefix.trim_matches('/');
         let mut entries = Vec::new();
@@ -115,6 +111,6 @@ impl Job for FilesJob {
             entries.push(TreeEntry::file(path, s.digest, s.size, s.executable));
         }
         let tree = Tree::new(entries).map_err(|e| JobError::Failed(format!("{}: {e}", self.label)))?;
-        Ok(ActionResult { tree, ..Default::default() })
+        Ok(Output::tree(tree))
     }
 }

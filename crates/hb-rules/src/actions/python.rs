@@ -1,159 +1,26 @@
-//! Python apps: a `python_app` target expands into
+//! The actions of Python apps:
 //!
-//! - one `fetch` action per locked file (the only actions allowed network; fixed-output,
-//!   keyed by file name and sha256, verified before the bytes enter the store);
-//! - `py_wheel`: the app's own wheel, built by its PEP 517 backend (from the lock's build
-//!   files) in the sandbox, with the target interpreter;
-//! - `py_venv`: the virtualenv for the install prefix, written natively by hb-python
-//!   from the runtime wheels and the app wheel.
-//!
-//! `hb lock` (see [`lock`]) writes the lock these actions read.
+//! - `fetch`: one locked file (the only actions allowed network; fixed-output, keyed by
+//!   file name and sha256, verified before the bytes enter the store);
+//! - `py_wheel`: an app's own wheel, built by its PEP 517 backend (from the lock's build
+//!   files) in the sandbox, with the target interpreter as a declared tool;
+//! - `py_venv`: the virtualenv for an install prefix, written natively by hb-python from
+//!   the runtime wheels and the app wheel; its facts ([`VenvFacts`]) say what native code
+//!   it holds.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use hb_config::Package;
-use hb_config::build_file::PythonAppRule;
-use hb_engine::{ActionResult, Ctx, Job, JobError, Source, encode_args};
-use hb_fetch::{Lock, LockedFile, Role};
+use hb_engine::{Action, Ctx, Input, Inputs, JobError, Output, Source, Tool, encode_args};
+use hb_fetch::LockedFile;
 use hb_python::{Target, VenvSpec, Wheel};
 use hb_sandbox::Mode;
 use hb_store::{Digest, EntryKind, Store, StoreError, Tree, TreeEntry};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::RulesError;
-
-/// The interpreter on the target, and on the build machine for PEP 517 builds.
-pub fn interpreter(python: (u32, u32)) -> String {
-    format!("/usr/bin/python{}.{}", python.0, python.1)
-}
-
-/// What hb reads from a pyproject.toml.
-#[derive(Clone, Debug)]
-pub struct Project {
-    /// PEP 503-normalized `[project].name`.
-    pub name: String,
-    pub dependencies: Vec<String>,
-    pub build_requires: Vec<String>,
-    pub build_backend: String,
-    pub backend_path: Vec<String>,
-}
-
-/// Reads the python_app's pyproject.toml.
-pub fn project(pkg: &Package, p: &PythonAppRule) -> Result<Project, RulesError> {
-    let at = pkg.locate(p.pyproject.span());
-    let invalid = |message: String| RulesError::Invalid { message, location: at.clone() };
-    let path = pkg.dir.join(p.pyproject.get_ref());
-    let text = hb_fs::read_to_string(&path).map_err(|e| invalid(e.to_string()))?;
-    let value: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| invalid(format!("{} is not valid TOML: {}", path.display(), e.message())))?;
-    let strings = |v: Option<&toml::Value>, what: &str| -> Result<Vec<String>, RulesError> {
-        match v {
-            None => Ok(Vec::new()),
-            Some(toml::Value::Array(a)) => a
-                .iter()
-                .map(|x| {
-                    x.as_str().map(str::to_string).ok_or_else(|| invalid(format!("{what} must be a list of strings")))
-                })
-                .collect(),
-            Some(_) => Err(invalid(format!("{what} must be a list of strings"))),
-        }
-    };
-    let project = value.get("project");
-    let name = project
-        .and_then(|p| p.get("name"))
-        .and_then(|n| n.as_str())
-        .ok_or_else(|| invalid(format!("{} has no [project] name", p.pyproject.get_ref())))?;
-    let build = value.get("build-system");
-    let build_requires = match build.and_then(|b| b.get("requires")) {
-        Some(v) => strings(Some(v), "[build-system] requires")?,
-        // PEP 517's fallback for projects without a [build-system] table.
-        None => vec!["setuptools>=40.8.0".to_string()],
-    };
-    let build_backend = build
-        .and_then(|b| b.get("build-backend"))
-        .and_then(|b| b.as_str())
-        .unwrap_or("setuptools.build_meta:__legacy__")
-        .to_string();
-    Ok(Project {
-        name: hb_python::normalize(name),
-        dependencies: strings(project.and_then(|p| p.get("dependencies")), "[project] dependencies")?,
-        build_requires,
-        build_backend,
-        backend_path: strings(build.and_then(|b| b.get("backend-path")), "[build-system] backend-path")?,
-    })
-}
-
-/// The virtualenv's install prefix: the `prefix` setting, else `/usr/lib/<project>`.
-pub fn prefix(p: &PythonAppRule, proj: &Project) -> String {
-    p.prefix
-        .as_ref()
-        .map_or_else(|| format!("/usr/lib/{}", proj.name), |s| s.get_ref().trim_end_matches('/').to_string())
-}
-
-/// The lock file's path and how it is shown.
-fn lock_path(pkg: &Package, p: &PythonAppRule) -> (PathBuf, PathBuf) {
-    let name = p.lock.as_ref().map_or("hb.lock", |l| l.get_ref().as_str());
-    (pkg.dir.join(name), Path::new(&pkg.path).join(name))
-}
-
-fn target_id(t: &Target) -> String {
+/// How a target's wheel tags are named in locks: `cp311-manylinux_2_36_x86_64`.
+pub fn target_id(t: &Target) -> String {
     format!("cp{}{}-manylinux_{}_{}_{}", t.python.0, t.python.1, t.glibc.0, t.glibc.1, t.arch)
-}
-
-/// Reads the target's lock, checking it still matches pyproject.toml.
-pub fn read_lock(
-    pkg: &Package,
-    p: &PythonAppRule,
-    proj: &Project,
-    target: &Target,
-    label: &str,
-) -> Result<Lock, RulesError> {
-    let (path, shown) = lock_path(pkg, p);
-    let at = pkg.locate(p.name.span());
-    let text = hb_fs::read_to_string(&path).map_err(|e| RulesError::Invalid {
-        message: if e.is_not_found() {
-            format!("{label} has no lock ({}): run `hb lock {label}` to resolve its dependencies", shown.display())
-        } else {
-            e.to_string()
-        },
-        location: at.clone(),
-    })?;
-    let lock =
-        Lock::parse(&text, &shown).map_err(|e| RulesError::Invalid { message: e.to_string(), location: at.clone() })?;
-    let want = hb_fetch::inputs_digest(&proj.dependencies, &proj.build_requires, &target_id(target));
-    if lock.inputs != want {
-        return Err(RulesError::Invalid {
-            message: format!(
-                "{} is out of date: the dependencies in {} or the target changed since it was written; run `hb lock {label}`",
-                shown.display(),
-                p.pyproject.get_ref()
-            ),
-            location: at,
-        });
-    }
-    Ok(lock)
-}
-
-/// `hb lock`: resolves the app's runtime and build requirements for the target and
-/// writes the lock next to its BUILD.toml. Returns the lock's path (workspace-relative)
-/// and the lock.
-pub fn lock(pkg: &Package, p: &PythonAppRule, target: &Target, label: &str) -> Result<(PathBuf, Lock), RulesError> {
-    let proj = project(pkg, p)?;
-    let pip = hb_fetch::Pip::default();
-    let at = pkg.locate(p.name.span());
-    let fail = |e: hb_fetch::FetchError| RulesError::Invalid { message: format!("{label}: {e}"), location: at.clone() };
-    let mut packages = hb_fetch::resolve(&pip, target, &proj.dependencies, Role::Runtime).map_err(fail)?;
-    packages.extend(hb_fetch::resolve(&pip, target, &proj.build_requires, Role::Build).map_err(fail)?);
-    let lock = Lock {
-        inputs: hb_fetch::inputs_digest(&proj.dependencies, &proj.build_requires, &target_id(target)),
-        target: target_id(target),
-        packages,
-    };
-    let (path, shown) = lock_path(pkg, p);
-    hb_fs::write_atomic(&path, lock.render(label).as_bytes(), None).map_err(|e| fail(hb_fetch::FetchError::Fs(e)))?;
-    Ok((shown, lock))
 }
 
 /// `fetch`: one locked file into the store.
@@ -163,13 +30,10 @@ pub struct FetchJob {
     pub wheelhouses: Vec<PathBuf>,
 }
 
-impl Job for FetchJob {
-    fn kind(&self) -> &'static str {
-        "fetch"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
+impl Action for FetchJob {
+    type Facts = ();
+    const KIND: &'static str = "fetch";
+    const VERSION: u32 = 1;
     fn args(&self) -> Vec<u8> {
         // Fixed output: the key is what the bytes must be, not where they come from.
         encode_args(&(&self.file.file, &self.file.sha256))
@@ -177,7 +41,7 @@ impl Job for FetchJob {
     fn always_complete(&self) -> bool {
         true
     }
-    fn run(&self, ctx: &Ctx, _: &[&ActionResult], _: &[Source]) -> Result<ActionResult, JobError> {
+    fn run(&self, ctx: &Ctx, _: &Inputs, _: &[Source]) -> Result<Output<()>, JobError> {
         let tmp = tempfile::tempdir_in(ctx.store.tmp_dir())
             .map_err(|e| JobError::Fs(hb_fs::FsError::new("creating a directory in", &ctx.store.tmp_dir(), e)))?;
         let pip = hb_fetch::Pip::default();
@@ -186,15 +50,15 @@ impl Job for FetchJob {
         let (digest, size) = ctx.store.put_file(&path)?;
         let tree = Tree::new(vec![TreeEntry::file(self.file.file.clone(), digest, size, false)])
             .map_err(|e| JobError::Failed(format!("{}: {e}", self.file.file)))?;
-        Ok(ActionResult { tree, ..Default::default() })
+        Ok(Output::tree(tree))
     }
 }
 
-/// The wheels (file name, bytes) in dependency results.
-fn wheels_of(store: &Store, deps: &[&ActionResult]) -> Result<Vec<Wheel>, JobError> {
+/// The wheels (file name, bytes) in input trees.
+fn wheels_of(store: &Store, trees: &[&Tree]) -> Result<Vec<Wheel>, JobError> {
     let mut out = Vec::new();
-    for d in deps {
-        for e in d.tree.entries() {
+    for t in trees {
+        for e in t.entries() {
             if let EntryKind::File { digest, .. } = &e.kind
                 && e.path.ends_with(".whl")
             {
@@ -263,13 +127,18 @@ main()
 /// `py_wheel`: the app's wheel from its sources.
 pub struct WheelJob {
     pub label: String,
-    pub files: crate::files::FilesJob,
+    /// The app's sources (the pyproject among them).
+    pub files: crate::actions::files::FilesJob,
     pub backend: String,
     pub backend_path: Vec<String>,
     pub python: (u32, u32),
+    /// The interpreter that runs the build, as a path of the build machine.
+    pub interpreter: String,
     pub target: Target,
     pub mtime: u64,
     pub sandbox: Mode,
+    /// The locked build requirements' files (the backend and its dependencies).
+    pub build: Vec<Input<()>>,
 }
 
 #[derive(Serialize)]
@@ -282,15 +151,10 @@ struct WheelArgs<'a> {
     env: &'a [(&'a str, &'a str)],
 }
 
-const INTERPRETER_SOURCE: &str = "interpreter";
-
-impl Job for WheelJob {
-    fn kind(&self) -> &'static str {
-        "py_wheel"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
+impl Action for WheelJob {
+    type Facts = ();
+    const KIND: &'static str = "py_wheel";
+    const VERSION: u32 = 1;
     fn args(&self) -> Vec<u8> {
         let mut v = encode_args(&WheelArgs {
             backend: &self.backend,
@@ -303,19 +167,23 @@ impl Job for WheelJob {
         v.extend(self.files.args());
         v
     }
+    fn inputs(&self) -> Vec<hb_engine::AnyInput> {
+        self.build.iter().map(Input::any).collect()
+    }
     fn sources(&self, ctx: &Ctx) -> Result<Vec<Source>, JobError> {
-        let mut s = self.files.sources(ctx)?;
-        let interp = interpreter(self.python);
-        let info = ctx.source_file(Path::new(&interp)).map_err(|e| {
+        self.files.sources(ctx)
+    }
+    fn tools(&self, ctx: &Ctx) -> Result<Vec<Tool>, JobError> {
+        let interp = &self.interpreter;
+        let info = ctx.source_file(Path::new(interp)).map_err(|e| {
             JobError::Failed(format!(
                 "{}: the target interpreter {interp} is needed to build the app's wheel ({e}); install Debian's python{}.{}",
                 self.label, self.python.0, self.python.1
             ))
         })?;
-        s.push(Source { name: INTERPRETER_SOURCE.into(), digest: info.digest, size: info.size, executable: true });
-        Ok(s)
+        Ok(vec![Tool { path: interp.clone(), digest: info.digest }])
     }
-    fn run(&self, ctx: &Ctx, deps: &[&ActionResult], sources: &[Source]) -> Result<ActionResult, JobError> {
+    fn run(&self, ctx: &Ctx, inputs: &Inputs, sources: &[Source]) -> Result<Output<()>, JobError> {
         static PROBE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
         if let Err(why) = PROBE.get_or_init(|| hb_sandbox::probe(self.sandbox).map_err(|e| e.to_string())) {
             return Err(JobError::Failed(format!("{}: {why}", self.label)));
@@ -331,9 +199,10 @@ impl Job for WheelJob {
         };
         // The build environment: the backend's wheels in a venv of their own. Its files
         // are scaffolding, not outputs: they stay in memory and never enter the store.
-        let build_wheels = wheels_of(store, deps)?;
+        let trees = self.build.iter().map(|b| inputs.tree(*b)).collect::<Result<Vec<_>, _>>()?;
+        let build_wheels = wheels_of(store, &trees)?;
         let spec =
-            VenvSpec { prefix: format!("{base}/env"), python: self.python, interpreter: interpreter(self.python) };
+            VenvSpec { prefix: format!("{base}/env"), python: self.python, interpreter: self.interpreter.clone() };
         let mut blobs: BTreeMap<Digest, Vec<u8>> = BTreeMap::new();
         let mut put = |b: &[u8]| {
             let d = Digest::of(b);
@@ -356,11 +225,8 @@ impl Job for WheelJob {
         let from_memory = |d: &Digest| blobs.get(d).cloned().ok_or(StoreError::Missing(*d));
         materialize(&from_memory, &env_entries, &work.join("env"), self.mtime)?;
         // The sources, with one mtime and normalized modes.
-        let src: Vec<TreeEntry> = sources
-            .iter()
-            .filter(|s| s.name != INTERPRETER_SOURCE)
-            .map(|s| TreeEntry::file(s.name.clone(), s.digest, s.size, s.executable))
-            .collect();
+        let src: Vec<TreeEntry> =
+            sources.iter().map(|s| TreeEntry::file(s.name.clone(), s.digest, s.size, s.executable)).collect();
         materialize(&|d: &Digest| store.read_blob(d), &src, &work.join("src"), self.mtime)?;
         let frontend = work.join("pep517.py");
         std::fs::write(&frontend, FRONTEND).map_err(|e| JobError::Fs(hb_fs::FsError::new("writing", &frontend, e)))?;
@@ -396,7 +262,7 @@ impl Job for WheelJob {
         let (digest, size) = store.put_file(&path)?;
         let tree =
             Tree::new(vec![TreeEntry::file(name, digest, size, false)]).map_err(|e| JobError::Failed(e.to_string()))?;
-        Ok(ActionResult { tree, ..Default::default() })
+        Ok(Output::tree(tree))
     }
 }
 
@@ -411,35 +277,59 @@ fn tail(s: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].iter().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n")
 }
 
+/// What a virtualenv holds besides its files.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VenvFacts {
+    /// Some installed file is an ELF object (a compiled extension or library).
+    pub native_code: bool,
+    /// The newest glibc its wheels' manylinux tags need (`None` when all are pure).
+    pub required_glibc: Option<(u32, u32)>,
+    /// The launchers in its `bin/` (console scripts), by name.
+    pub console_scripts: Vec<String>,
+}
+
 /// `py_venv`: the virtualenv of the app at its install prefix.
 pub struct VenvJob {
     pub label: String,
     pub prefix: String,
     pub python: (u32, u32),
+    pub interpreter: String,
     pub target: Target,
+    /// The locked runtime files.
+    pub runtime: Vec<Input<()>>,
+    /// The app's own wheel.
+    pub app: Input<()>,
 }
 
-impl Job for VenvJob {
-    fn kind(&self) -> &'static str {
-        "py_venv"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
+impl Action for VenvJob {
+    type Facts = VenvFacts;
+    const KIND: &'static str = "py_venv";
+    const VERSION: u32 = 1;
     fn args(&self) -> Vec<u8> {
-        encode_args(&(&self.prefix, self.python, interpreter(self.python), target_id(&self.target)))
+        encode_args(&(&self.prefix, self.python, &self.interpreter, target_id(&self.target)))
     }
-    fn run(&self, ctx: &Ctx, deps: &[&ActionResult], _: &[Source]) -> Result<ActionResult, JobError> {
-        let wheels = wheels_of(ctx.store, deps)?;
-        let spec = VenvSpec { prefix: self.prefix.clone(), python: self.python, interpreter: interpreter(self.python) };
+    fn inputs(&self) -> Vec<hb_engine::AnyInput> {
+        self.runtime.iter().chain(std::iter::once(&self.app)).map(Input::any).collect()
+    }
+    fn run(&self, ctx: &Ctx, inputs: &Inputs, _: &[Source]) -> Result<Output<VenvFacts>, JobError> {
+        let trees = self.runtime.iter().chain([&self.app]).map(|i| inputs.tree(*i)).collect::<Result<Vec<_>, _>>()?;
+        let wheels = wheels_of(ctx.store, &trees)?;
+        let spec = VenvSpec { prefix: self.prefix.clone(), python: self.python, interpreter: self.interpreter.clone() };
         let mut put = |b: &[u8]| ctx.store.put_bytes(b).map_err(hb_python::PyError::Store);
         let venv = hb_python::install(&spec, &self.target, &wheels, &mut put)
             .map_err(|e| JobError::Failed(format!("{}: {e}", self.label)))?;
+        let bin = format!("{}/bin/", self.prefix.trim_start_matches('/'));
+        let console_scripts = venv
+            .entries
+            .iter()
+            .filter(|e| matches!(e.kind, EntryKind::File { .. }))
+            .filter_map(|e| e.path.strip_prefix(&bin))
+            .filter(|name| !name.contains('/'))
+            .map(str::to_string)
+            .collect();
+        let facts =
+            VenvFacts { native_code: venv.has_native_code, required_glibc: venv.required_glibc, console_scripts };
         let tree = Tree::new(venv.entries).map_err(|e| JobError::Failed(format!("{}: {e}", self.label)))?;
-        let mut meta = vec![("native".to_string(), u64::from(venv.has_native_code))];
-        if let Some((major, minor)) = venv.required_glibc {
-            meta.push(("glibc".to_string(), u64::from(major) * 1000 + u64::from(minor)));
-        }
-        Ok(ActionResult { tree, meta, exports: Vec::new() })
+        Ok(Output { tree, facts, exports: Vec::new() })
     }
 }

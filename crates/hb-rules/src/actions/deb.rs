@@ -15,11 +15,13 @@ use std::collections::BTreeMap;
 use std::io::{self, Read, Seek, Write};
 
 use hb_deb::{Compression, TarEntry, TarKind, xz::XzBlockInfo};
-use hb_engine::{ActionResult, Ctx, Job, JobError, Source, encode_args};
+use hb_engine::{Action, AnyInput, Ctx, Input, Inputs, JobError, Output, Source, encode_args};
 use hb_store::{Digest, EntryKind, Store, Tree, TreeEntry};
 use md5::Digest as _;
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use crate::actions::python::VenvFacts;
 
 /// Control-file metadata of a package, in the order fields are written.
 #[derive(Clone, Debug, Serialize)]
@@ -67,27 +69,27 @@ fn deb_err(label: &str, e: hb_deb::DebError) -> JobError {
     }
 }
 
-/// `deb_layout`: the union of the dependencies' trees, plus parent directories.
+/// `deb_layout`: the union of the parts' trees, plus parent directories.
 pub struct LayoutJob {
     pub label: String,
-    /// Labels of the dependencies, in the order of `deps`, for conflict messages.
-    pub dep_labels: Vec<String>,
+    /// The trees to merge, each with what it is called in conflict messages.
+    pub parts: Vec<(String, AnyInput)>,
 }
 
-impl Job for LayoutJob {
-    fn kind(&self) -> &'static str {
-        "deb_layout"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
+impl Action for LayoutJob {
+    type Facts = ();
+    const KIND: &'static str = "deb_layout";
+    const VERSION: u32 = 1;
     fn args(&self) -> Vec<u8> {
         Vec::new()
     }
-    fn run(&self, _ctx: &Ctx, deps: &[&ActionResult], _: &[Source]) -> Result<ActionResult, JobError> {
+    fn inputs(&self) -> Vec<AnyInput> {
+        self.parts.iter().map(|(_, i)| *i).collect()
+    }
+    fn run(&self, _ctx: &Ctx, inputs: &Inputs, _: &[Source]) -> Result<Output<()>, JobError> {
         let mut merged: BTreeMap<String, (TreeEntry, usize)> = BTreeMap::new();
-        for (i, dep) in deps.iter().enumerate() {
-            for e in dep.tree.entries() {
+        for (i, (_, part)) in self.parts.iter().enumerate() {
+            for e in inputs.tree(*part)?.entries() {
                 let mut parent = e.path.as_str();
                 while let Some((p, _)) = parent.rsplit_once('/') {
                     merged.entry(p.to_string()).or_insert_with(|| (TreeEntry::dir(p), i));
@@ -99,7 +101,7 @@ impl Job for LayoutJob {
                             &self.label,
                             format!(
                                 "/{} is provided by both {} and {}; each path of a package must come from one target",
-                                e.path, self.dep_labels[*j], self.dep_labels[i]
+                                e.path, self.parts[*j].0, self.parts[i].0
                             ),
                         ));
                     }
@@ -110,15 +112,7 @@ impl Job for LayoutJob {
             }
         }
         let tree = Tree::new(merged.into_values().map(|(e, _)| e).collect()).map_err(|e| failed(&self.label, e))?;
-        // Facts about the contents (native code, glibc needed) travel on: the maximum.
-        let mut meta: BTreeMap<String, u64> = BTreeMap::new();
-        for dep in deps {
-            for (k, v) in &dep.meta {
-                let slot = meta.entry(k.clone()).or_insert(0);
-                *slot = (*slot).max(*v);
-            }
-        }
-        Ok(ActionResult { tree, meta: meta.into_iter().collect(), exports: Vec::new() })
+        Ok(Output::tree(tree))
     }
 }
 
@@ -193,22 +187,17 @@ fn member_frame(compression: Compression, blocks: &[XzBlockInfo]) -> (Vec<u8>, V
     }
 }
 
-fn unit_meta(i: usize, info: Option<XzBlockInfo>) -> Vec<(String, u64)> {
-    match info {
-        Some(b) => vec![(format!("unpadded.{i}"), b.unpadded_size), (format!("uncompressed.{i}"), b.uncompressed_size)],
-        None => Vec::new(),
-    }
+/// What a compressed member's (or chunk's) action tells the pack: for xz, the index
+/// record of each of its blocks, in the order of its tree's files.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberFacts {
+    pub xz_blocks: Vec<XzBlockInfo>,
 }
 
-fn blocks_of(result: &ActionResult) -> Vec<XzBlockInfo> {
-    (0..)
-        .map_while(|i| {
-            Some(XzBlockInfo {
-                unpadded_size: result.meta(&format!("unpadded.{i}"))?,
-                uncompressed_size: result.meta(&format!("uncompressed.{i}"))?,
-            })
-        })
-        .collect()
+impl MemberFacts {
+    fn of(info: Option<XzBlockInfo>) -> MemberFacts {
+        MemberFacts { xz_blocks: info.into_iter().collect() }
+    }
 }
 
 /// `deb_control`: the control member.
@@ -218,28 +207,27 @@ pub struct ControlJob {
     pub policy: Policy,
     /// Maintainer scripts (name, text), installed with mode 0755.
     pub scripts: Vec<(String, String)>,
+    /// The package's file system.
+    pub layout: Input<()>,
+    /// The virtualenvs in it, whose native code decides the C library dependency.
+    pub venvs: Vec<Input<VenvFacts>>,
+    /// The target platform (its C library package).
+    pub platform: &'static hb_platform::Platform,
 }
 
-impl Job for ControlJob {
-    fn kind(&self) -> &'static str {
-        "deb_control"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
+impl Action for ControlJob {
+    type Facts = MemberFacts;
+    const KIND: &'static str = "deb_control";
+    const VERSION: u32 = 1;
     fn args(&self) -> Vec<u8> {
-        encode_args(&(&self.meta, &self.policy, &self.scripts))
+        encode_args(&(&self.meta, &self.policy, &self.scripts, self.platform.libc_package))
     }
-    fn run(&self, ctx: &Ctx, deps: &[&ActionResult], _: &[Source]) -> Result<ActionResult, JobError> {
-        let layout = &deps[0].tree;
-        let mut depends = self.meta.depends.clone();
-        if deps[0].meta("native").unwrap_or(0) > 0 {
-            // Compiled extensions link against glibc: as new as their wheels' manylinux tag.
-            match deps[0].meta("glibc") {
-                Some(g) => depends.insert(0, format!("libc6 (>= {}.{})", g / 1000, g % 1000)),
-                None => depends.insert(0, "libc6".to_string()),
-            }
-        }
+    fn inputs(&self) -> Vec<AnyInput> {
+        std::iter::once(self.layout.any()).chain(self.venvs.iter().map(Input::any)).collect()
+    }
+    fn run(&self, ctx: &Ctx, inputs: &Inputs, _: &[Source]) -> Result<Output<MemberFacts>, JobError> {
+        let layout = inputs.tree(self.layout)?;
+        let depends = self.depends(inputs)?;
         let files: Vec<(&str, Digest)> = layout
             .entries()
             .iter()
@@ -316,7 +304,26 @@ impl Job for ControlJob {
         let (digest, size, info) = compress_unit(ctx.store, self.policy.compression, &mut tar.as_slice())?;
         let name = format!("control.tar.{}", self.policy.compression.extension());
         let tree = Tree::new(vec![TreeEntry::file(name, digest, size, false)]).map_err(|e| failed(&self.label, e))?;
-        Ok(ActionResult { tree, meta: unit_meta(0, info), exports: Vec::new() })
+        Ok(Output { tree, facts: MemberFacts::of(info), exports: Vec::new() })
+    }
+}
+
+impl ControlJob {
+    /// `Depends`: the declared relationships, after the C library when the package holds
+    /// compiled code (as new as the newest glibc its wheels' manylinux tags need).
+    fn depends(&self, inputs: &Inputs) -> Result<Vec<String>, JobError> {
+        let mut native = false;
+        let mut glibc: Option<(u32, u32)> = None;
+        for v in &self.venvs {
+            let (_, facts) = inputs.get(v)?;
+            native |= facts.native_code;
+            glibc = glibc.max(facts.required_glibc);
+        }
+        let mut depends = self.meta.depends.clone();
+        if native {
+            depends.insert(0, self.platform.libc_depends(glibc));
+        }
+        Ok(depends)
     }
 }
 
@@ -340,6 +347,8 @@ pub struct DataJob {
     pub label: String,
     pub policy: Policy,
     pub chunks: ChunkTuning,
+    /// The package's file system.
+    pub layout: Input<()>,
 }
 
 /// A tar entry as it enters a chunk's arguments: member path, mode, kind tag (0 dir,
@@ -353,18 +362,18 @@ struct ChunkArgs<'a> {
     last: bool,
 }
 
-impl Job for DataJob {
-    fn kind(&self) -> &'static str {
-        "deb_data"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
+impl Action for DataJob {
+    type Facts = MemberFacts;
+    const KIND: &'static str = "deb_data";
+    const VERSION: u32 = 1;
     fn args(&self) -> Vec<u8> {
         encode_args(&(&self.policy, &self.chunks))
     }
-    fn run(&self, ctx: &Ctx, deps: &[&ActionResult], _: &[Source]) -> Result<ActionResult, JobError> {
-        let entries = tar_entries(&deps[0].tree);
+    fn inputs(&self) -> Vec<AnyInput> {
+        vec![self.layout.any()]
+    }
+    fn run(&self, ctx: &Ctx, inputs: &Inputs, _: &[Source]) -> Result<Output<MemberFacts>, JobError> {
+        let entries = tar_entries(inputs.tree(self.layout)?);
         let ranges = match self.policy.compression {
             // dpkg reads only the first zstd frame: the member must be one unit.
             Compression::Zstd => std::iter::once(0..entries.len()).collect(),
@@ -387,13 +396,13 @@ impl Job for DataJob {
                 .collect::<Result<_, JobError>>()
         })?;
         let mut tree_entries = Vec::new();
-        let mut meta = Vec::new();
+        let mut facts = MemberFacts::default();
         for (i, (digest, size, info)) in units.into_iter().enumerate() {
             tree_entries.push(TreeEntry::file(format!("chunk-{i:06}"), digest, size, false));
-            meta.extend(unit_meta(i, info));
+            facts.xz_blocks.extend(info);
         }
         let tree = Tree::new(tree_entries).map_err(|e| failed(&self.label, e))?;
-        Ok(ActionResult { tree, meta, exports: Vec::new() })
+        Ok(Output { tree, facts, exports: Vec::new() })
     }
 }
 
@@ -421,7 +430,7 @@ impl DataJob {
         // The files' digests are also named inputs, so `hb explain` can name a changed one.
         let inputs: Vec<(String, Digest)> =
             entries.iter().filter_map(|(e, d)| d.map(|d| (format!("/{}", e.path), d))).collect();
-        let result = ctx.memo(&name, "deb_data_chunk", 2, &encode_args(&args), &inputs, || {
+        let result = ctx.memo::<MemberFacts>(&name, "deb_data_chunk", 2, &encode_args(&args), &inputs, || {
             // The chunk's tar goes through a temporary file so memory stays bounded
             // whatever the size of the files in it.
             let mut tmp = tempfile_in(ctx.store)?;
@@ -433,13 +442,12 @@ impl DataJob {
             tmp.rewind()?;
             let (digest, size, info) = compress_unit(ctx.store, self.policy.compression, &mut io::BufReader::new(tmp))?;
             let tree = Tree::new(vec![TreeEntry::file("chunk", digest, size, false)]).map_err(|e| failed(&name, e))?;
-            Ok(ActionResult { tree, meta: unit_meta(0, info), exports: Vec::new() })
+            Ok(Output { tree, facts: MemberFacts::of(info), exports: Vec::new() })
         })?;
-        let e = &result.tree.entries()[0];
-        let EntryKind::File { digest, size } = e.kind else {
+        let Some(EntryKind::File { digest, size }) = result.tree.entries().first().map(|e| &e.kind) else {
             return Err(failed(&name, "cached chunk is not a file"));
         };
-        Ok((digest, size, blocks_of(&result).first().copied()))
+        Ok((*digest, *size, result.facts.xz_blocks.first().copied()))
     }
 }
 
@@ -457,6 +465,8 @@ pub struct PackJob {
     pub label: String,
     pub file_name: String,
     pub policy: Policy,
+    pub control: Input<MemberFacts>,
+    pub data: Input<MemberFacts>,
 }
 
 /// Reads a sequence of byte buffers and store blobs as one stream, opening blobs lazily.
@@ -496,12 +506,12 @@ impl Read for Concat<'_> {
     }
 }
 
-/// One member's parts and total size: frame bytes around the unit blobs of `result`.
-fn member(result: &ActionResult, compression: Compression) -> (u64, Vec<Part>) {
-    let (head, tail) = member_frame(compression, &blocks_of(result));
+/// One member's parts and total size: frame bytes around the unit blobs of its tree.
+fn member(tree: &Tree, facts: &MemberFacts, compression: Compression) -> (u64, Vec<Part>) {
+    let (head, tail) = member_frame(compression, &facts.xz_blocks);
     let mut size = (head.len() + tail.len()) as u64;
     let mut parts = vec![Part::Bytes(head)];
-    for e in result.tree.entries() {
+    for e in tree.entries() {
         if let EntryKind::File { digest, size: s } = &e.kind {
             size += s;
             parts.push(Part::Blob(*digest));
@@ -511,23 +521,24 @@ fn member(result: &ActionResult, compression: Compression) -> (u64, Vec<Part>) {
     (size, parts)
 }
 
-impl Job for PackJob {
-    fn kind(&self) -> &'static str {
-        "deb_pack"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
+impl Action for PackJob {
+    type Facts = ();
+    const KIND: &'static str = "deb_pack";
+    const VERSION: u32 = 1;
     fn args(&self) -> Vec<u8> {
         encode_args(&(&self.file_name, &self.policy))
     }
-    fn run(&self, ctx: &Ctx, deps: &[&ActionResult], _: &[Source]) -> Result<ActionResult, JobError> {
-        let reader = |result: &ActionResult| {
-            let (size, parts) = member(result, self.policy.compression);
-            (size, Concat { store: ctx.store, parts: parts.into(), current: None })
+    fn inputs(&self) -> Vec<AnyInput> {
+        vec![self.control.any(), self.data.any()]
+    }
+    fn run(&self, ctx: &Ctx, inputs: &Inputs, _: &[Source]) -> Result<Output<()>, JobError> {
+        let reader = |input: &Input<MemberFacts>| -> Result<_, JobError> {
+            let (tree, facts) = inputs.get(input)?;
+            let (size, parts) = member(tree, &facts, self.policy.compression);
+            Ok((size, Concat { store: ctx.store, parts: parts.into(), current: None }))
         };
-        let (control_size, mut control) = reader(deps[0]);
-        let (data_size, mut data) = reader(deps[1]);
+        let (control_size, mut control) = reader(&self.control)?;
+        let (data_size, mut data) = reader(&self.data)?;
         let w = io::BufWriter::with_capacity(1 << 20, ctx.store.blob_writer()?);
         let w = hb_deb::write_deb(
             w,
@@ -541,6 +552,6 @@ impl Job for PackJob {
         let (digest, size) = w.finish()?;
         let tree = Tree::new(vec![TreeEntry::file(self.file_name.clone(), digest, size, false)])
             .map_err(|e| failed(&self.label, e))?;
-        Ok(ActionResult { tree, meta: Vec::new(), exports: vec![self.file_name.clone()] })
+        Ok(Output { tree, facts: (), exports: vec![self.file_name.clone()] })
     }
 }

@@ -1,0 +1,103 @@
+//! Target platforms: one row of [`PLATFORMS`] per Debian release and architecture hb
+//! builds for, holding every fact a rule needs about the system a package installs on
+//! (suite, Debian architecture, Python version, glibc, wheel architecture, the systemd
+//! unit directory, the relationships a service package declares). Rules read these
+//! facts from here and nowhere else; a platform name that is not in the table is an
+//! error, never a fallback.
+
+/// A Debian release on one architecture.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Platform {
+    /// `suite-architecture`, as written in `[workspace] platform`.
+    pub name: &'static str,
+    /// Debian suite (codename).
+    pub suite: &'static str,
+    /// Debian architecture (`Architecture:` of the packages).
+    pub architecture: &'static str,
+    /// The release's `python3` version.
+    pub python: (u32, u32),
+    /// The release's glibc version.
+    pub glibc: (u32, u32),
+    /// The machine name in wheel platform tags (`manylinux_2_36_x86_64`).
+    pub wheel_arch: &'static str,
+    /// Where the release's packages install systemd units, relative to `/`.
+    pub systemd_unit_dir: &'static str,
+    /// The package providing the C library.
+    pub libc_package: &'static str,
+    /// `Depends` of a package that runs a service (creating its system user).
+    pub service_depends: &'static [&'static str],
+    /// `Pre-Depends` of a package that runs a service: `invoke-rc.d
+    /// --skip-systemd-native` needs init-system-helpers 1.54.
+    pub service_pre_depends: &'static [&'static str],
+}
+
+/// Debian 12 on x86-64.
+pub const BOOKWORM_AMD64: Platform = Platform {
+    name: "bookworm-amd64",
+    suite: "bookworm",
+    architecture: "amd64",
+    python: (3, 11),
+    glibc: (2, 36),
+    wheel_arch: "x86_64",
+    systemd_unit_dir: "lib/systemd/system",
+    libc_package: "libc6",
+    service_depends: &["adduser"],
+    service_pre_depends: &["init-system-helpers (>= 1.54~)"],
+};
+
+/// Every platform hb knows, the default first.
+pub const PLATFORMS: &[&Platform] = &[&BOOKWORM_AMD64];
+
+/// The platform a workspace builds for when it names none.
+pub const DEFAULT: &Platform = &BOOKWORM_AMD64;
+
+/// The platform called `name`.
+pub fn lookup(name: &str) -> Option<&'static Platform> {
+    PLATFORMS.iter().copied().find(|p| p.name == name)
+}
+
+/// The names of every known platform, for error messages.
+pub fn names() -> Vec<&'static str> {
+    PLATFORMS.iter().map(|p| p.name).collect()
+}
+
+impl Platform {
+    /// The target's interpreter, also the one PEP 517 builds run.
+    pub fn interpreter(&self) -> String {
+        format!("/usr/bin/python{}.{}", self.python.0, self.python.1)
+    }
+
+    /// `python3 (>= 3.11~), python3 (<< 3.12)`: a venv works only with the minor
+    /// version it was written for.
+    pub fn python_depends(&self) -> [String; 2] {
+        let (major, minor) = self.python;
+        [format!("python3 (>= {major}.{minor}~)"), format!("python3 (<< {major}.{})", minor + 1)]
+    }
+
+    /// The C library relationship of a package with compiled code needing `glibc`.
+    pub fn libc_depends(&self, glibc: Option<(u32, u32)>) -> String {
+        match glibc {
+            Some((major, minor)) => format!("{} (>= {major}.{minor})", self.libc_package),
+            None => self.libc_package.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table() {
+        assert_eq!(lookup("bookworm-amd64"), Some(&BOOKWORM_AMD64));
+        assert_eq!(lookup("bookworm-armhf"), None);
+        assert_eq!(names(), ["bookworm-amd64"]);
+        for p in PLATFORMS {
+            assert_eq!(p.name, format!("{}-{}", p.suite, p.architecture));
+        }
+        let p = DEFAULT;
+        assert_eq!(p.python_depends(), ["python3 (>= 3.11~)", "python3 (<< 3.12)"]);
+        assert_eq!(p.libc_depends(Some((2, 17))), "libc6 (>= 2.17)");
+        assert_eq!(p.interpreter(), "/usr/bin/python3.11");
+    }
+}

@@ -1,0 +1,8 @@
+//! The actions rules expand into, one module per family. Each is an
+//! [`hb_engine::Action`] with named, typed inputs and typed facts; none reads the
+//! workspace except through its declared sources.
+
+pub mod deb;
+pub mod files;
+pub mod python;
+pub mod render;

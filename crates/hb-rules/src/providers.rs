@@ -1,0 +1,57 @@
+//! The typed providers rules exchange (Bazel's `PyInfo`, `DefaultInfo`): what a target
+//! offers the targets that depend on it. A provider holds facts known while planning
+//! and handles ([`Input`]) to the actions whose results hold the rest.
+
+use hb_engine::{AnyInput, Input};
+
+use crate::actions::python::VenvFacts;
+use crate::rule::Provider;
+
+/// Files for a package's file system: a tree of paths relative to `/`, which a `deb`
+/// containing the target merges into its data member.
+#[derive(Clone, Debug)]
+pub struct InstallTree {
+    pub tree: AnyInput,
+}
+impl Provider for InstallTree {}
+
+/// A Python application installed as a virtualenv.
+#[derive(Clone, Debug)]
+pub struct PythonApp {
+    /// The virtualenv's install prefix on the target (`/usr/lib/demosite`).
+    pub prefix: String,
+    /// The target interpreter the venv runs (`/usr/bin/python3.11`).
+    pub interpreter: String,
+    /// Its version.
+    pub python: (u32, u32),
+    /// Its pyproject.toml, as written in its BUILD.toml.
+    pub pyproject: String,
+    /// The entry point a server runs, `module:attribute`.
+    pub entry_point: String,
+    /// PEP 503 names of the locked runtime distributions (what the venv will contain).
+    pub requirements: Vec<String>,
+    /// The venv action; its facts say whether it holds native code, the glibc it needs
+    /// and its console scripts.
+    pub venv: Input<VenvFacts>,
+}
+impl Provider for PythonApp {}
+
+impl PythonApp {
+    /// Whether the locked runtime distributions include `name` (PEP 503 normalized).
+    pub fn requires(&self, name: &str) -> bool {
+        self.requirements.iter().any(|r| r == name)
+    }
+}
+
+/// A Debian binary package.
+#[derive(Clone, Debug)]
+pub struct DebPackage {
+    pub package: String,
+    pub version: String,
+    pub architecture: String,
+    /// `NAME_VERSION_ARCH.deb`.
+    pub file_name: String,
+    /// The action whose tree is the `.deb`.
+    pub deb: AnyInput,
+}
+impl Provider for DebPackage {}

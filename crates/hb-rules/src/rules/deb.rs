@@ -1,0 +1,432 @@
+//! `[[deb]]`: a Debian binary package made of its dependencies' [`InstallTree`]s, with
+//! an optional `[deb.service]` that runs one of its [`PythonApp`]s under gunicorn as a
+//! system service. Analysis validates the package against its dependencies' providers
+//! and the platform, works out the control fields and renders the generated files;
+//! expansion adds `files` for the config and copyright, `render`, then
+//! `deb_layout` → `deb_control` + `deb_data` → `deb_pack`. Provides a [`DebPackage`].
+
+use std::collections::BTreeMap;
+
+use hb_config::{ConfigError, Label, Location, Package};
+use hb_engine::{AnyInput, Input};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::actions::deb::{ChunkTuning, ControlJob, DataJob, DebMeta, LayoutJob, PackJob, Policy};
+use crate::actions::files::FilesJob;
+use crate::actions::python::VenvFacts;
+use crate::actions::render::RenderJob;
+use crate::providers::{DebPackage, InstallTree, PythonApp};
+use crate::rule::{Cx, Providers, Rule};
+use crate::service::{self, Rendered, ServiceContext};
+use crate::{RulesError, short};
+
+/// The `deb` rule.
+pub struct Deb;
+
+/// `[[deb]]` attributes.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DebAttrs {
+    pub name: Spanned<String>,
+    /// Debian package name; default: the package directory's name.
+    pub package: Option<Spanned<String>>,
+    pub version: Spanned<String>,
+    pub maintainer: Spanned<String>,
+    /// First line: the synopsis; further lines: the long description.
+    pub description: Spanned<String>,
+    #[serde(default = "default_section")]
+    pub section: String,
+    #[serde(default = "default_priority")]
+    pub priority: String,
+    pub homepage: Option<String>,
+    /// Extra `Depends` entries, verbatim.
+    #[serde(default)]
+    pub depends: Vec<Spanned<String>>,
+    pub compression: Option<hb_config::Compression>,
+    pub source_date_epoch: Option<u64>,
+    #[serde(default)]
+    pub deps: Vec<Spanned<String>>,
+    /// License name for the generated copyright file (default "proprietary").
+    pub license: Option<String>,
+    /// A copyright file of the package to ship instead of the generated one.
+    pub copyright: Option<Spanned<String>>,
+    /// Template overrides: template name → file of the package.
+    #[serde(default)]
+    pub templates: BTreeMap<String, Spanned<String>>,
+    /// Run an app of the package as a system service.
+    pub service: Option<ServiceSettings>,
+}
+
+/// `[deb.service]`: a WSGI app served by gunicorn as a system service.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSettings {
+    /// The python_app target to serve (a label).
+    pub app: Spanned<String>,
+    /// Address gunicorn binds to.
+    #[serde(default = "default_bind")]
+    pub bind: Spanned<String>,
+    #[serde(default = "default_port")]
+    pub port: Spanned<u16>,
+    #[serde(default = "default_workers")]
+    pub workers: Spanned<u32>,
+    /// The system user the service runs as; default: the package name.
+    pub user: Option<Spanned<String>>,
+    /// Extra `KEY = "value"` lines for /etc/default/NAME.
+    #[serde(default)]
+    pub environment: BTreeMap<String, Spanned<String>>,
+    /// The app's configuration file in the package, installed as /etc/NAME/config.cfg
+    /// (default: a generated one).
+    pub config: Option<Spanned<String>>,
+}
+
+fn default_section() -> String {
+    "misc".into()
+}
+fn default_priority() -> String {
+    "optional".into()
+}
+fn default_bind() -> Spanned<String> {
+    Spanned::new(0..0, "127.0.0.1".into())
+}
+fn default_port() -> Spanned<u16> {
+    Spanned::new(0..0, 8000)
+}
+fn default_workers() -> Spanned<u32> {
+    Spanned::new(0..0, 2)
+}
+
+/// What analysis of a deb found.
+pub struct Analysis {
+    package: String,
+    /// The dependencies' trees, each named for conflict messages.
+    parts: Vec<(String, AnyInput)>,
+    venvs: Vec<Input<VenvFacts>>,
+    meta: DebMeta,
+    policy: Policy,
+    rendered: Rendered,
+}
+
+impl Rule for Deb {
+    const KIND: &'static str = "deb";
+    type Attrs = DebAttrs;
+    type Analysis = Analysis;
+
+    fn name(attrs: &DebAttrs) -> &Spanned<String> {
+        &attrs.name
+    }
+
+    fn deps(attrs: &DebAttrs) -> Vec<Spanned<String>> {
+        attrs.deps.clone()
+    }
+
+    fn check(pkg: &Package, d: &DebAttrs) -> Result<(), ConfigError> {
+        check_control(pkg, d)?;
+        if let Some(svc) = &d.service {
+            check_service(pkg, svc)?;
+        }
+        for file in d.templates.values().chain(&d.copyright).chain(d.service.iter().filter_map(|s| s.config.as_ref())) {
+            hb_config::build_file::check_relative_file(pkg, file)?;
+        }
+        Ok(())
+    }
+
+    fn analyse(&self, cx: &Cx, d: &DebAttrs) -> Result<Analysis, RulesError> {
+        let package = package_name(cx, d)?;
+        let served = served_app(cx, d)?;
+        let (parts, apps) = contents(cx)?;
+        let service = match (&d.service, served) {
+            (Some(svc), Some((label, at))) => Some(service_context(cx, svc, &package, &apps, &label, at)?),
+            _ => None,
+        };
+        let mtime = d
+            .source_date_epoch
+            .or(cx.settings.source_date_epoch)
+            .unwrap_or(hb_config::build_file::DEFAULT_SOURCE_DATE_EPOCH);
+        let meta = control_meta(cx, d, &package, !apps.is_empty(), service.is_some());
+        let prefixes: Vec<String> = apps.iter().map(|(_, app)| app.prefix.clone()).collect();
+        let description = d.description.get_ref();
+        let rendered = service::render(
+            cx.package,
+            d,
+            &service::RenderInput {
+                package: &package,
+                version: d.version.get_ref(),
+                maintainer: d.maintainer.get_ref(),
+                synopsis: description.lines().next().unwrap_or_default().trim(),
+                mtime,
+                python_prefixes: &prefixes,
+                service: service.as_ref(),
+            },
+        )?;
+        let compression = match d.compression.unwrap_or(cx.settings.compression) {
+            hb_config::Compression::Xz => hb_deb::Compression::Xz,
+            hb_config::Compression::Gzip => hb_deb::Compression::Gzip,
+            hb_config::Compression::Zstd => hb_deb::Compression::Zstd,
+        };
+        let venvs = apps.iter().map(|(_, app)| app.venv).collect();
+        Ok(Analysis { package, parts, venvs, meta, policy: Policy { compression, mtime }, rendered })
+    }
+
+    fn expand(&self, cx: &mut Cx, d: &DebAttrs, a: Analysis) -> Result<Providers, RulesError> {
+        let name = cx.label();
+        let mut parts = a.parts;
+        // Files of the package placed at fixed paths: the app's config, a copyright.
+        let mut exact = Vec::new();
+        if let Some(cfg) = d.service.as_ref().and_then(|s| s.config.as_ref()) {
+            exact.push((cfg, format!("/etc/{}/config.cfg", a.package), "config"));
+        }
+        if let Some(c) = &d.copyright {
+            exact.push((c, format!("/usr/share/doc/{}/copyright", a.package), "copyright"));
+        }
+        for (file, dest, what) in exact {
+            let job = FilesJob {
+                label: format!("{name} {what}"),
+                dir: cx.package.dir.clone(),
+                patterns: vec![(glob::Pattern::escape(file.get_ref()), short(&cx.locate(file.span())))],
+                dest,
+                strip_prefix: String::new(),
+                exact: true,
+            };
+            parts.push((format!("{name} {what}"), cx.actions.add(format!("{name} {what}"), job).any()));
+        }
+        let render = RenderJob { label: name.clone(), files: a.rendered.files };
+        parts.push((format!("{name} (generated files)"), cx.actions.add(format!("{name} render"), render).any()));
+
+        let policy = a.policy;
+        let actions = &mut *cx.actions;
+        let layout = actions.add(format!("{name} layout"), LayoutJob { label: name.clone(), parts });
+        let control = ControlJob {
+            label: name.clone(),
+            meta: a.meta.clone(),
+            policy,
+            scripts: a.rendered.scripts,
+            layout,
+            venvs: a.venvs,
+            platform: cx.platform,
+        };
+        let control = actions.add(format!("{name} control"), control);
+        let data = DataJob { label: name.clone(), policy, chunks: ChunkTuning::default(), layout };
+        let data = actions.add(format!("{name} data"), data);
+        let file_name = a.meta.file_name();
+        let pack = PackJob { label: name.clone(), file_name: file_name.clone(), policy, control, data };
+        let deb = actions.add(name, pack).any();
+        let info = DebPackage {
+            package: a.meta.package,
+            version: a.meta.version,
+            architecture: a.meta.architecture,
+            file_name,
+            deb,
+        };
+        Ok(Providers::new(deb).with(info))
+    }
+}
+
+/// The Debian package name: `package`, else the package directory's name.
+fn package_name(cx: &Cx, d: &DebAttrs) -> Result<String, RulesError> {
+    if let Some(p) = &d.package {
+        return Ok(p.get_ref().clone());
+    }
+    let dir = cx.target.label.package.rsplit('/').next().unwrap_or_default().to_lowercase().replace('_', "-");
+    if !hb_config::build_file::valid_debian_package_name(&dir) {
+        return Err(RulesError::Invalid {
+            message: format!("`{dir}` is not a valid Debian package name; set `package` explicitly"),
+            location: cx.target.location.clone(),
+        });
+    }
+    Ok(dir)
+}
+
+/// The label of the served app and where it is written; it must be one of the deps.
+fn served_app(cx: &Cx, d: &DebAttrs) -> Result<Option<(Label, Location)>, RulesError> {
+    let Some(svc) = &d.service else { return Ok(None) };
+    let at = cx.locate(svc.app.span());
+    let label = Label::parse(svc.app.get_ref(), Some(&cx.target.label.package))
+        .map_err(|e| RulesError::Invalid { message: e.to_string(), location: at.clone() })?;
+    if cx.dep(&label).is_none() {
+        return Err(RulesError::Invalid {
+            message: format!("the service's app {label} must also be in `deps`, so that its files are in the package"),
+            location: at,
+        });
+    }
+    Ok(Some((label, at)))
+}
+
+/// A dependency's tree, named for conflict messages, and the Python apps among them.
+type Contents<'a> = (Vec<(String, AnyInput)>, Vec<(Label, &'a PythonApp)>);
+
+/// The trees the package is made of, from its dependencies' providers.
+fn contents<'a>(cx: &'a Cx) -> Result<Contents<'a>, RulesError> {
+    let mut parts = Vec::new();
+    let mut apps = Vec::new();
+    for (label, at, providers) in cx.deps() {
+        if providers.get::<DebPackage>().is_some() {
+            return Err(RulesError::Invalid {
+                message: format!("{} cannot contain the package {label}; list it in `depends` instead", cx.label()),
+                location: at.clone(),
+            });
+        }
+        let Some(tree) = providers.get::<InstallTree>() else {
+            return Err(RulesError::Invalid {
+                message: format!("{label} has no files to install, so it cannot be in a package's `deps`"),
+                location: at.clone(),
+            });
+        };
+        if let Some(app) = providers.get::<PythonApp>() {
+            apps.push((label.clone(), app));
+        }
+        parts.push((label.to_string(), tree.tree));
+    }
+    Ok((parts, apps))
+}
+
+/// The service as the templates see it.
+fn service_context(
+    cx: &Cx,
+    svc: &ServiceSettings,
+    package: &str,
+    apps: &[(Label, &PythonApp)],
+    label: &Label,
+    at: Location,
+) -> Result<ServiceContext, RulesError> {
+    let Some((_, app)) = apps.iter().find(|(l, _)| l == label) else {
+        return Err(RulesError::Invalid {
+            message: format!("the service's app {label} must be a python_app target"),
+            location: at,
+        });
+    };
+    if !app.requires("gunicorn") {
+        return Err(RulesError::Invalid {
+            message: format!(
+                "the service runs gunicorn, but {label} does not depend on it: add \"gunicorn\" to [project] dependencies in {} and run `hb lock {label}`",
+                app.pyproject
+            ),
+            location: at,
+        });
+    }
+    if svc.user.is_none() && !hb_config::build_file::valid_system_user(package) {
+        return Err(RulesError::Invalid {
+            message: format!(
+                "the package name `{package}` is not a valid system user name; set `user` in [deb.service]"
+            ),
+            location: cx.target.location.clone(),
+        });
+    }
+    let bind = match svc.bind.get_ref().parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(v4)) => format!("{v4}:{}", svc.port.get_ref()),
+        Ok(std::net::IpAddr::V6(v6)) => format!("[{v6}]:{}", svc.port.get_ref()),
+        Err(_) => return Err(cx.invalid(svc.bind.span(), "`bind` must be an IP address")),
+    };
+    Ok(ServiceContext {
+        user: svc.user.as_ref().map_or_else(|| package.to_string(), |u| u.get_ref().clone()),
+        bind,
+        workers: *svc.workers.get_ref(),
+        module: app.entry_point.clone(),
+        prefix: app.prefix.clone(),
+        environment: svc.environment.iter().map(|(k, v)| (k.clone(), v.get_ref().clone())).collect(),
+        config_path: format!("/etc/{package}/config.cfg"),
+        logging_path: format!("/etc/{package}/logging.conf"),
+        log_dir: format!("/var/log/{package}"),
+        pidfile: format!("/run/{package}.pid"),
+        run_dir: format!("/run/{package}"),
+        unit: format!("{package}.service"),
+        unit_dir: cx.platform.systemd_unit_dir.to_string(),
+    })
+}
+
+/// The control fields known while planning (the C library dependency is added by
+/// `deb_control` from the venvs' facts).
+fn control_meta(cx: &Cx, d: &DebAttrs, package: &str, python: bool, service: bool) -> DebMeta {
+    let platform = cx.platform;
+    let mut depends = Vec::new();
+    if python {
+        depends.extend(platform.python_depends());
+    }
+    let strings = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    if service {
+        depends.extend(strings(platform.service_depends));
+    }
+    depends.extend(d.depends.iter().map(|s| s.get_ref().clone()));
+    DebMeta {
+        package: package.to_string(),
+        version: d.version.get_ref().clone(),
+        architecture: platform.architecture.to_string(),
+        maintainer: d.maintainer.get_ref().clone(),
+        pre_depends: if service { strings(platform.service_pre_depends) } else { Vec::new() },
+        depends,
+        section: d.section.clone(),
+        priority: d.priority.clone(),
+        homepage: d.homepage.clone(),
+        description: d.description.get_ref().clone(),
+    }
+}
+
+fn check_control(pkg: &Package, d: &DebAttrs) -> Result<(), ConfigError> {
+    use hb_config::build_file::{check_debian_version, valid_debian_package_name};
+    if let Some(name) = &d.package
+        && !valid_debian_package_name(name.get_ref())
+    {
+        return Err(pkg.error(
+            name.span(),
+            "Debian package names are lowercase letters, digits, `+`, `-` and `.`, start with a letter or digit, and are at least 2 characters long",
+        ));
+    }
+    if let Err(why) = check_debian_version(d.version.get_ref()) {
+        return Err(pkg.error(d.version.span(), format!("invalid Debian version: {why}")));
+    }
+    if d.description.get_ref().lines().next().is_none_or(|l| l.trim().is_empty()) {
+        return Err(pkg.error(d.description.span(), "the description's first line (the synopsis) must not be empty"));
+    }
+    if d.maintainer.get_ref().trim().is_empty() || d.maintainer.get_ref().contains('\n') {
+        return Err(
+            pkg.error(d.maintainer.span(), "`maintainer` must be one line, like \"Jane Doe <jane@example.org>\"")
+        );
+    }
+    for dep in &d.depends {
+        if dep.get_ref().trim().is_empty() || dep.get_ref().contains('\n') || dep.get_ref().contains(',') {
+            return Err(pkg.error(
+                dep.span(),
+                "each `depends` entry is one relation, like \"curl (>= 7.88)\" (alternatives with `|`)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_service(pkg: &Package, s: &ServiceSettings) -> Result<(), ConfigError> {
+    if s.bind.get_ref().parse::<std::net::IpAddr>().is_err() {
+        return Err(pkg.error(s.bind.span(), "`bind` must be an IP address, like \"127.0.0.1\" or \"::1\""));
+    }
+    if *s.port.get_ref() == 0 {
+        return Err(pkg.error(s.port.span(), "`port` must be between 1 and 65535"));
+    }
+    if !(1..=1024).contains(s.workers.get_ref()) {
+        return Err(pkg.error(s.workers.span(), "`workers` must be between 1 and 1024"));
+    }
+    if let Some(user) = &s.user
+        && !hb_config::build_file::valid_system_user(user.get_ref())
+    {
+        return Err(pkg.error(
+            user.span(),
+            "adduser refuses this system user name: use lowercase letters, digits, `_` and `-`, starting with a letter or `_`, at most 32 characters",
+        ));
+    }
+    for (key, value) in &s.environment {
+        let ok_key = key.bytes().next().is_some_and(|b| b.is_ascii_uppercase() || b == b'_')
+            && key.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+        if !ok_key {
+            return Err(pkg.error(
+                value.span(),
+                format!("environment variable `{key}`: names are uppercase letters, digits and `_`"),
+            ));
+        }
+        if value.get_ref().chars().any(|c| matches!(c, '"' | '\\' | '$' | '`' | '\n' | '\r')) {
+            return Err(pkg.error(
+                value.span(),
+                format!("environment variable `{key}`: the value may not contain quotes, backslashes, `$`, backticks or newlines (it is read by sh and by systemd)"),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! hb's rule kinds, one module each, registered in [`crate::Rules::builtin`].
+
+pub mod deb;
+pub mod files;
+pub mod python_app;

@@ -1,0 +1,291 @@
+//! `[[python_app]]`: a Python application with a `pyproject.toml` and a hash-locked set
+//! of dependencies, installed as a virtualenv. Analysis reads the pyproject and the lock
+//! (checking the lock is current for the platform); expansion adds one shared `fetch` per
+//! locked file, the `py_wheel` build of the app and the `py_venv` that installs it all.
+//! Provides an [`InstallTree`] and a [`PythonApp`]. `hb lock` ([`lock`]) writes the
+//! lock.
+
+use std::path::{Path, PathBuf};
+
+use hb_config::{ConfigError, Label, Package, Platform, Workspace};
+use hb_fetch::{Lock, Role};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::actions::files::FilesJob;
+use crate::actions::python::{FetchJob, VenvJob, WheelJob, target_id};
+use crate::providers::{InstallTree, PythonApp as PythonAppInfo};
+use crate::rule::{Cx, Providers, Rule, attrs_of};
+use crate::{RulesError, short};
+
+/// The `python_app` rule.
+pub struct PythonApp;
+
+/// `[[python_app]]` attributes.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PythonAppAttrs {
+    pub name: Spanned<String>,
+    /// Source globs relative to the package directory (the pyproject is always included).
+    pub srcs: Vec<Spanned<String>>,
+    /// WSGI entry point, `module:attribute`.
+    pub module: Spanned<String>,
+    #[serde(default = "default_pyproject")]
+    pub pyproject: Spanned<String>,
+    /// Install prefix on the target; default `/usr/lib/<project name>`.
+    pub prefix: Option<Spanned<String>>,
+    /// The lock file, relative to the package; default `hb.lock`.
+    pub lock: Option<Spanned<String>>,
+}
+
+fn default_pyproject() -> Spanned<String> {
+    Spanned::new(0..0, "pyproject.toml".into())
+}
+
+/// What analysis of a python_app found.
+pub struct Analysis {
+    project: Project,
+    lock: Lock,
+    prefix: String,
+}
+
+impl Rule for PythonApp {
+    const KIND: &'static str = "python_app";
+    type Attrs = PythonAppAttrs;
+    type Analysis = Analysis;
+
+    fn name(attrs: &PythonAppAttrs) -> &Spanned<String> {
+        &attrs.name
+    }
+
+    fn check(pkg: &Package, p: &PythonAppAttrs) -> Result<(), ConfigError> {
+        let m = p.module.get_ref();
+        let ok = m.split_once(':').is_some_and(|(module, attr)| {
+            use hb_config::build_file::is_identifier;
+            !module.is_empty() && !attr.is_empty() && module.split('.').all(is_identifier) && is_identifier(attr)
+        });
+        if !ok {
+            return Err(pkg.error(p.module.span(), "`module` must be `package.module:attribute`, e.g. \"myapp:app\""));
+        }
+        if let Some(prefix) = &p.prefix
+            && !(prefix.get_ref().starts_with('/') && hb_config::build_file::clean_absolute(prefix.get_ref()))
+        {
+            return Err(pkg.error(prefix.span(), "`prefix` must be a clean absolute path, like \"/usr/lib/myapp\""));
+        }
+        if let Some(lock) = &p.lock
+            && (lock.get_ref().starts_with('/') || lock.get_ref().split('/').any(|c| c == ".." || c.is_empty()))
+        {
+            return Err(pkg.error(lock.span(), "`lock` is a file name relative to the package directory"));
+        }
+        hb_config::build_file::check_globs(pkg, &p.srcs)
+    }
+
+    fn analyse(&self, cx: &Cx, p: &PythonAppAttrs) -> Result<Analysis, RulesError> {
+        let project = project(cx.package, p)?;
+        let lock = read_lock(cx.package, p, &project, cx.platform, &cx.label())?;
+        let prefix = prefix(p, &project);
+        Ok(Analysis { project, lock, prefix })
+    }
+
+    fn expand(&self, cx: &mut Cx, p: &PythonAppAttrs, a: Analysis) -> Result<Providers, RulesError> {
+        let name = cx.label();
+        let platform = cx.platform;
+        let target = wheel_target(platform);
+        let build = a.lock.files(Role::Build).map(|f| fetch(cx, f)).collect();
+        let runtime = a.lock.files(Role::Runtime).map(|f| fetch(cx, f)).collect();
+        let mut patterns: Vec<(String, String)> =
+            p.srcs.iter().map(|s| (s.get_ref().clone(), short(&cx.locate(s.span())))).collect();
+        patterns.push((p.pyproject.get_ref().clone(), short(&cx.locate(p.pyproject.span()))));
+        let files = FilesJob {
+            label: name.clone(),
+            dir: cx.package.dir.clone(),
+            patterns,
+            dest: "/".to_string(),
+            strip_prefix: String::new(),
+            exact: false,
+        };
+        let wheel = WheelJob {
+            label: name.clone(),
+            files,
+            backend: a.project.build_backend.clone(),
+            backend_path: a.project.backend_path.clone(),
+            python: platform.python,
+            interpreter: platform.interpreter(),
+            target: target.clone(),
+            mtime: cx.settings.source_date_epoch.unwrap_or(hb_config::build_file::DEFAULT_SOURCE_DATE_EPOCH),
+            sandbox: cx.opts.sandbox,
+            build,
+        };
+        let app = cx.actions.add(format!("{name} wheel"), wheel);
+        let venv = VenvJob {
+            label: name.clone(),
+            prefix: a.prefix.clone(),
+            python: platform.python,
+            interpreter: platform.interpreter(),
+            target,
+            runtime,
+            app,
+        };
+        let venv = cx.actions.add(name, venv);
+        let info = PythonAppInfo {
+            prefix: a.prefix,
+            interpreter: platform.interpreter(),
+            python: platform.python,
+            pyproject: p.pyproject.get_ref().clone(),
+            entry_point: p.module.get_ref().clone(),
+            requirements: a.lock.files(Role::Runtime).map(|f| f.name.clone()).collect(),
+            venv,
+        };
+        Ok(Providers::new(venv).with(InstallTree { tree: venv.any() }).with(info))
+    }
+}
+
+/// The shared fetch of one locked file.
+fn fetch(cx: &mut Cx, f: &hb_fetch::LockedFile) -> hb_engine::Input<()> {
+    let extra: Vec<PathBuf> = cx.settings.wheelhouse.iter().map(|w| cx.workspace_root.join(w)).collect();
+    let target = wheel_target(cx.platform);
+    cx.actions.shared(format!("fetch {}", f.file), || FetchJob {
+        file: f.clone(),
+        target,
+        wheelhouses: hb_fetch::wheelhouses(&extra),
+    })
+}
+
+/// The wheel tags a platform accepts.
+pub fn wheel_target(p: &Platform) -> hb_python::Target {
+    hb_python::Target { python: p.python, glibc: p.glibc, arch: p.wheel_arch.to_string() }
+}
+
+/// What hb reads from a pyproject.toml.
+#[derive(Clone, Debug)]
+pub struct Project {
+    /// PEP 503-normalized `[project].name`.
+    pub name: String,
+    pub dependencies: Vec<String>,
+    pub build_requires: Vec<String>,
+    pub build_backend: String,
+    pub backend_path: Vec<String>,
+}
+
+/// Reads the python_app's pyproject.toml.
+pub fn project(pkg: &Package, p: &PythonAppAttrs) -> Result<Project, RulesError> {
+    let at = pkg.locate(p.pyproject.span());
+    let invalid = |message: String| RulesError::Invalid { message, location: at.clone() };
+    let path = pkg.dir.join(p.pyproject.get_ref());
+    let text = hb_fs::read_to_string(&path).map_err(|e| invalid(e.to_string()))?;
+    let value: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| invalid(format!("{} is not valid TOML: {}", path.display(), e.message())))?;
+    let strings = |v: Option<&toml::Value>, what: &str| -> Result<Vec<String>, RulesError> {
+        match v {
+            None => Ok(Vec::new()),
+            Some(toml::Value::Array(a)) => a
+                .iter()
+                .map(|x| {
+                    x.as_str().map(str::to_string).ok_or_else(|| invalid(format!("{what} must be a list of strings")))
+                })
+                .collect(),
+            Some(_) => Err(invalid(format!("{what} must be a list of strings"))),
+        }
+    };
+    let project = value.get("project");
+    let name = project
+        .and_then(|p| p.get("name"))
+        .and_then(|n| n.as_str())
+        .ok_or_else(|| invalid(format!("{} has no [project] name", p.pyproject.get_ref())))?;
+    let build = value.get("build-system");
+    let build_requires = match build.and_then(|b| b.get("requires")) {
+        Some(v) => strings(Some(v), "[build-system] requires")?,
+        // PEP 517's fallback for projects without a [build-system] table.
+        None => vec!["setuptools>=40.8.0".to_string()],
+    };
+    let build_backend = build
+        .and_then(|b| b.get("build-backend"))
+        .and_then(|b| b.as_str())
+        .unwrap_or("setuptools.build_meta:__legacy__")
+        .to_string();
+    Ok(Project {
+        name: hb_python::normalize(name),
+        dependencies: strings(project.and_then(|p| p.get("dependencies")), "[project] dependencies")?,
+        build_requires,
+        build_backend,
+        backend_path: strings(build.and_then(|b| b.get("backend-path")), "[build-system] backend-path")?,
+    })
+}
+
+/// The virtualenv's install prefix: the `prefix` setting, else `/usr/lib/<project>`.
+pub fn prefix(p: &PythonAppAttrs, proj: &Project) -> String {
+    p.prefix
+        .as_ref()
+        .map_or_else(|| format!("/usr/lib/{}", proj.name), |s| s.get_ref().trim_end_matches('/').to_string())
+}
+
+/// The lock file's path and how it is shown.
+fn lock_path(pkg: &Package, p: &PythonAppAttrs) -> (PathBuf, PathBuf) {
+    let name = p.lock.as_ref().map_or("hb.lock", |l| l.get_ref().as_str());
+    (pkg.dir.join(name), Path::new(&pkg.path).join(name))
+}
+
+/// Reads the platform's lock, checking it still matches pyproject.toml.
+pub fn read_lock(
+    pkg: &Package,
+    p: &PythonAppAttrs,
+    proj: &Project,
+    platform: &Platform,
+    label: &str,
+) -> Result<Lock, RulesError> {
+    let (path, shown) = lock_path(pkg, p);
+    let at = pkg.locate(p.name.span());
+    let text = hb_fs::read_to_string(&path).map_err(|e| RulesError::Invalid {
+        message: if e.is_not_found() {
+            format!("{label} has no lock ({}): run `hb lock {label}` to resolve its dependencies", shown.display())
+        } else {
+            e.to_string()
+        },
+        location: at.clone(),
+    })?;
+    let lock =
+        Lock::parse(&text, &shown).map_err(|e| RulesError::Invalid { message: e.to_string(), location: at.clone() })?;
+    let want = hb_fetch::inputs_digest(&proj.dependencies, &proj.build_requires, &target_id(&wheel_target(platform)));
+    if lock.inputs != want {
+        return Err(RulesError::Invalid {
+            message: format!(
+                "{} is out of date: the dependencies in {} or the target changed since it was written; run `hb lock {label}`",
+                shown.display(),
+                p.pyproject.get_ref()
+            ),
+            location: at,
+        });
+    }
+    Ok(lock)
+}
+
+/// `hb lock LABEL`: resolves the app's runtime and build requirements for the
+/// workspace's platform and writes the lock next to its BUILD.toml. Returns the lock's
+/// path (workspace-relative) and the lock.
+pub fn lock(ws: &mut Workspace, label: &Label) -> Result<(PathBuf, Lock), RulesError> {
+    let t = ws.target(label)?.clone();
+    let Some(p) = attrs_of::<PythonApp>(&t) else {
+        return Err(RulesError::Invalid {
+            message: format!("{label} is a {} target; `hb lock` takes python_app targets", t.rule.kind()),
+            location: t.location.clone(),
+        });
+    };
+    let pkg = ws.package(&label.package)?.clone();
+    let target = wheel_target(ws.platform);
+    let proj = project(&pkg, p)?;
+    let pip = hb_fetch::Pip::default();
+    let at = pkg.locate(p.name.span());
+    let fail = |e: hb_fetch::FetchError| RulesError::Invalid { message: format!("{label}: {e}"), location: at.clone() };
+    let mut packages = hb_fetch::resolve(&pip, &target, &proj.dependencies, Role::Runtime).map_err(fail)?;
+    packages.extend(hb_fetch::resolve(&pip, &target, &proj.build_requires, Role::Build).map_err(fail)?);
+    let lock = Lock {
+        inputs: hb_fetch::inputs_digest(&proj.dependencies, &proj.build_requires, &target_id(&target)),
+        target: target_id(&target),
+        packages,
+    };
+    let (path, shown) = lock_path(&pkg, p);
+    hb_fs::write_atomic(&path, lock.render(&label.to_string()).as_bytes(), None)
+        .map_err(|e| fail(hb_fetch::FetchError::Fs(e)))?;
+    Ok((shown, lock))
+}
