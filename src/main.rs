@@ -27,8 +27,8 @@ struct Cli {
     #[arg(short = 'C', long, global = true, value_name = "DIR")]
     directory: Option<PathBuf>,
     /// Cache directory (content-addressed store, action cache, stat cache).
-    /// Default: $XDG_CACHE_HOME/hb, else ~/.cache/hb.
-    #[arg(long, global = true, env = "HB_CACHE_DIR", value_name = "DIR")]
+    /// Default: $HB_CACHE_DIR, else $XDG_CACHE_HOME/hb, else ~/.cache/hb.
+    #[arg(long, global = true, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
@@ -141,7 +141,7 @@ enum Command {
     /// inputs agree, and shows its differing files (unified diff for text, digests and
     /// first differing byte for binary, members for wheels). Exit status 1 then.
     Verify {
-        /// The label to verify, e.g. //demosite:deb.
+        /// The label to verify, e.g. //demosite:deb (`//...` verifies every target, one by one).
         label: String,
         /// What to vary: all, none, or a comma-separated list of path, umask, tz,
         /// locale, time, home, jobs.
@@ -202,7 +202,13 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     let cwd = match &cli.directory {
-        Some(d) => std::path::absolute(d).with_context(|| format!("cannot use directory {}", d.display()))?,
+        Some(d) => {
+            let abs = std::path::absolute(d).with_context(|| format!("cannot use directory {}", d.display()))?;
+            if !abs.is_dir() {
+                bail!("-C {}: no such directory", d.display());
+            }
+            abs
+        }
         None => std::env::current_dir().context("cannot read the current directory")?,
     };
     let cache_dir = cache_dir(cli.cache_dir)?;
@@ -227,8 +233,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn cache_dir(flag: Option<PathBuf>) -> Result<PathBuf> {
-    if let Some(d) = flag {
-        return Ok(std::path::absolute(&d)?);
+    // An empty variable counts as unset, as for the others below.
+    let from_env = std::env::var_os("HB_CACHE_DIR").filter(|x| !x.is_empty()).map(PathBuf::from);
+    if let Some(d) = flag.or(from_env) {
+        return std::path::absolute(&d).with_context(|| format!("cannot use cache directory {}", d.display()));
     }
     if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
         return Ok(PathBuf::from(x).join("hb"));
@@ -260,6 +268,9 @@ fn resolve(ws: &mut Workspace, cwd: &Path, texts: &[String]) -> Result<Vec<Label
 }
 
 /// The workspace containing `dir`, read with hb's rules.
+/// The most actions (and worker threads) a build runs at once.
+const MAX_JOBS: usize = 256;
+
 fn open_workspace(dir: &Path) -> Result<Workspace> {
     Ok(Workspace::discover(dir, &hb_rules::Rules::builtin().schemas())?)
 }
@@ -288,7 +299,15 @@ fn build(cwd: &Path, cache_dir: &Path, args: &BuildArgs) -> Result<ExitCode> {
     let mut ws = open_workspace(cwd)?;
     let labels = resolve(&mut ws, cwd, texts)?;
     let store = Store::open(cache_dir).with_context(|| format!("cannot open the cache in {}", cache_dir.display()))?;
-    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let jobs = match args.jobs {
+        Some(0) => bail!("-j 0: at least one action must be able to run"),
+        Some(j) if j > MAX_JOBS => {
+            progress::warning(&format!("-j {j} is more than hb runs at once; using -j {MAX_JOBS}"));
+            MAX_JOBS
+        }
+        Some(j) => j,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_JOBS),
+    };
     let remote = remote_client(&ws, &args.remote)?;
     let opts = Options {
         jobs,
@@ -382,22 +401,29 @@ fn verify(cwd: &Path, cache_dir: &Path, label: &str, vary: &str, json: bool, kee
     }
     variations.sort();
     variations.dedup();
-    progress::note(&format!("verifying {}: building it, then rebuilding from scratch", labels[0]));
-    let req = hb_check::VerifyRequest {
-        exe: std::env::current_exe().context("cannot find the hb executable")?,
-        workspace_root: ws.root.clone(),
-        cache_dir: cache_dir.to_path_buf(),
-        label: labels[0].to_string(),
-        vary: variations,
-        keep,
-    };
-    let report = hb_check::verify(&req)?;
-    if json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print!("{}", report.render());
+    if labels.is_empty() {
+        bail!("`{label}` names no target: nothing to verify");
     }
-    Ok(if report.reproducible() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    let mut identical = true;
+    for label in &labels {
+        progress::note(&format!("verifying {label}: building it, then rebuilding from scratch"));
+        let req = hb_check::VerifyRequest {
+            exe: std::env::current_exe().context("cannot find the hb executable")?,
+            workspace_root: ws.root.clone(),
+            cache_dir: cache_dir.to_path_buf(),
+            label: label.to_string(),
+            vary: variations.clone(),
+            keep,
+        };
+        let report = hb_check::verify(&req)?;
+        if json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            print!("{}", report.render());
+        }
+        identical &= report.reproducible();
+    }
+    Ok(if identical { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn diff(a: &Path, b: &Path, json: bool) -> Result<ExitCode> {

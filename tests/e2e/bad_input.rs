@@ -162,3 +162,54 @@ fn template_overrides_that_do_not_render_are_rejected_with_their_location() {
         "#!/bin/sh\n# custom init for demosite on 127.0.0.1:8000\n"
     );
 }
+
+#[test]
+fn an_unknown_platform_or_rule_is_located_and_lists_the_known_ones() {
+    let ws = Ws::demosite();
+    let root = std::fs::read_to_string(ws.path("BUILD.toml")).unwrap();
+    ws.write("BUILD.toml", &root.replace("platform = \"bookworm-amd64\"", "platform = \"bookworm-armhf\""));
+    let err = ws.fails(&["build", "//demosite:deb"]);
+    let line = root.lines().position(|l| l.starts_with("platform =")).unwrap() + 1;
+    assert!(err.contains(&format!("BUILD.toml:{line}:12")), "{err}");
+    assert!(err.contains("unknown platform `bookworm-armhf`; known: bookworm-amd64"), "{err}");
+    assert_no_outputs(&ws);
+
+    ws.write("BUILD.toml", &root);
+    let text = std::fs::read_to_string(ws.path("demosite/BUILD.toml")).unwrap();
+    ws.write("demosite/BUILD.toml", &text.replace("[[python_app]]", "[[pyhton_app]]"));
+    let err = ws.fails(&["build", "//demosite:deb"]);
+    assert!(err.contains("unknown rule `pyhton_app`; did you mean `[[python_app]]`?"), "{err}");
+    assert!(err.contains(&format!("demosite/BUILD.toml:{}:3", line_of(&ws, "[[pyhton_app]]"))), "{err}");
+    assert_no_outputs(&ws);
+}
+
+#[test]
+fn hostile_filesystem_symlinks_and_odd_names_never_reach_the_package() {
+    use std::os::unix::ffi::OsStrExt;
+    let ws = Ws::demosite();
+    let text = std::fs::read_to_string(ws.path("demosite/BUILD.toml")).unwrap();
+    let files = "\n[[files]]\nname = \"data\"\nsrcs = [\"data/**/*\"]\ndest = \"/usr/share/demosite\"\n";
+    ws.write(
+        "demosite/BUILD.toml",
+        &format!("{}{files}", text.replace("deps = [\":app\"]", "deps = [\":app\", \":data\"]")),
+    );
+    ws.write("demosite/data/ok.txt", "fine\n");
+    // A link out of the package: the build machine's /etc must never be packaged.
+    std::os::unix::fs::symlink("/etc", ws.path("demosite/data/etcdir")).unwrap();
+    let err = ws.fails(&["build", "//demosite:deb"]);
+    assert!(err.contains("data/etcdir is a symlink (to /etc)") && err.contains("demosite/BUILD.toml:"), "{err}");
+    assert_no_outputs(&ws);
+    std::fs::remove_file(ws.path("demosite/data/etcdir")).unwrap();
+    std::os::unix::fs::symlink("../../BUILD.toml", ws.path("demosite/data/up.cfg")).unwrap();
+    let err = ws.fails(&["build", "//demosite:deb"]);
+    assert!(err.contains("data/up.cfg is a symlink"), "{err}");
+    std::fs::remove_file(ws.path("demosite/data/up.cfg")).unwrap();
+    // A name that is not UTF-8 is refused, shown escaped, rather than renamed or dropped.
+    let odd = ws.path("demosite/data").join(std::ffi::OsStr::from_bytes(b"bad\xff.txt"));
+    std::fs::write(&odd, "x").unwrap();
+    let err = ws.fails(&["build", "//demosite:deb"]);
+    assert!(err.contains(r"bad\xFF.txt") && err.contains("not a UTF-8 file name"), "{err}");
+    assert_no_outputs(&ws);
+    std::fs::remove_file(&odd).unwrap();
+    ws.ok(&["build", "//demosite:deb"]);
+}

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
 use sha2::Digest as _;
 
@@ -14,6 +15,45 @@ pub fn repo() -> PathBuf {
 
 pub fn hb_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_hb"))
+}
+
+/// A wheelhouse holding every file demosite's lock names, filled once per machine and
+/// kept in target/, so that tests which are not about fetching do not depend on the
+/// package index answering (each test's cache starts empty). hb's fetch reads it first,
+/// through `PIP_FIND_LINKS`, and still verifies every file against the lock.
+pub fn wheelhouse() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = repo().join("target/e2e-wheelhouse");
+        std::fs::create_dir_all(&dir).unwrap();
+        let text = std::fs::read_to_string(repo().join("demosite/hb.lock")).unwrap();
+        let lock = hb_fetch::Lock::parse(&text, Path::new("demosite/hb.lock")).unwrap();
+        let target = hb_python::Target::bookworm_amd64((3, 11));
+        for f in &lock.packages {
+            let dest = dir.join(&f.file);
+            if dest.is_file() && sha256(&dest) == f.sha256 {
+                continue;
+            }
+            let tmp = tempfile::tempdir_in(&dir).unwrap();
+            let mut error = None;
+            // The index is across a network: a reset connection is retried.
+            for attempt in 0..4 {
+                match hb_fetch::fetch(&hb_fetch::Pip::default(), &target, &[], f, tmp.path()) {
+                    Ok(p) => {
+                        std::fs::rename(p, &dest).unwrap();
+                        error = None;
+                        break;
+                    }
+                    Err(e) => error = Some(e),
+                }
+                std::thread::sleep(std::time::Duration::from_secs(2 << attempt));
+            }
+            if let Some(e) = error {
+                panic!("cannot fill the test wheelhouse {}: {e}", dir.display());
+            }
+        }
+        dir
+    })
 }
 
 pub struct Ws {
@@ -67,7 +107,10 @@ impl Ws {
 
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(hb_bin());
-        c.current_dir(&self.root).env("HB_CACHE_DIR", &self.cache).env("NO_COLOR", "1");
+        c.current_dir(&self.root)
+            .env("HB_CACHE_DIR", &self.cache)
+            .env("NO_COLOR", "1")
+            .env("PIP_FIND_LINKS", wheelhouse());
         c
     }
 

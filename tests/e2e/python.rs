@@ -362,3 +362,16 @@ fn a_service_whose_app_lacks_gunicorn_is_refused_with_the_fix() {
     );
     assert!(!ws.path("hb-out").exists());
 }
+
+#[test]
+fn a_source_file_named_interpreter_reaches_the_build() {
+    // Sources are never filtered by name (the interpreter is a tool of the action, not a
+    // source): setup.py fails unless the package's own file `interpreter` is there.
+    let ws = tiny_app(
+        "import setuptools\nassert open('interpreter').read() == 'mine\\n', 'interpreter missing'\nsetuptools.setup(packages=['tiny'])\n",
+    );
+    ws.write("tiny/interpreter", "mine\n");
+    let build = std::fs::read_to_string(ws.path("tiny/BUILD.toml")).unwrap();
+    ws.write("tiny/BUILD.toml", &build.replace("\"setup.py\"]", "\"setup.py\", \"interpreter\"]"));
+    ws.ok(&["build", "//tiny:deb"]);
+}

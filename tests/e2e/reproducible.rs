@@ -18,7 +18,10 @@ fn build_in(dir: &std::path::Path, umask: &str, env: &[(&str, &str)], wrapper: &
         hb = hb_bin().display(),
     );
     let mut cmd = Command::new("sh");
-    cmd.arg("-c").arg(&script).env("HB_CACHE_DIR", dir.with_extension("cache"));
+    cmd.arg("-c")
+        .arg(&script)
+        .env("HB_CACHE_DIR", dir.with_extension("cache"))
+        .env("PIP_FIND_LINKS", crate::harness::wheelhouse());
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -144,10 +144,14 @@ impl Package {
         if let Some(ws) = &pkg.workspace {
             check_workspace(&pkg, ws)?;
         }
+        let mut declared = Vec::new();
         for schema in schemas.iter() {
-            for declared in schema.parse(&pkg)? {
-                pkg.declare(declared)?;
-            }
+            declared.extend(schema.parse(&pkg)?);
+        }
+        // In the order they are written, so a duplicate is reported at the second one.
+        declared.sort_by_key(|d| d.name.span().start);
+        for d in declared {
+            pkg.declare(d)?;
         }
         Ok(pkg)
     }
@@ -278,6 +282,83 @@ pub fn valid_debian_package_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.'))
 }
 
+/// Debian policy 7.1: one relationship of a `Depends`-like field, alternatives
+/// separated by `|`, each `name[:arch] [(op version)] [[arch list]] [<profiles>]`.
+pub fn check_relation(text: &str) -> Result<(), String> {
+    for alt in text.split('|') {
+        check_alternative(alt.trim()).map_err(|why| {
+            if text.contains('|') { format!("in the alternative `{}`: {why}", alt.trim()) } else { why }
+        })?;
+    }
+    Ok(())
+}
+
+fn check_alternative(alt: &str) -> Result<(), String> {
+    if alt.is_empty() {
+        return Err("an alternative is empty (two `|` in a row, or one at an end)".into());
+    }
+    let end = alt.find(|c: char| c.is_whitespace() || matches!(c, '(' | '[' | '<')).unwrap_or(alt.len());
+    let (name, arch) = match alt[..end].split_once(':') {
+        Some((n, a)) => (n, Some(a)),
+        None => (&alt[..end], None),
+    };
+    if !valid_debian_package_name(name) {
+        return Err(format!(
+            "`{name}` is not a Debian package name (lowercase letters, digits, `+`, `-`, `.`; at least 2 characters)"
+        ));
+    }
+    if let Some(a) = arch
+        && !valid_arch(a)
+    {
+        return Err(format!("`{a}` after `:` is not an architecture qualifier (like `any` or `amd64`)"));
+    }
+    let mut rest = alt[end..].trim_start();
+    if let Some(inner) = rest.strip_prefix('(') {
+        let close = inner.find(')').ok_or("the version restriction has no closing `)`")?;
+        check_version_restriction(inner[..close].trim())?;
+        rest = inner[close + 1..].trim_start();
+    }
+    if let Some(inner) = rest.strip_prefix('[') {
+        let close = inner.find(']').ok_or("the architecture list has no closing `]`")?;
+        let archs: Vec<&str> = inner[..close].split_whitespace().collect();
+        if archs.is_empty() || !archs.iter().all(|a| valid_arch(a.strip_prefix('!').unwrap_or(a))) {
+            return Err(format!("`[{}]` is not a list of architectures, like `[amd64 arm64]`", &inner[..close]));
+        }
+        rest = inner[close + 1..].trim_start();
+    }
+    while let Some(inner) = rest.strip_prefix('<') {
+        let close = inner.find('>').ok_or("the build profile list has no closing `>`")?;
+        let ok = |p: &str| {
+            let p = p.strip_prefix('!').unwrap_or(p);
+            !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b))
+        };
+        if inner[..close].split_whitespace().next().is_none() || !inner[..close].split_whitespace().all(ok) {
+            return Err(format!("`<{}>` is not a list of build profiles", &inner[..close]));
+        }
+        rest = inner[close + 1..].trim_start();
+    }
+    if !rest.is_empty() {
+        return Err(format!("unexpected `{rest}` (a relation is `name (op version) [archs]`)"));
+    }
+    Ok(())
+}
+
+fn check_version_restriction(s: &str) -> Result<(), String> {
+    let op_len = s.bytes().take_while(|b| b"<>=".contains(b)).count();
+    let (op, version) = (&s[..op_len], s[op_len..].trim());
+    if !matches!(op, "<<" | "<=" | "=" | ">=" | ">>") {
+        return Err(format!("`({s})` needs one of the operators <<, <=, =, >=, >> before the version"));
+    }
+    if version.is_empty() {
+        return Err(format!("`({s})` has no version after `{op}`"));
+    }
+    check_debian_version(version).map_err(|why| format!("`{version}` is not a Debian version: {why}"))
+}
+
+fn valid_arch(a: &str) -> bool {
+    !a.is_empty() && a.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
 /// Debian policy 5.6.12: `[epoch:]upstream[-revision]`.
 pub fn check_debian_version(v: &str) -> Result<(), &'static str> {
     let (epoch, rest) = match v.split_once(':') {
@@ -313,6 +394,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn relations() {
+        for ok in [
+            "curl",
+            "curl (>= 7.88)",
+            "curl (>= 7.88) | wget",
+            "libc6 (>> 2.36-1~) [amd64 !i386]",
+            "python3:any (<< 3.12)",
+            "foo <!nocheck>",
+            "a.b+c (= 1:2.0-1)",
+        ] {
+            assert_eq!(check_relation(ok), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("curl (>= 7.88", "no closing `)`"),
+            ("curl (>= )", "no version"),
+            ("curl [amd64", "no closing `]`"),
+            ("curl | | wget", "empty"),
+            ("cu~rl", "not a Debian package name"),
+            ("curl (~ 1)", "operators"),
+            ("curl (>= x1)", "not a Debian version"),
+            ("curl []", "list of architectures"),
+            ("curl wget", "unexpected `wget`"),
+            ("curl:AMD64", "architecture qualifier"),
+        ] {
+            let err = check_relation(bad).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn versions() {
         for ok in ["0.1.0", "1:2.0-1", "1.0~rc1+dfsg-2.1"] {
             assert!(check_debian_version(ok).is_ok(), "{ok}");
@@ -334,6 +445,8 @@ mod tests {
         let err = parse("[workspace]\npython = \"3.12\"\n").unwrap_err().to_string();
         assert!(err.contains("BUILD.toml:2:10") && err.contains("runs Python 3.11"), "{err}");
         assert!(parse("[workspace]\npython = \"3.11\"\n").is_ok());
+        let err = parse("[workspace]\nplatform = 3\n").unwrap_err().to_string();
+        assert!(err.contains("BUILD.toml:2:12"), "{err}");
         let err = parse("[workspace]\n[[pyhton_app]]\nname = \"x\"\n").unwrap_err().to_string();
         assert!(err.contains("BUILD.toml:2:3") && err.contains("unknown rule `pyhton_app`"), "{err}");
     }

@@ -6,7 +6,7 @@
 //! reported with its BUILD.toml location before anything builds; the rendered bytes are
 //! the arguments of a pure `render` action (`actions::render`).
 
-use hb_config::Package;
+use hb_config::{Location, Package};
 use serde::Serialize;
 
 use crate::RulesError;
@@ -87,11 +87,12 @@ pub struct RenderInput<'a> {
     pub service: Option<&'a ServiceContext>,
 }
 
-/// Renders every generated file of a deb.
-pub fn render(pkg: &Package, d: &DebAttrs, input: &RenderInput) -> Result<Rendered, RulesError> {
+/// Every template's text and where it comes from: the embedded one (located at the
+/// rule) or the package's override. Unknown names and unreadable files are the
+/// package's mistakes, reported at the override.
+fn template_sources(pkg: &Package, d: &DebAttrs) -> Result<Vec<(&'static str, String, Location)>, RulesError> {
     let at_rule = pkg.locate(d.name.span());
-    // Overrides first: unknown names and unreadable files are the package's mistakes.
-    let mut sources: Vec<(&str, String, hb_config::Location)> =
+    let mut sources: Vec<(&str, String, Location)> =
         TEMPLATES.iter().map(|(n, s)| (*n, s.to_string(), at_rule.clone())).collect();
     for (name, file) in &d.templates {
         let at = pkg.locate(file.span());
@@ -106,6 +107,13 @@ pub fn render(pkg: &Package, d: &DebAttrs, input: &RenderInput) -> Result<Render
             .map_err(|e| RulesError::Invalid { message: e.to_string(), location: at.clone() })?;
         *slot = (slot.0, text, at);
     }
+    Ok(sources)
+}
+
+/// Renders every generated file of a deb.
+pub fn render(pkg: &Package, d: &DebAttrs, input: &RenderInput) -> Result<Rendered, RulesError> {
+    let at_rule = pkg.locate(d.name.span());
+    let sources = template_sources(pkg, d)?;
     let (year, date) = rfc2822(input.mtime);
     let package = input.package;
     let ctx = Context {
@@ -125,7 +133,12 @@ pub fn render(pkg: &Package, d: &DebAttrs, input: &RenderInput) -> Result<Render
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);
     let render_one = |name: &str| -> Result<String, RulesError> {
-        let (_, text, at) = sources.iter().find(|(n, _, _)| *n == name).expect("known template");
+        let Some((_, text, at)) = sources.iter().find(|(n, _, _)| *n == name) else {
+            return Err(RulesError::Invalid {
+                message: format!("no template `{name}` (a bug in hb)"),
+                location: at_rule.clone(),
+            });
+        };
         let how = |e: minijinja::Error| RulesError::Invalid {
             message: format!("template `{name}` does not render: {e}"),
             location: at.clone(),

@@ -236,47 +236,9 @@ impl Action for ControlJob {
                 _ => None,
             })
             .collect();
-        let store = ctx.store;
-        let sums: Vec<(String, [u8; 16])> = ctx.pool.install(|| {
-            files
-                .par_iter()
-                .map(|(path, d)| {
-                    let mut r = store.open_blob(d)?;
-                    let mut h = md5::Md5::new();
-                    let mut buf = vec![0u8; 1 << 16];
-                    loop {
-                        let n = r.read(&mut buf)?;
-                        if n == 0 {
-                            break;
-                        }
-                        h.update(&buf[..n]);
-                    }
-                    Ok((path.to_string(), h.finalize().into()))
-                })
-                .collect::<Result<_, JobError>>()
-        })?;
+        let sums = md5_of(ctx, &files)?;
         let entries: Vec<TarEntry> = tar_entries(layout).into_iter().map(|(e, _)| e).collect();
-        let m = &self.meta;
-        let mut fields = vec![
-            ("Package", m.package.clone()),
-            ("Version", m.version.clone()),
-            ("Architecture", m.architecture.clone()),
-            ("Maintainer", m.maintainer.clone()),
-            ("Installed-Size", hb_deb::installed_size_kib(&entries).to_string()),
-        ];
-        if !m.pre_depends.is_empty() {
-            fields.push(("Pre-Depends", m.pre_depends.join(", ")));
-        }
-        if !depends.is_empty() {
-            fields.push(("Depends", depends.join(", ")));
-        }
-        fields.push(("Section", m.section.clone()));
-        fields.push(("Priority", m.priority.clone()));
-        if let Some(h) = &m.homepage {
-            fields.push(("Homepage", h.clone()));
-        }
-        fields.push(("Description", m.description.clone()));
-        let fields: Vec<(String, String)> = fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let fields = self.fields(hb_deb::installed_size_kib(&entries), &depends);
         let control = hb_deb::render_control(&fields).map_err(|e| failed(&self.label, e))?;
         let md5sums = hb_deb::md5sums(&sums);
         let conffiles: String =
@@ -309,6 +271,31 @@ impl Action for ControlJob {
 }
 
 impl ControlJob {
+    /// The control file's fields, in Debian's usual order.
+    fn fields(&self, installed_size: u64, depends: &[String]) -> Vec<(String, String)> {
+        let m = &self.meta;
+        let mut fields = vec![
+            ("Package", m.package.clone()),
+            ("Version", m.version.clone()),
+            ("Architecture", m.architecture.clone()),
+            ("Maintainer", m.maintainer.clone()),
+            ("Installed-Size", installed_size.to_string()),
+        ];
+        if !m.pre_depends.is_empty() {
+            fields.push(("Pre-Depends", m.pre_depends.join(", ")));
+        }
+        if !depends.is_empty() {
+            fields.push(("Depends", depends.join(", ")));
+        }
+        fields.push(("Section", m.section.clone()));
+        fields.push(("Priority", m.priority.clone()));
+        if let Some(h) = &m.homepage {
+            fields.push(("Homepage", h.clone()));
+        }
+        fields.push(("Description", m.description.clone()));
+        fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+    }
+
     /// `Depends`: the declared relationships, after the C library when the package holds
     /// compiled code (as new as the newest glibc its wheels' manylinux tags need).
     fn depends(&self, inputs: &Inputs) -> Result<Vec<String>, JobError> {
@@ -325,6 +312,29 @@ impl ControlJob {
         }
         Ok(depends)
     }
+}
+
+/// The md5 sum of each file, computed in parallel.
+fn md5_of(ctx: &Ctx, files: &[(&str, Digest)]) -> Result<Vec<(String, [u8; 16])>, JobError> {
+    let store = ctx.store;
+    ctx.pool.install(|| {
+        files
+            .par_iter()
+            .map(|(path, d)| {
+                let mut r = store.open_blob(d)?;
+                let mut h = md5::Md5::new();
+                let mut buf = vec![0u8; 1 << 16];
+                loop {
+                    let n = r.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    h.update(&buf[..n]);
+                }
+                Ok((path.to_string(), h.finalize().into()))
+            })
+            .collect()
+    })
 }
 
 /// Tuning of the data member's chunks (part of the key: changing it changes bytes).

@@ -1,13 +1,16 @@
-//! The `files` action: source files of a package, matched by glob patterns, placed
-//! under an install directory of the target system. Its key holds the patterns, the
-//! destination and each matched file's relative path, digest and executable bit —
-//! never where the workspace is on the build machine.
+//! The `files` action: source files of a package, matched by patterns (symlinks and
+//! non-UTF-8 names refused, see `actions::sources`), placed under an install directory
+//! of the target system. Its key holds the patterns, the destination and each matched
+//! file's relative path, digest and executable bit — never where the workspace is on
+//! the build machine.
 
 use std::path::PathBuf;
 
 use hb_engine::{Action, Ctx, Inputs, JobError, Output, Source, encode_args};
 use hb_store::{Tree, TreeEntry};
 use serde::Serialize;
+
+use crate::actions::sources::{self, SourceError};
 
 #[derive(Serialize)]
 struct Args<'a> {
@@ -22,7 +25,8 @@ pub struct FilesJob {
     pub label: String,
     /// Absolute package directory (never part of the key).
     pub dir: PathBuf,
-    /// Patterns, each with where it is written (`file:line:col`) for error messages.
+    /// Patterns (see `actions::sources`), each with where it is written (`file:line:col`)
+    /// for error messages; with `exact`, plain relative paths.
     pub patterns: Vec<(String, String)>,
     /// Absolute install directory on the target (with `exact`: the file's own path).
     pub dest: String,
@@ -49,29 +53,20 @@ impl Action for FilesJob {
     fn sources(&self, ctx: &Ctx) -> Result<Vec<Source>, JobError> {
         let mut found: Vec<(String, PathBuf)> = Vec::new();
         for (pattern, at) in &self.patterns {
-            let full = format!("{}/{}", glob::Pattern::escape(&self.dir.to_string_lossy()), pattern);
-            let paths =
-                glob::glob(&full).map_err(|e| JobError::Failed(format!("{at}: invalid pattern `{pattern}`: {e}")))?;
-            let mut matched = 0;
-            for p in paths {
-                let p = p.map_err(|e| JobError::Failed(format!("{}: {}", self.label, e)))?;
-                if !p.is_file() {
-                    continue;
-                }
-                let rel = p.strip_prefix(&self.dir).unwrap_or(&p).to_string_lossy().replace('\\', "/");
-                if rel.split('/').any(|c| c == "__pycache__") || rel.ends_with(".pyc") {
-                    continue;
-                }
-                matched += 1;
-                found.push((rel, p));
-            }
-            if matched == 0 {
+            let bad = |e: SourceError| JobError::Failed(format!("{at}: {e}"));
+            let matched = if self.exact {
+                sources::find_file(&self.dir, pattern).map_err(bad)?.into_iter().collect()
+            } else {
+                sources::find(&self.dir, pattern).map_err(bad)?
+            };
+            if matched.is_empty() {
                 return Err(JobError::Failed(format!(
                     "{at}: pattern `{pattern}` of {} matches no file in {}",
                     self.label,
                     self.dir.display()
                 )));
             }
+            found.extend(matched);
         }
         found.sort();
         found.dedup();

@@ -6,3 +6,4 @@ pub mod deb;
 pub mod files;
 pub mod python;
 pub mod render;
+pub mod sources;

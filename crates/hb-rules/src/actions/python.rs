@@ -197,33 +197,7 @@ impl Action for WheelJob {
             Mode::Bwrap => hb_sandbox::WORK.to_string(),
             Mode::Off => work.display().to_string(),
         };
-        // The build environment: the backend's wheels in a venv of their own. Its files
-        // are scaffolding, not outputs: they stay in memory and never enter the store.
-        let trees = self.build.iter().map(|b| inputs.tree(*b)).collect::<Result<Vec<_>, _>>()?;
-        let build_wheels = wheels_of(store, &trees)?;
-        let spec =
-            VenvSpec { prefix: format!("{base}/env"), python: self.python, interpreter: self.interpreter.clone() };
-        let mut blobs: BTreeMap<Digest, Vec<u8>> = BTreeMap::new();
-        let mut put = |b: &[u8]| {
-            let d = Digest::of(b);
-            blobs.entry(d).or_insert_with(|| b.to_vec());
-            Ok(d)
-        };
-        let env = hb_python::install(&spec, &self.target, &build_wheels, &mut put)
-            .map_err(|e| JobError::Failed(format!("{}: {e}", self.label)))?;
-        let env_entries: Vec<TreeEntry> = env
-            .entries
-            .into_iter()
-            .filter_map(|mut e| {
-                let rel = e.path.strip_prefix(spec.prefix.trim_start_matches('/'))?.trim_start_matches('/').to_string();
-                (!rel.is_empty()).then(|| {
-                    e.path = rel;
-                    e
-                })
-            })
-            .collect();
-        let from_memory = |d: &Digest| blobs.get(d).cloned().ok_or(StoreError::Missing(*d));
-        materialize(&from_memory, &env_entries, &work.join("env"), self.mtime)?;
+        self.build_env(ctx, inputs, &base, &work.join("env"))?;
         // The sources, with one mtime and normalized modes.
         let src: Vec<TreeEntry> =
             sources.iter().map(|s| TreeEntry::file(s.name.clone(), s.digest, s.size, s.executable)).collect();
@@ -263,6 +237,39 @@ impl Action for WheelJob {
         let tree =
             Tree::new(vec![TreeEntry::file(name, digest, size, false)]).map_err(|e| JobError::Failed(e.to_string()))?;
         Ok(Output::tree(tree))
+    }
+}
+
+impl WheelJob {
+    /// Writes the build environment under `dir` (seen as `{base}/env`): the backend's
+    /// wheels in a venv of their own. Its files are scaffolding, not outputs: they stay
+    /// in memory and never enter the store.
+    fn build_env(&self, ctx: &Ctx, inputs: &Inputs, base: &str, dir: &Path) -> Result<(), JobError> {
+        let trees = self.build.iter().map(|b| inputs.tree(*b)).collect::<Result<Vec<_>, _>>()?;
+        let build_wheels = wheels_of(ctx.store, &trees)?;
+        let spec =
+            VenvSpec { prefix: format!("{base}/env"), python: self.python, interpreter: self.interpreter.clone() };
+        let mut blobs: BTreeMap<Digest, Vec<u8>> = BTreeMap::new();
+        let mut put = |b: &[u8]| {
+            let d = Digest::of(b);
+            blobs.entry(d).or_insert_with(|| b.to_vec());
+            Ok(d)
+        };
+        let env = hb_python::install(&spec, &self.target, &build_wheels, &mut put)
+            .map_err(|e| JobError::Failed(format!("{}: {e}", self.label)))?;
+        let env_entries: Vec<TreeEntry> = env
+            .entries
+            .into_iter()
+            .filter_map(|mut e| {
+                let rel = e.path.strip_prefix(spec.prefix.trim_start_matches('/'))?.trim_start_matches('/').to_string();
+                (!rel.is_empty()).then(|| {
+                    e.path = rel;
+                    e
+                })
+            })
+            .collect();
+        let from_memory = |d: &Digest| blobs.get(d).cloned().ok_or(StoreError::Missing(*d));
+        materialize(&from_memory, &env_entries, dir, self.mtime)
     }
 }
 

@@ -184,7 +184,7 @@ impl Rule for Deb {
             let job = FilesJob {
                 label: format!("{name} {what}"),
                 dir: cx.package.dir.clone(),
-                patterns: vec![(glob::Pattern::escape(file.get_ref()), short(&cx.locate(file.span())))],
+                patterns: vec![(file.get_ref().clone(), short(&cx.locate(file.span())))],
                 dest,
                 strip_prefix: String::new(),
                 exact: true,
@@ -378,10 +378,25 @@ fn check_control(pkg: &Package, d: &DebAttrs) -> Result<(), ConfigError> {
     if d.description.get_ref().lines().next().is_none_or(|l| l.trim().is_empty()) {
         return Err(pkg.error(d.description.span(), "the description's first line (the synopsis) must not be empty"));
     }
-    if d.maintainer.get_ref().trim().is_empty() || d.maintainer.get_ref().contains('\n') {
-        return Err(
-            pkg.error(d.maintainer.span(), "`maintainer` must be one line, like \"Jane Doe <jane@example.org>\"")
-        );
+    if !valid_maintainer(d.maintainer.get_ref()) {
+        return Err(pkg.error(
+            d.maintainer.span(),
+            "`maintainer` must be a name and an email address on one line, like \"Jane Doe <jane@example.org>\"",
+        ));
+    }
+    // What dpkg would refuse in the control file, refused here with its location.
+    let fields = [
+        ("Description", d.description.span(), Some(d.description.get_ref())),
+        ("Section", d.name.span(), Some(&d.section)),
+        ("Priority", d.name.span(), Some(&d.priority)),
+        ("Homepage", d.name.span(), d.homepage.as_ref()),
+    ];
+    for (field, span, value) in fields {
+        if let Some(v) = value
+            && let Err(e) = hb_deb::render_control(&[(field.to_string(), v.clone())])
+        {
+            return Err(pkg.error(span, e.to_string()));
+        }
     }
     for dep in &d.depends {
         if dep.get_ref().trim().is_empty() || dep.get_ref().contains('\n') || dep.get_ref().contains(',') {
@@ -390,8 +405,20 @@ fn check_control(pkg: &Package, d: &DebAttrs) -> Result<(), ConfigError> {
                 "each `depends` entry is one relation, like \"curl (>= 7.88)\" (alternatives with `|`)",
             ));
         }
+        if let Err(why) = hb_config::build_file::check_relation(dep.get_ref().trim()) {
+            return Err(pkg.error(dep.span(), format!("invalid relation: {why}")));
+        }
     }
     Ok(())
+}
+
+/// `Name <user@host>`, as Debian policy 5.6.2 asks (lintian: malformed-contact).
+fn valid_maintainer(m: &str) -> bool {
+    let Some((name, rest)) = m.split_once('<') else { return false };
+    let Some(email) = rest.strip_suffix('>') else { return false };
+    let email_ok = email.split_once('@').is_some_and(|(u, h)| !u.is_empty() && !h.is_empty())
+        && !email.contains(|c: char| c.is_whitespace() || c == '<' || c == '>');
+    !name.trim().is_empty() && !name.contains(['>', '\n']) && email_ok
 }
 
 fn check_service(pkg: &Package, s: &ServiceSettings) -> Result<(), ConfigError> {

@@ -1,4 +1,4 @@
-//! `[[files]]`: files of the package, matched by glob patterns, installed under one
+//! `[[files]]`: files of the package, matched by patterns, installed under one
 //! directory of the target system. Expands into one `files` action; provides an
 //! [`InstallTree`].
 
@@ -37,10 +37,12 @@ impl Rule for Files {
     }
 
     fn check(pkg: &Package, f: &FilesAttrs) -> Result<(), ConfigError> {
-        if !f.dest.get_ref().starts_with('/') {
-            return Err(
-                pkg.error(f.dest.span(), "`dest` must be an absolute path on the target system, like \"/etc/myapp\"")
-            );
+        let dest = f.dest.get_ref();
+        if !(dest == "/" || hb_config::build_file::clean_absolute(dest) && dest.starts_with('/')) {
+            return Err(pkg.error(
+                f.dest.span(),
+                "`dest` must be a clean absolute path on the target system (no `.` or `..`), like \"/etc/myapp\"",
+            ));
         }
         hb_config::build_file::check_globs(pkg, &f.srcs)
     }
