@@ -44,7 +44,7 @@ pub struct WorkspaceSettings {
     #[serde(default = "default_compression")]
     pub compression: Compression,
     /// The one timestamp of every packaged file, unless a target sets its own.
-    pub source_date_epoch: Option<u64>,
+    pub source_date_epoch: Option<Spanned<u64>>,
     /// Local directories of wheels searched before the package index (relative to the
     /// workspace root), in addition to `PIP_FIND_LINKS`.
     #[serde(default)]
@@ -58,6 +58,10 @@ pub struct WorkspaceSettings {
     /// Public keys (hex) whose action entries are trusted.
     #[serde(default)]
     pub remote_trusted_keys: Vec<Spanned<String>>,
+    /// The most bytes one wheel may inflate to (default 1 GiB).
+    pub max_wheel_unpacked: Option<u64>,
+    /// The largest inflated/compressed ratio of a wheel member over 1 MiB (default 200).
+    pub max_compression_ratio: Option<u64>,
 }
 
 fn default_platform() -> Spanned<String> {
@@ -69,6 +73,33 @@ fn default_compression() -> Compression {
 
 /// Timestamp used when neither target nor workspace sets one: 2000-01-01T00:00:00Z.
 pub const DEFAULT_SOURCE_DATE_EPOCH: u64 = 946_684_800;
+
+/// The range a package's one timestamp may take: zip (wheels) starts at 1980, and a tar
+/// header holds 11 octal digits.
+pub const SOURCE_DATE_EPOCH_RANGE: std::ops::RangeInclusive<u64> = 315_532_800..=8_589_934_591;
+
+/// Checks a `source_date_epoch` setting.
+pub fn check_source_date_epoch(pkg: &Package, t: &Spanned<u64>) -> Result<(), ConfigError> {
+    let r = SOURCE_DATE_EPOCH_RANGE;
+    if !r.contains(t.get_ref()) {
+        return Err(pkg.error(
+            t.span(),
+            format!(
+                "source_date_epoch must be between {} (1980-01-01, the oldest time a zip holds) and {} (the latest a tar header holds)",
+                r.start(),
+                r.end()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl WorkspaceSettings {
+    /// The one timestamp of packaged files, unless a target sets its own.
+    pub fn source_date_epoch(&self) -> u64 {
+        self.source_date_epoch.as_ref().map_or(DEFAULT_SOURCE_DATE_EPOCH, |t| *t.get_ref())
+    }
+}
 
 /// A declared target, its dependencies resolved to labels.
 #[derive(Clone, Debug)]
@@ -196,6 +227,9 @@ impl Package {
 }
 
 fn check_workspace(pkg: &Package, ws: &WorkspaceSettings) -> Result<(), ConfigError> {
+    if let Some(t) = &ws.source_date_epoch {
+        check_source_date_epoch(pkg, t)?;
+    }
     let Some(platform) = hb_platform::lookup(ws.platform.get_ref()) else {
         return Err(pkg.error(
             ws.platform.span(),

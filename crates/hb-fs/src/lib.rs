@@ -8,23 +8,24 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-/// An I/O error together with the operation and the path it concerned.
+/// An I/O error together with the operation and the path it concerned. The message
+/// holds the cause, so the cause is not also reported as its `source()` (an error
+/// chain would say it twice).
 #[derive(Debug, thiserror::Error)]
-#[error("{op} {path}: {source}")]
+#[error("{op} {path}: {cause}")]
 pub struct FsError {
     pub op: &'static str,
     pub path: PathBuf,
-    #[source]
-    pub source: io::Error,
+    pub cause: io::Error,
 }
 
 impl FsError {
     pub fn new(op: &'static str, path: &Path, source: io::Error) -> Self {
-        Self { op, path: path.to_path_buf(), source }
+        Self { op, path: path.to_path_buf(), cause: source }
     }
 
     pub fn is_not_found(&self) -> bool {
-        self.source.kind() == io::ErrorKind::NotFound
+        self.cause.kind() == io::ErrorKind::NotFound
     }
 }
 

@@ -54,6 +54,12 @@ pub enum PyError {
     )]
     LauncherConflict { name: String, first: String, second: String },
 
+    #[error(
+        "`/{path}` would be {len} bytes long once installed, more than PATH_MAX (4096) allows; use a shorter \
+         `prefix` or another release of the distribution that installs it"
+    )]
+    PathTooLong { path: String, len: usize },
+
     #[error("invalid virtualenv settings: {0}")]
     Spec(String),
 

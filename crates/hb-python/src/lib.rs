@@ -17,4 +17,4 @@ mod testutil;
 pub use error::PyError;
 pub use tags::{Target, WheelName, normalize};
 pub use venv::{Venv, VenvSpec, install};
-pub use wheel::Wheel;
+pub use wheel::{Limits, Wheel};

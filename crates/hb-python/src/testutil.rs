@@ -27,6 +27,8 @@ pub struct WheelBuilder {
     overrides: Vec<(String, Option<String>, Option<String>)>,
     extra_rows: Vec<String>,
     duplicates: Vec<(String, Vec<u8>)>,
+    /// `None`: the usual METADATA; `Some(None)`: none; `Some(Some(text))`: this one.
+    metadata: Option<Option<String>>,
 }
 
 impl WheelBuilder {
@@ -42,7 +44,20 @@ impl WheelBuilder {
             overrides: Vec::new(),
             extra_rows: Vec::new(),
             duplicates: Vec::new(),
+            metadata: None,
         }
+    }
+
+    /// Writes `text` as METADATA.
+    pub fn metadata(&mut self, text: &str) -> &mut Self {
+        self.metadata = Some(Some(text.to_string()));
+        self
+    }
+
+    /// Leaves METADATA out.
+    pub fn no_metadata(&mut self) -> &mut Self {
+        self.metadata = Some(None);
+        self
     }
 
     pub fn dist_info(&self) -> String {
@@ -110,12 +125,10 @@ impl WheelBuilder {
     pub fn build(&self) -> Vec<u8> {
         let di = self.dist_info();
         let mut files: Vec<(String, Vec<u8>, u32, bool)> = Vec::new();
-        files.push((
-            format!("{di}/METADATA"),
-            format!("Metadata-Version: 2.1\nName: {}\nVersion: {}\n", self.dist, self.version).into_bytes(),
-            0o644,
-            true,
-        ));
+        let default = format!("Metadata-Version: 2.1\nName: {}\nVersion: {}\n", self.dist, self.version);
+        if let Some(text) = self.metadata.clone().unwrap_or(Some(default)) {
+            files.push((format!("{di}/METADATA"), text.into_bytes(), 0o644, true));
+        }
         if self.with_wheel {
             let text = format!(
                 "Wheel-Version: {}\nGenerator: hb-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",

@@ -1,6 +1,9 @@
 //! Reading and validating one wheel archive before anything of it is installed: safe
-//! member names (relative, no `..`, no backslashes, no links or special files, no
-//! duplicates), exactly one `.dist-info` matching the file name, a supported
+//! member names (relative, no `..`, no backslashes or control characters, components
+//! within NAME_MAX, no links or special files, no duplicates), local file headers that
+//! agree with the central directory, members inflated only up to the [`Limits`] (size
+//! and compression ratio, checked while inflating), exactly one `.dist-info` matching
+//! the file name, a METADATA whose `Name` and `Version` match it too, a supported
 //! `Wheel-Version`, known `.data/` subdirectories, and a RECORD whose sha256 hashes and
 //! sizes match every member. A [`Wheel`] holds the validated regular files in memory.
 
@@ -32,6 +35,31 @@ pub struct Wheel {
     members: Vec<Member>,
 }
 
+/// How much a wheel may inflate to. Checked while inflating, so a zip bomb is stopped
+/// before it is in memory, let alone written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// The most bytes all members of one wheel may inflate to.
+    pub max_unpacked: u64,
+    /// The largest ratio of a member's inflated to compressed size, for members larger
+    /// than [`Limits::RATIO_FLOOR`].
+    pub max_ratio: u64,
+}
+
+impl Limits {
+    /// Members smaller than this may compress as well as they like.
+    pub const RATIO_FLOOR: u64 = 1 << 20;
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_unpacked: 1 << 30, max_ratio: 200 }
+    }
+}
+
+/// The longest path component Linux file systems take (NAME_MAX).
+pub const NAME_MAX: usize = 255;
+
 const S_IFMT: u32 = 0o170000;
 const S_IFREG: u32 = 0o100000;
 const S_IFDIR: u32 = 0o040000;
@@ -49,6 +77,9 @@ fn unsafe_name(name: &str) -> Option<&'static str> {
     if name.contains('\\') {
         return Some("contains a backslash in its name (wheel paths are '/'-separated)");
     }
+    if name.chars().any(char::is_control) {
+        return Some("has a control character (such as a newline) in its name, which dpkg cannot package");
+    }
     if name.starts_with('/') {
         return Some("is an absolute path");
     }
@@ -60,10 +91,80 @@ fn unsafe_name(name: &str) -> Option<&'static str> {
         match c {
             "" => return Some("has an empty path component"),
             "." | ".." => return Some("has a `.` or `..` path component (it could escape the install directory)"),
+            _ if c.len() > NAME_MAX => return Some("has a path component longer than 255 bytes (NAME_MAX)"),
             _ => {}
         }
     }
     None
+}
+
+/// Checks that each central directory entry's local file header agrees with it: the
+/// same name and, unless sizes follow the data (bit 3), the same sizes. The zip reader
+/// trusts the central directory; a tool reading local headers would see other files.
+fn check_local_headers(bytes: &[u8], start: u64) -> Result<(), (String, String)> {
+    let u16_at = |b: &[u8], i: usize| b.get(i..i + 2).map(|x| u16::from_le_bytes([x[0], x[1]]));
+    let u32_at = |b: &[u8], i: usize| b.get(i..i + 4).map(|x| u32::from_le_bytes([x[0], x[1], x[2], x[3]]));
+    let mut pos =
+        usize::try_from(start).map_err(|_| (String::new(), "the central directory is out of range".into()))?;
+    while let Some(h) = bytes.get(pos..pos.saturating_add(46)) {
+        if h[..4] != [0x50, 0x4b, 0x01, 0x02] {
+            break;
+        }
+        let field = |i| usize::from(u16_at(h, i).unwrap_or(0));
+        let (name_len, extra_len, comment_len) = (field(28), field(30), field(32));
+        let name = bytes.get(pos + 46..pos + 46 + name_len).unwrap_or_default();
+        let shown = String::from_utf8_lossy(name).into_owned();
+        let bad = |why: &str| Err((shown.clone(), why.to_string()));
+        let (csize, usize_) = (u32_at(h, 20).unwrap_or(0), u32_at(h, 24).unwrap_or(0));
+        let offset = u32_at(h, 42).unwrap_or(0);
+        if offset != u32::MAX {
+            let lh = offset as usize;
+            let Some(local) = bytes.get(lh..lh.saturating_add(30)) else {
+                return bad("has a local file header outside the archive");
+            };
+            if local[..4] != [0x50, 0x4b, 0x03, 0x04] {
+                return bad("has no local file header where the central directory says");
+            }
+            let lname_len = usize::from(u16_at(local, 26).unwrap_or(0));
+            if bytes.get(lh + 30..lh + 30 + lname_len) != Some(name) {
+                return bad("has a local file header with another name than the central directory's");
+            }
+            let descriptor = u16_at(local, 6).unwrap_or(0) & 0x8 != 0;
+            let (lc, lu) = (u32_at(local, 18).unwrap_or(0), u32_at(local, 22).unwrap_or(0));
+            let zip64 = [csize, usize_, lc, lu].contains(&u32::MAX);
+            if !descriptor && !zip64 && (lc, lu) != (csize, usize_) {
+                return bad("has a local file header whose sizes disagree with the central directory's");
+            }
+        }
+        pos += 46 + name_len + extra_len + comment_len;
+    }
+    Ok(())
+}
+
+/// Inflates a member, stopping as soon as it passes the limits.
+fn inflate(f: &mut impl Read, compressed: u64, budget: &u64, limits: &Limits) -> Result<Vec<u8>, String> {
+    let mut data = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| format!("cannot be decompressed: {e}"))?;
+        if n == 0 {
+            return Ok(data);
+        }
+        data.extend_from_slice(&buf[..n]);
+        let len = data.len() as u64;
+        if len > *budget {
+            return Err(format!(
+                "inflates past the wheel's limit of {} bytes unpacked (a zip bomb?)",
+                limits.max_unpacked
+            ));
+        }
+        if len > Limits::RATIO_FLOOR && len > compressed.max(1).saturating_mul(limits.max_ratio) {
+            return Err(format!(
+                "inflates more than {} times its compressed size of {compressed} bytes (a zip bomb?)",
+                limits.max_ratio
+            ));
+        }
+    }
 }
 
 /// The raw names of every central directory header from `start`, in archive order.
@@ -114,6 +215,11 @@ impl Wheel {
     /// Opens and validates a wheel (see the module documentation for the checks).
     /// `filename` is the wheel's file name (a path is accepted), `bytes` its contents.
     pub fn open(filename: &str, bytes: Vec<u8>) -> Result<Wheel, PyError> {
+        Wheel::open_with(filename, bytes, &Limits::default())
+    }
+
+    /// [`Wheel::open`] with explicit inflation limits.
+    pub fn open_with(filename: &str, bytes: Vec<u8>, limits: &Limits) -> Result<Wheel, PyError> {
         let name = WheelName::parse(filename)?;
         let wheel = filename.rsplit('/').next().unwrap_or(filename).to_string();
         let archive_err = |reason: String| PyError::Archive { wheel: wheel.clone(), reason };
@@ -131,6 +237,8 @@ impl Wheel {
                 return Err(member_err(&String::from_utf8_lossy(raw), "appears twice in the archive"));
             }
         }
+        check_local_headers(&bytes, archive.central_directory_start())
+            .map_err(|(member, reason)| member_err(&member, &reason))?;
         if raw_names.len() != archive.len() {
             return Err(archive_err(format!(
                 "the central directory lists {} entries but {} distinct names were read",
@@ -141,6 +249,7 @@ impl Wheel {
 
         let mut files: BTreeMap<String, Member> = BTreeMap::new();
         let mut dirs: BTreeSet<String> = BTreeSet::new();
+        let mut budget = limits.max_unpacked;
         for i in 0..archive.len() {
             let mut f = archive.by_index(i).map_err(|e| archive_err(format!("entry {i}: {e}")))?;
             let member = f.name().to_string();
@@ -165,9 +274,9 @@ impl Wheel {
                 dirs.insert(member.trim_end_matches('/').to_string());
                 continue;
             }
-            let mut data = Vec::with_capacity(usize::try_from(f.size()).unwrap_or(0).min(1 << 26));
-            f.read_to_end(&mut data)
-                .map_err(|e| archive_err(format!("member `{member}` cannot be decompressed: {e}")))?;
+            let compressed = f.compressed_size();
+            let data = inflate(&mut f, compressed, &budget, limits).map_err(|why| member_err(&member, &why))?;
+            budget -= data.len() as u64;
             let executable = mode.is_some_and(|m| m & 0o111 != 0);
             files.insert(member.clone(), Member { name: member, bytes: data, executable });
         }
@@ -261,6 +370,25 @@ impl Wheel {
             )));
         }
         let root_is_purelib = header("Root-Is-Purelib").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+
+        // METADATA names the same distribution and version as the file name.
+        let metadata_path = format!("{dist_info}/METADATA");
+        let md_err = |reason: String| PyError::Metadata { wheel: wheel.clone(), member: metadata_path.clone(), reason };
+        let metadata = files
+            .get(&metadata_path)
+            .ok_or_else(|| md_err("is missing; every wheel needs it, rebuild the wheel".to_string()))?;
+        let text = std::str::from_utf8(&metadata.bytes)
+            .map_err(|_| md_err("is not UTF-8 text; rebuild the wheel".to_string()))?;
+        let headers = parse_headers(text).map_err(|e| md_err(format!("cannot be parsed: {e}; rebuild the wheel")))?;
+        let field = |key: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.as_str());
+        let md_name = field("Name").ok_or_else(|| md_err("has no Name field".to_string()))?;
+        let md_version = field("Version").ok_or_else(|| md_err("has no Version field".to_string()))?;
+        if normalize(md_name) != name.normalized_name() {
+            return Err(md_err(format!("says Name: {md_name}, but the file name says {}", name.distribution)));
+        }
+        if !md_version.replace('-', "_").eq_ignore_ascii_case(&name.version) {
+            return Err(md_err(format!("says Version: {md_version}, but the file name says {}", name.version)));
+        }
 
         // RECORD covers every member with a matching hash.
         let record_path = format!("{dist_info}/RECORD");
@@ -357,6 +485,62 @@ mod tests {
             Ok(_) => panic!("{name} was accepted"),
             Err(e) => e.to_string(),
         }
+    }
+
+    const DEMO: &str = "demo-1.0-py3-none-any.whl";
+
+    #[test]
+    fn metadata_must_exist_and_agree_with_the_file_name() {
+        let err = open_err(DEMO, WheelBuilder::new("demo", "1.0").no_metadata().build());
+        assert!(err.contains("METADATA") && err.contains("missing"), "{err}");
+        let err = open_err(DEMO, WheelBuilder::new("demo", "1.0").metadata("Name: other\nVersion: 1.0\n").build());
+        assert!(err.contains("says Name: other"), "{err}");
+        let err = open_err(DEMO, WheelBuilder::new("demo", "1.0").metadata("Name: Demo\nVersion: 2.0\n").build());
+        assert!(err.contains("says Version: 2.0"), "{err}");
+        assert!(
+            Wheel::open(DEMO, WheelBuilder::new("demo", "1.0").metadata("Name: DEMO\nVersion: 1.0\n").build()).is_ok()
+        );
+    }
+
+    #[test]
+    fn names_dpkg_cannot_hold_are_refused() {
+        let err = open_err(DEMO, WheelBuilder::new("demo", "1.0").file("demo/a\nb.py", b"x").build());
+        assert!(err.contains("demo/a\nb.py") && err.contains("control character"), "{err}");
+        let long = format!("demo/{}.py", "x".repeat(300));
+        let err = open_err(DEMO, WheelBuilder::new("demo", "1.0").file(&long, b"x").build());
+        assert!(err.contains("NAME_MAX"), "{err}");
+    }
+
+    /// The offset of the first local file header's name (the archive starts with it).
+    fn patch(mut bytes: Vec<u8>, at: usize, with: &[u8]) -> Vec<u8> {
+        bytes[at..at + with.len()].copy_from_slice(with);
+        bytes
+    }
+
+    #[test]
+    fn local_headers_must_agree_with_the_central_directory() {
+        let bytes = WheelBuilder::new("demo", "1.0").file("demo/__init__.py", b"x = 1\n").build();
+        assert_eq!(&bytes[..4], b"PK\x03\x04");
+        // The first member's name in its local header only.
+        let err = open_err(DEMO, patch(bytes.clone(), 30, b"X"));
+        assert!(err.contains("local file header with another name"), "{err}");
+        // Its uncompressed size in the local header only.
+        let err = open_err(DEMO, patch(bytes, 22, &[0xff, 0xff, 0, 0]));
+        assert!(err.contains("sizes disagree"), "{err}");
+    }
+
+    #[test]
+    fn zip_bombs_stop_while_inflating() {
+        let zeros = vec![0u8; 8 << 20];
+        let bytes = WheelBuilder::new("demo", "1.0").file("demo/zeros.bin", &zeros).build();
+        assert!(bytes.len() < 100_000, "8 MiB of zeros compress well");
+        let err = open_err(DEMO, bytes.clone());
+        assert!(err.contains("demo/zeros.bin") && err.contains("200 times its compressed size"), "{err}");
+        let lenient = Limits { max_unpacked: 1 << 30, max_ratio: 100_000 };
+        assert!(Wheel::open_with(DEMO, bytes.clone(), &lenient).is_ok());
+        let small = Limits { max_unpacked: 1 << 20, max_ratio: 100_000 };
+        let err = Wheel::open_with(DEMO, bytes, &small).unwrap_err().to_string();
+        assert!(err.contains("past the wheel's limit of 1048576 bytes"), "{err}");
     }
 
     #[test]

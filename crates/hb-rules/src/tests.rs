@@ -299,3 +299,25 @@ fn control_fields_are_checked_where_they_are_written() {
     let err = ws.plan(&Rules::builtin(), "//pkg:f").err().unwrap().to_string();
     assert!(err.contains("clean absolute path") && err.contains("pkg/BUILD.toml:4:8"), "{err}");
 }
+
+#[test]
+fn pyproject_mistakes_point_into_the_pyproject() {
+    let ws = Ws::with_app(&[("BUILD.toml", WORKSPACE), ("app/BUILD.toml", APP)], &["flask"], &["setuptools"]);
+    ws.write("app/pyproject.toml", "[project]\nname = \"tiny\"\ndependencies = \"flask\"\n");
+    let err = ws.plan(&Rules::builtin(), "//app:app").err().unwrap().to_string();
+    assert!(err.contains("app/pyproject.toml:3:16"), "{err}");
+    std::fs::remove_file(ws.0.path().join("app/pyproject.toml")).unwrap();
+    let err = ws.plan(&Rules::builtin(), "//app:app").err().unwrap().to_string();
+    assert!(err.contains("app/pyproject.toml") && err.contains("app/BUILD.toml:2:8"), "{err}");
+}
+
+#[test]
+fn timestamps_a_package_cannot_hold_are_refused() {
+    let ws = Ws::new(&[("BUILD.toml", "[workspace]\nsource_date_epoch = 99999999999\n")]);
+    let err = ws.plan(&Rules::builtin(), "//:x").err().unwrap().to_string();
+    assert!(err.contains("BUILD.toml:2:21") && err.contains("source_date_epoch must be between"), "{err}");
+    ws.write("BUILD.toml", WORKSPACE);
+    ws.write("pkg/BUILD.toml", &format!("{DEB}source_date_epoch = 0\n"));
+    let err = ws.plan(&Rules::builtin(), "//pkg:deb").err().unwrap().to_string();
+    assert!(err.contains("pkg/BUILD.toml:7:21") && err.contains("1980"), "{err}");
+}

@@ -80,7 +80,7 @@ pub fn scan(root: &Path) -> Result<Vec<Stored>, FsError> {
             let sub_path = sub.path();
             let files = match hb_fs::read_dir_sorted(&sub_path) {
                 Err(e) if e.is_not_found() => continue,
-                Err(e) if e.source.kind() == io::ErrorKind::NotADirectory => continue,
+                Err(e) if e.cause.kind() == io::ErrorKind::NotADirectory => continue,
                 r => r?,
             };
             for f in files {

@@ -506,7 +506,7 @@ impl Read for Concat<'_> {
                 Some(Part::Bytes(b)) => self.current = Some(Box::new(io::Cursor::new(b))),
                 Some(Part::Blob(d)) => {
                     let r = self.store.open_blob(&d).map_err(|e| match e {
-                        hb_store::StoreError::Fs(f) => f.source,
+                        hb_store::StoreError::Fs(f) => f.cause,
                         other => io::Error::other(other.to_string()),
                     })?;
                     self.current = Some(Box::new(r));

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use hb_engine::{Action, Ctx, Input, Inputs, JobError, Output, Source, Tool, encode_args};
 use hb_fetch::LockedFile;
-use hb_python::{Target, VenvSpec, Wheel};
+use hb_python::{Limits, Target, VenvSpec, Wheel};
 use hb_sandbox::Mode;
 use hb_store::{Digest, EntryKind, Store, StoreError, Tree, TreeEntry};
 use serde::{Deserialize, Serialize};
@@ -54,8 +54,8 @@ impl Action for FetchJob {
     }
 }
 
-/// The wheels (file name, bytes) in input trees.
-fn wheels_of(store: &Store, trees: &[&Tree]) -> Result<Vec<Wheel>, JobError> {
+/// The wheels (file name, bytes) in input trees, opened within `limits`.
+fn wheels_of(store: &Store, trees: &[&Tree], limits: &Limits) -> Result<Vec<Wheel>, JobError> {
     let mut out = Vec::new();
     for t in trees {
         for e in t.entries() {
@@ -63,7 +63,7 @@ fn wheels_of(store: &Store, trees: &[&Tree]) -> Result<Vec<Wheel>, JobError> {
                 && e.path.ends_with(".whl")
             {
                 let bytes = store.read_blob(digest)?;
-                out.push(Wheel::open(&e.path, bytes).map_err(|err| JobError::Failed(err.to_string()))?);
+                out.push(Wheel::open_with(&e.path, bytes, limits).map_err(|err| JobError::Failed(err.to_string()))?);
             }
         }
     }
@@ -114,7 +114,13 @@ def main():
     backend_spec, backend_path, out_dir = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
     sys.path[:0] = [os.path.abspath(p) for p in backend_path]
     module, _, attrs = backend_spec.partition(":")
-    backend = importlib.import_module(module)
+    try:
+        backend = importlib.import_module(module)
+    except ImportError as e:
+        print("HB_ERROR=the build backend `%s` cannot be imported (%s): it is not among the locked build "
+              "requirements; add the distribution that provides it to [build-system] requires and run `hb lock`"
+              % (module, e))
+        sys.exit(3)
     for attr in filter(None, attrs.split(".")):
         backend = getattr(backend, attr)
     os.makedirs(out_dir, exist_ok=True)
@@ -139,6 +145,9 @@ pub struct WheelJob {
     pub sandbox: Mode,
     /// The locked build requirements' files (the backend and its dependencies).
     pub build: Vec<Input<()>>,
+    /// How far wheels may inflate (not in the key: it decides only whether a wheel is
+    /// refused, never what an accepted one gives).
+    pub limits: Limits,
 }
 
 #[derive(Serialize)]
@@ -175,11 +184,12 @@ impl Action for WheelJob {
     }
     fn tools(&self, ctx: &Ctx) -> Result<Vec<Tool>, JobError> {
         let interp = &self.interpreter;
-        let info = ctx.source_file(Path::new(interp)).map_err(|e| {
-            JobError::Failed(format!(
-                "{}: the target interpreter {interp} is needed to build the app's wheel ({e}); install Debian's python{}.{}",
+        let info = ctx.source_file(Path::new(interp)).map_err(|e| match e {
+            StoreError::Fs(f) if f.is_not_found() => JobError::Failed(format!(
+                "{}: the target interpreter {interp} is needed to build the app's wheel and is not installed; install Debian's python{}.{}",
                 self.label, self.python.0, self.python.1
-            ))
+            )),
+            other => JobError::Failed(format!("{}: reading the interpreter {interp}: {other}", self.label)),
         })?;
         Ok(vec![Tool { path: interp.clone(), digest: info.digest }])
     }
@@ -216,6 +226,9 @@ impl Action for WheelJob {
         let env = BTreeMap::from([("SOURCE_DATE_EPOCH".to_string(), self.mtime.to_string())]);
         let spec = hb_sandbox::Spec { work, cwd: &format!("{base}/src"), argv, env };
         let out = hb_sandbox::run(self.sandbox, &spec).map_err(|e| JobError::Failed(format!("{}: {e}", self.label)))?;
+        if let Some(why) = out.stdout.lines().find_map(|l| l.strip_prefix("HB_ERROR=")) {
+            return Err(JobError::Failed(format!("{}: {why}", self.label)));
+        }
         if !out.success {
             return Err(JobError::Failed(format!(
                 "{}: the build backend `{}` failed (exit {}). Its output:\n{}",
@@ -246,7 +259,7 @@ impl WheelJob {
     /// in memory and never enter the store.
     fn build_env(&self, ctx: &Ctx, inputs: &Inputs, base: &str, dir: &Path) -> Result<(), JobError> {
         let trees = self.build.iter().map(|b| inputs.tree(*b)).collect::<Result<Vec<_>, _>>()?;
-        let build_wheels = wheels_of(ctx.store, &trees)?;
+        let build_wheels = wheels_of(ctx.store, &trees, &self.limits)?;
         let spec =
             VenvSpec { prefix: format!("{base}/env"), python: self.python, interpreter: self.interpreter.clone() };
         let mut blobs: BTreeMap<Digest, Vec<u8>> = BTreeMap::new();
@@ -306,6 +319,8 @@ pub struct VenvJob {
     pub runtime: Vec<Input<()>>,
     /// The app's own wheel.
     pub app: Input<()>,
+    /// How far wheels may inflate (not in the key, as for [`WheelJob::limits`]).
+    pub limits: Limits,
 }
 
 impl Action for VenvJob {
@@ -320,7 +335,7 @@ impl Action for VenvJob {
     }
     fn run(&self, ctx: &Ctx, inputs: &Inputs, _: &[Source]) -> Result<Output<VenvFacts>, JobError> {
         let trees = self.runtime.iter().chain([&self.app]).map(|i| inputs.tree(*i)).collect::<Result<Vec<_>, _>>()?;
-        let wheels = wheels_of(ctx.store, &trees)?;
+        let wheels = wheels_of(ctx.store, &trees, &self.limits)?;
         let spec = VenvSpec { prefix: self.prefix.clone(), python: self.python, interpreter: self.interpreter.clone() };
         let mut put = |b: &[u8]| ctx.store.put_bytes(b).map_err(hb_python::PyError::Store);
         let venv = hb_python::install(&spec, &self.target, &wheels, &mut put)

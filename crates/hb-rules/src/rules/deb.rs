@@ -44,7 +44,7 @@ pub struct DebAttrs {
     #[serde(default)]
     pub depends: Vec<Spanned<String>>,
     pub compression: Option<hb_config::Compression>,
-    pub source_date_epoch: Option<u64>,
+    pub source_date_epoch: Option<Spanned<u64>>,
     #[serde(default)]
     pub deps: Vec<Spanned<String>>,
     /// License name for the generated copyright file (default "proprietary").
@@ -123,6 +123,9 @@ impl Rule for Deb {
 
     fn check(pkg: &Package, d: &DebAttrs) -> Result<(), ConfigError> {
         check_control(pkg, d)?;
+        if let Some(t) = &d.source_date_epoch {
+            hb_config::build_file::check_source_date_epoch(pkg, t)?;
+        }
         if let Some(svc) = &d.service {
             check_service(pkg, svc)?;
         }
@@ -140,10 +143,7 @@ impl Rule for Deb {
             (Some(svc), Some((label, at))) => Some(service_context(cx, svc, &package, &apps, &label, at)?),
             _ => None,
         };
-        let mtime = d
-            .source_date_epoch
-            .or(cx.settings.source_date_epoch)
-            .unwrap_or(hb_config::build_file::DEFAULT_SOURCE_DATE_EPOCH);
+        let mtime = d.source_date_epoch.as_ref().map_or_else(|| cx.settings.source_date_epoch(), |t| *t.get_ref());
         let meta = control_meta(cx, d, &package, !apps.is_empty(), service.is_some());
         let prefixes: Vec<String> = apps.iter().map(|(_, app)| app.prefix.clone()).collect();
         let description = d.description.get_ref();

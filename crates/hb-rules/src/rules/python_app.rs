@@ -112,9 +112,10 @@ impl Rule for PythonApp {
             python: platform.python,
             interpreter: platform.interpreter(),
             target: target.clone(),
-            mtime: cx.settings.source_date_epoch.unwrap_or(hb_config::build_file::DEFAULT_SOURCE_DATE_EPOCH),
+            mtime: cx.settings.source_date_epoch(),
             sandbox: cx.opts.sandbox,
             build,
+            limits: wheel_limits(cx.settings),
         };
         let app = cx.actions.add(format!("{name} wheel"), wheel);
         let venv = VenvJob {
@@ -125,6 +126,7 @@ impl Rule for PythonApp {
             target,
             runtime,
             app,
+            limits: wheel_limits(cx.settings),
         };
         let venv = cx.actions.add(name, venv);
         let info = PythonAppInfo {
@@ -151,6 +153,15 @@ fn fetch(cx: &mut Cx, f: &hb_fetch::LockedFile) -> hb_engine::Input<()> {
     })
 }
 
+/// How far wheels may inflate: the workspace's settings, else hb's defaults.
+fn wheel_limits(settings: &hb_config::WorkspaceSettings) -> hb_python::Limits {
+    let d = hb_python::Limits::default();
+    hb_python::Limits {
+        max_unpacked: settings.max_wheel_unpacked.unwrap_or(d.max_unpacked),
+        max_ratio: settings.max_compression_ratio.unwrap_or(d.max_ratio),
+    }
+}
+
 /// The wheel tags a platform accepts.
 pub fn wheel_target(p: &Platform) -> hb_python::Target {
     hb_python::Target { python: p.python, glibc: p.glibc, arch: p.wheel_arch.to_string() }
@@ -167,49 +178,60 @@ pub struct Project {
     pub backend_path: Vec<String>,
 }
 
-/// Reads the python_app's pyproject.toml.
+/// The parts of pyproject.toml hb reads (other keys are the backend's business).
+#[derive(Deserialize)]
+struct PyProjectFile {
+    project: Option<ProjectTable>,
+    #[serde(rename = "build-system")]
+    build_system: Option<BuildSystemTable>,
+}
+
+#[derive(Deserialize)]
+struct ProjectTable {
+    name: Option<String>,
+    #[serde(default)]
+    dependencies: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct BuildSystemTable {
+    requires: Option<Vec<String>>,
+    #[serde(rename = "build-backend")]
+    build_backend: Option<String>,
+    #[serde(rename = "backend-path", default)]
+    backend_path: Vec<String>,
+}
+
+/// Reads the python_app's pyproject.toml. A file that cannot be read is reported at the
+/// BUILD.toml line naming it; a mistake inside it, at its own line of the pyproject.
 pub fn project(pkg: &Package, p: &PythonAppAttrs) -> Result<Project, RulesError> {
-    let at = pkg.locate(p.pyproject.span());
-    let invalid = |message: String| RulesError::Invalid { message, location: at.clone() };
+    let named_at = if p.pyproject.span() == (0..0) { p.name.span() } else { p.pyproject.span() };
     let path = pkg.dir.join(p.pyproject.get_ref());
-    let text = hb_fs::read_to_string(&path).map_err(|e| invalid(e.to_string()))?;
-    let value: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| invalid(format!("{} is not valid TOML: {}", path.display(), e.message())))?;
-    let strings = |v: Option<&toml::Value>, what: &str| -> Result<Vec<String>, RulesError> {
-        match v {
-            None => Ok(Vec::new()),
-            Some(toml::Value::Array(a)) => a
-                .iter()
-                .map(|x| {
-                    x.as_str().map(str::to_string).ok_or_else(|| invalid(format!("{what} must be a list of strings")))
-                })
-                .collect(),
-            Some(_) => Err(invalid(format!("{what} must be a list of strings"))),
-        }
+    let shown = Path::new(&pkg.path).join(p.pyproject.get_ref());
+    let text = hb_fs::read_to_string(&path)
+        .map_err(|e| RulesError::Invalid { message: e.to_string(), location: pkg.locate(named_at) })?;
+    let inside = |span: std::ops::Range<usize>, message: String| RulesError::Invalid {
+        message,
+        location: hb_config::Location::from_span(&shown, &text, span),
     };
-    let project = value.get("project");
-    let name = project
-        .and_then(|p| p.get("name"))
-        .and_then(|n| n.as_str())
-        .ok_or_else(|| invalid(format!("{} has no [project] name", p.pyproject.get_ref())))?;
-    let build = value.get("build-system");
-    let build_requires = match build.and_then(|b| b.get("requires")) {
-        Some(v) => strings(Some(v), "[build-system] requires")?,
-        // PEP 517's fallback for projects without a [build-system] table.
-        None => vec!["setuptools>=40.8.0".to_string()],
-    };
-    let build_backend = build
-        .and_then(|b| b.get("build-backend"))
-        .and_then(|b| b.as_str())
-        .unwrap_or("setuptools.build_meta:__legacy__")
-        .to_string();
+    let file: PyProjectFile = toml::from_str(&text)
+        .map_err(|e| inside(e.span().unwrap_or(0..0), format!("{}: {}", shown.display(), e.message())))?;
+    let project = file.project.ok_or_else(|| inside(0..0, format!("{} has no [project] table", shown.display())))?;
+    let name = project.name.ok_or_else(|| inside(0..0, format!("{} has no [project] name", shown.display())))?;
+    let build = file.build_system;
     Ok(Project {
-        name: hb_python::normalize(name),
-        dependencies: strings(project.and_then(|p| p.get("dependencies")), "[project] dependencies")?,
-        build_requires,
-        build_backend,
-        backend_path: strings(build.and_then(|b| b.get("backend-path")), "[build-system] backend-path")?,
+        name: hb_python::normalize(&name),
+        dependencies: project.dependencies,
+        // PEP 517's fallback for projects without a [build-system] table.
+        build_requires: build
+            .as_ref()
+            .and_then(|b| b.requires.clone())
+            .unwrap_or_else(|| vec!["setuptools>=40.8.0".to_string()]),
+        build_backend: build
+            .as_ref()
+            .and_then(|b| b.build_backend.clone())
+            .unwrap_or_else(|| "setuptools.build_meta:__legacy__".to_string()),
+        backend_path: build.map(|b| b.backend_path).unwrap_or_default(),
     })
 }
 
