@@ -505,12 +505,22 @@ fn remote_client(ws: &Workspace, args: &RemoteArgs) -> Result<Option<std::sync::
         trusted.push(hb_remote::parse_public_key(k).context("in HB_REMOTE_TRUSTED_KEYS")?);
     }
     let read_only = args.remote_read_only || env("HB_REMOTE_READ_ONLY").is_some_and(|v| v != "0");
+    let response_timeout = match env("HB_REMOTE_TIMEOUT") {
+        Some(t) => std::time::Duration::from_secs_f64(
+            t.parse::<f64>()
+                .ok()
+                .filter(|s| s.is_finite() && *s > 0.0 && *s < 86_400.0)
+                .with_context(|| format!("HB_REMOTE_TIMEOUT={t}: give the seconds to wait, like 10"))?,
+        ),
+        None => hb_remote::DEFAULT_RESPONSE_TIMEOUT,
+    };
     Ok(Some(std::sync::Arc::new(hb_remote::Remote::new(hb_remote::RemoteConfig {
         url,
         token,
         read_only,
         signing_key,
         trusted,
+        response_timeout,
     }))))
 }
 

@@ -37,7 +37,17 @@ pub struct RemoteConfig {
     pub signing_key: Option<SigningKey>,
     /// Public keys whose entries this client uses.
     pub trusted: Vec<VerifyingKey>,
+    /// How long to wait for a server to start answering a request (connecting and
+    /// sending each take at most this too). A server slower than this is given up on.
+    pub response_timeout: Duration,
 }
+
+/// The default [`RemoteConfig::response_timeout`].
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// After this many bad answers (corrupt blobs, server errors) the remote is not used for
+/// the rest of the build.
+pub const MAX_BAD_ANSWERS: usize = 3;
 
 /// A signing key from a file holding its 32-byte seed in hex.
 pub fn read_signing_key(path: &std::path::Path) -> Result<SigningKey, RemoteError> {
@@ -114,6 +124,7 @@ pub struct Remote {
     cfg: RemoteConfig,
     agent: ureq::Agent,
     disabled: AtomicBool,
+    bad_answers: std::sync::atomic::AtomicUsize,
     warnings: Mutex<Vec<String>>,
 }
 
@@ -132,12 +143,37 @@ impl Remote {
                 cfg.trusted.push(own);
             }
         }
+        let t = Some(cfg.response_timeout);
         let config = ureq::Agent::config_builder()
-            .timeout_connect(Some(Duration::from_secs(3)))
-            .timeout_global(Some(Duration::from_secs(120)))
+            .timeout_connect(t.map(|t| t.min(Duration::from_secs(3))))
+            .timeout_send_request(t)
+            .timeout_recv_response(t)
+            // A blob may be large; its body has longer, but not forever.
+            .timeout_global(Some(cfg.response_timeout.saturating_mul(12)))
             .http_status_as_error(false)
             .build();
-        Remote { cfg, agent: config.into(), disabled: AtomicBool::new(false), warnings: Mutex::new(Vec::new()) }
+        Remote {
+            cfg,
+            agent: config.into(),
+            disabled: AtomicBool::new(false),
+            bad_answers: std::sync::atomic::AtomicUsize::new(0),
+            warnings: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Notes a bad answer: the first is told in full; after [`MAX_BAD_ANSWERS`] the remote
+    /// is switched off with one summary line.
+    fn bad_answer(&self, what: String) {
+        let n = self.bad_answers.fetch_add(1, Ordering::SeqCst) + 1;
+        if n == 1 {
+            self.warn(what);
+        }
+        if n == MAX_BAD_ANSWERS && !self.disabled.swap(true, Ordering::SeqCst) {
+            self.warn(format!(
+                "remote cache {} gave {n} bad answers; it is not used for the rest of this build",
+                self.cfg.url
+            ));
+        }
     }
 
     /// Problems met so far (each said once).
@@ -184,7 +220,7 @@ impl Remote {
                 },
                 404 => Some(Fetched::Absent),
                 code => {
-                    self.warn(format!("remote cache answered {code} for GET /{path}"));
+                    self.bad_answer(format!("remote cache answered {code} for GET /{path}"));
                     Some(Fetched::Absent)
                 }
             },
@@ -253,7 +289,7 @@ impl Remote {
         match w.finish_expecting(d) {
             Ok(Some(_)) => true,
             Ok(None) => {
-                self.warn(format!(
+                self.bad_answer(format!(
                     "remote cache served corrupt bytes for blob {} (they hash to {}); discarded, the action runs locally",
                     d.hex(),
                     actual.hex()
@@ -359,10 +395,99 @@ mod tests {
             read_only: true,
             signing_key: None,
             trusted: Vec::new(),
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
         });
         for i in 0..5u8 {
             assert!(r.fetch(&Digest::of(&[i]), &store).is_none());
         }
         assert_eq!(r.warnings().len(), 1, "{:?}", r.warnings());
+    }
+
+    /// A server on loopback answering every request with `answer(path)`, or never.
+    fn serve(answer: impl Fn(&str) -> Option<Vec<u8>> + Send + 'static) -> String {
+        use std::io::{BufRead, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut line = String::new();
+                let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+                let _ = reader.read_line(&mut line);
+                let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) <= 2 {
+                        break;
+                    }
+                }
+                match answer(&path) {
+                    Some(body) => {
+                        let head =
+                            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                        let _ = conn.write_all(head.as_bytes()).and_then(|_| conn.write_all(&body));
+                    }
+                    None => held.push(conn), // accepted, never answered
+                }
+            }
+        });
+        url
+    }
+
+    fn client(url: String, trusted: Vec<VerifyingKey>, timeout: Duration) -> Remote {
+        Remote::new(RemoteConfig {
+            url,
+            token: None,
+            read_only: true,
+            signing_key: None,
+            trusted,
+            response_timeout: timeout,
+        })
+    }
+
+    #[test]
+    fn a_server_that_never_answers_costs_one_timeout() {
+        let url = serve(|_| None);
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path()).unwrap();
+        let r = client(url, Vec::new(), Duration::from_millis(500));
+        let start = std::time::Instant::now();
+        for i in 0..5u8 {
+            assert!(r.fetch(&Digest::of(&[i]), &store).is_none());
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+        assert_eq!(r.warnings().len(), 1, "{:?}", r.warnings());
+    }
+
+    #[test]
+    fn a_server_serving_garbage_is_switched_off_with_one_summary() {
+        let (seed, public) = generate_key().unwrap();
+        let mut s = [0u8; 32];
+        hex::decode_to_slice(&seed, &mut s).unwrap();
+        let signer = SigningKey::from_bytes(&s);
+        // Every action entry is validly signed and names a blob; every blob is garbage.
+        let url = serve(move |path| {
+            let hex = path.rsplit('/').next().unwrap_or_default().to_string();
+            if path.starts_with("/ac/") {
+                let key = Digest::from_hex(&hex)?;
+                let blob = Digest::of(key.hex().as_bytes());
+                let tree = hb_store::Tree::new(vec![hb_store::TreeEntry::file("f", blob, 3, false)]).unwrap();
+                let result = ActionResult { tree, ..Default::default() };
+                Some(sign_entry(&signer, &key, &result.encode()))
+            } else {
+                Some(b"garbage".to_vec())
+            }
+        });
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path()).unwrap();
+        let r = client(url, vec![parse_public_key(&public).unwrap()], DEFAULT_RESPONSE_TIMEOUT);
+        for i in 0..20u8 {
+            assert!(r.fetch(&Digest::of(&[i]), &store).is_none());
+        }
+        let w = r.warnings();
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("corrupt bytes") && w[1].contains("3 bad answers"), "{w:?}");
+        assert!(!r.active());
     }
 }
