@@ -539,7 +539,7 @@ fn cache_command(c: CacheCommand, cache_dir: &Path) -> Result<ExitCode> {
                 max_size,
                 token,
                 max_request: 2 << 30,
-                threads: 8,
+                max_connections: hb_cache_server::DEFAULT_MAX_CONNECTIONS,
             })?;
             progress::note(&format!(
                 "serving the cache on http://{}{}",

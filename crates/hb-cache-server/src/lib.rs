@@ -19,8 +19,8 @@ pub use server::Server;
 
 /// The default limit of one request body (2 GiB).
 pub const DEFAULT_MAX_REQUEST: u64 = 2 << 30;
-/// The default number of worker threads.
-pub const DEFAULT_THREADS: usize = 8;
+/// The default cap on connections served at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 /// Action-cache entries are small; larger uploads to `/ac/` are refused.
 pub const MAX_AC_ENTRY: u64 = 16 << 20;
 
@@ -37,13 +37,14 @@ pub struct ServerConfig {
     pub token: Option<String>,
     /// The largest request body accepted (CAS blobs; AC entries are also held to [`MAX_AC_ENTRY`]).
     pub max_request: u64,
-    /// Worker threads; each serves one connection at a time.
-    pub threads: usize,
+    /// The most connections served at once, each on its own thread; more are answered
+    /// 503 and closed.
+    pub max_connections: usize,
 }
 
 impl ServerConfig {
     /// A configuration with the defaults: no size limit, no token (read-only), 2 GiB
-    /// requests, 8 threads.
+    /// requests, 512 connections.
     pub fn new(listen: impl Into<String>, dir: impl Into<PathBuf>) -> Self {
         Self {
             listen: listen.into(),
@@ -51,7 +52,7 @@ impl ServerConfig {
             max_size: None,
             token: None,
             max_request: DEFAULT_MAX_REQUEST,
-            threads: DEFAULT_THREADS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }

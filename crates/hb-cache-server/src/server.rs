@@ -1,13 +1,16 @@
-//! The running server: one thread accepts connections and hands them to a fixed pool of
-//! worker threads, each serving one connection at a time (keep-alive included). An idle
-//! kept-alive connection is closed after a while, and connections are not kept alive
-//! while others wait for a worker, so that idle clients cannot starve busy ones. Requests are
-//! routed here to the storage; uploads are checked for the bearer token first.
+//! The running server: one thread accepts connections and gives each its own thread, up
+//! to a cap (`max_connections`); past the cap a connection is answered 503 at once and
+//! closed. A request's head must arrive within a deadline however slowly its bytes
+//! trickle in, and an idle kept-alive connection is closed after a while, so slow or
+//! idle clients hold only their own thread and never keep others from being served.
+//! Requests are routed here to the storage; uploads are checked for the bearer token
+//! first.
 
-use std::io::{self, BufRead, BufReader, Read};
+use std::cell::Cell;
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -17,13 +20,17 @@ use crate::{MAX_AC_ENTRY, ServerConfig, ServerError};
 
 /// How long one read or write of a request may block.
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a request's head (request line and headers) may take to arrive in all.
+const HEAD_DEADLINE: Duration = Duration::from_secs(10);
 /// How long a connection may sit idle between requests: longer than clients keep idle
 /// connections (ureq: 15 s), so that it is the client that drops them, never mid-request.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
-/// How often an idle worker looks whether it should give up its connection.
+/// How often an idle connection looks whether the server is stopping.
 const IDLE_POLL: Duration = Duration::from_millis(100);
 /// An unread request body up to this size is read and dropped to keep the connection.
 const DRAIN_MAX: u64 = 64 * 1024;
+/// A connection thread needs little stack: bodies stream through fixed buffers.
+const STACK: usize = 256 * 1024;
 
 struct Shared {
     storage: Storage,
@@ -31,17 +38,28 @@ struct Shared {
     /// neither the token's bytes nor its length.
     token: Option<blake3::Hash>,
     max_request: u64,
+    max_connections: usize,
     log: bool,
     stopping: AtomicBool,
-    /// Connections accepted and not yet picked up by a worker.
-    queued: AtomicUsize,
+    /// Connections being served.
+    active: AtomicUsize,
+    /// Their threads, joined on shutdown.
+    connections: Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// A running cache server.
 pub struct Server {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    threads: Vec<JoinHandle<()>>,
+    acceptor: JoinHandle<()>,
+}
+
+/// Counts a connection as active while it lives.
+struct Active<'a>(&'a AtomicUsize);
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Server {
@@ -56,47 +74,18 @@ impl Server {
             storage,
             token: cfg.token.as_deref().map(|t| blake3::hash(t.as_bytes())),
             max_request: cfg.max_request,
+            max_connections: cfg.max_connections.max(1),
             log: std::env::var_os("HB_CACHE_SERVER_LOG").is_some_and(|v| v == "1"),
             stopping: AtomicBool::new(false),
-            queued: AtomicUsize::new(0),
+            active: AtomicUsize::new(0),
+            connections: Mutex::new(Vec::new()),
         });
-        let (tx, rx) = mpsc::channel::<TcpStream>();
-        let rx = Arc::new(Mutex::new(rx));
-        let mut threads = Vec::new();
-        for i in 0..cfg.threads.max(1) {
-            let (shared, rx) = (shared.clone(), rx.clone());
-            let t = thread::Builder::new().name(format!("hb-cache-{i}")).spawn(move || {
-                loop {
-                    // The lock is held only while waiting for the next connection.
-                    let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                    let Ok(stream) = next else { return };
-                    shared.queued.fetch_sub(1, Ordering::SeqCst);
-                    serve_connection(&shared, stream);
-                }
-            });
-            threads.push(t.map_err(ServerError::Thread)?);
-        }
         let acceptor_shared = shared.clone();
-        let acceptor = thread::Builder::new().name("hb-cache-accept".into()).spawn(move || {
-            for conn in listener.incoming() {
-                if acceptor_shared.stopping.load(Ordering::SeqCst) {
-                    break;
-                }
-                match conn {
-                    Ok(stream) => {
-                        acceptor_shared.queued.fetch_add(1, Ordering::SeqCst);
-                        if tx.send(stream).is_err() {
-                            break;
-                        }
-                    }
-                    // Out of file descriptors and the like: wait instead of spinning.
-                    Err(_) => thread::sleep(Duration::from_millis(20)),
-                }
-            }
-            // Dropping `tx` ends the workers once they are idle.
-        });
-        threads.push(acceptor.map_err(ServerError::Thread)?);
-        Ok(Server { addr, shared, threads })
+        let acceptor = thread::Builder::new()
+            .name("hb-cache-accept".into())
+            .spawn(move || accept(&acceptor_shared, &listener))
+            .map_err(ServerError::Thread)?;
+        Ok(Server { addr, shared, acceptor })
     }
 
     /// The bound address (useful when listening on port 0).
@@ -107,7 +96,9 @@ impl Server {
     /// Blocks until the server stops (it only stops through [`Server::shutdown`] from
     /// another handle, so for `hb cache serve` this is forever).
     pub fn wait(self) {
-        for t in self.threads {
+        let _ = self.acceptor.join();
+        let conns = std::mem::take(&mut *self.shared.connections.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in conns {
             let _ = t.join();
         }
     }
@@ -128,27 +119,82 @@ impl Server {
     }
 }
 
+/// The acceptor: a thread per connection up to the cap, 503 beyond it.
+fn accept(shared: &Arc<Shared>, listener: &TcpListener) {
+    for conn in listener.incoming() {
+        if shared.stopping.load(Ordering::SeqCst) {
+            break;
+        }
+        let Ok(mut stream) = conn else {
+            // Out of file descriptors and the like: wait instead of spinning.
+            thread::sleep(Duration::from_millis(20));
+            continue;
+        };
+        if shared.active.fetch_add(1, Ordering::SeqCst) >= shared.max_connections {
+            shared.active.fetch_sub(1, Ordering::SeqCst);
+            let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
+            let _ = stream.write_all(
+                b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+            continue;
+        }
+        let s = shared.clone();
+        let spawned = thread::Builder::new().name("hb-cache-conn".into()).stack_size(STACK).spawn(move || {
+            let _active = Active(&s.active);
+            serve_connection(&s, stream);
+        });
+        let mut conns = shared.connections.lock().unwrap_or_else(|e| e.into_inner());
+        conns.retain(|t| !t.is_finished());
+        match spawned {
+            Ok(t) => conns.push(t),
+            Err(_) => {
+                shared.active.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+/// A socket whose reads fail with `TimedOut` once a deadline passes, however the bytes
+/// trickle in (a per-read timeout alone lets a client send one byte a second forever).
+struct DeadlineStream {
+    stream: TcpStream,
+    deadline: Cell<Option<Instant>>,
+}
+
+impl Read for DeadlineStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let timeout = match self.deadline.get() {
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "request head deadline passed"));
+                }
+                left.min(IO_TIMEOUT)
+            }
+            None => IO_TIMEOUT,
+        };
+        self.stream.set_read_timeout(Some(timeout))?;
+        self.stream.read(buf)
+    }
+}
+
 /// Waits until the next request starts; false when the connection should be closed
-/// instead (the client left, it idled too long, or a waiting connection needs the worker).
-fn wait_for_request(shared: &Shared, conn: &mut BufReader<TcpStream>, first: bool) -> bool {
+/// instead (the client left, it idled too long, or the server is stopping or full).
+fn wait_for_request(shared: &Shared, conn: &mut BufReader<DeadlineStream>) -> bool {
     if !conn.buffer().is_empty() {
         return true;
     }
     let since = Instant::now();
-    if conn.get_ref().set_read_timeout(Some(IDLE_POLL)).is_err() {
-        return false;
-    }
     loop {
+        conn.get_ref().deadline.set(Some(Instant::now() + IDLE_POLL));
         match conn.fill_buf() {
             Ok(buf) => return !buf.is_empty(),
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return false,
         }
-        if shared.stopping.load(Ordering::SeqCst)
-            || since.elapsed() > IDLE_TIMEOUT
-            || (!first && shared.queued.load(Ordering::SeqCst) > 0)
-        {
+        let full = shared.active.load(Ordering::SeqCst) >= shared.max_connections;
+        if shared.stopping.load(Ordering::SeqCst) || since.elapsed() > IDLE_TIMEOUT || full {
             return false;
         }
     }
@@ -159,18 +205,18 @@ fn serve_connection(shared: &Shared, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
     let Ok(writer) = stream.try_clone() else { return };
-    let mut conn = BufReader::with_capacity(64 * 1024, stream);
+    let mut conn = BufReader::with_capacity(64 * 1024, DeadlineStream { stream, deadline: Cell::new(None) });
     let mut first = true;
     loop {
-        if !wait_for_request(shared, &mut conn, first) {
+        if !first && !wait_for_request(shared, &mut conn) {
             return;
         }
         first = false;
-        if conn.get_ref().set_read_timeout(Some(IO_TIMEOUT)).is_err() {
-            return;
-        }
         let started = Instant::now();
-        let head = match http::read_head(&mut conn) {
+        conn.get_ref().deadline.set(Some(started + HEAD_DEADLINE));
+        let head = http::read_head(&mut conn);
+        conn.get_ref().deadline.set(None);
+        let head = match head {
             Ok(h) => h,
             Err(HeadError::Closed | HeadError::Io) => return,
             Err(e) => {
@@ -195,12 +241,7 @@ fn serve_connection(shared: &Shared, stream: TcpStream) {
         let mut body = Body::new(&mut conn, framing, expects_continue.then_some(&writer));
         let reply = handle(shared, &head, &mut body);
         let body_done = !reply.close && body.drain(DRAIN_MAX);
-        // When connections are waiting for a worker, this one says it closes, so that its
-        // client does not send another request into a closing socket.
-        let close = head.wants_close()
-            || !body_done
-            || shared.stopping.load(Ordering::SeqCst)
-            || shared.queued.load(Ordering::SeqCst) > 0;
+        let close = head.wants_close() || !body_done || shared.stopping.load(Ordering::SeqCst);
         let (status, len) = (reply.status, reply.len());
         let written = http::write_reply(&writer, reply, head.method == "HEAD", close);
         if shared.log {
@@ -221,11 +262,12 @@ fn serve_connection(shared: &Shared, stream: TcpStream) {
 
 /// Closes a connection whose client may still be sending: stops writing, then reads and
 /// drops for a moment, so that the reply is not lost to a reset caused by unread data.
-fn linger(writer: &TcpStream, conn: &mut BufReader<TcpStream>) {
+fn linger(writer: &TcpStream, conn: &mut BufReader<DeadlineStream>) {
     let _ = writer.shutdown(Shutdown::Write);
     let _ = writer.set_read_timeout(Some(Duration::from_millis(500)));
     let since = Instant::now();
     let mut sink = [0u8; 16 * 1024];
+    conn.get_ref().deadline.set(Some(since + Duration::from_secs(2)));
     while since.elapsed() < Duration::from_secs(2) {
         match conn.get_mut().read(&mut sink) {
             Ok(n) if n > 0 => {}
@@ -287,6 +329,8 @@ fn handle<R: BufRead>(shared: &Shared, head: &http::Head, body: &mut Body<'_, R>
                 Kind::Cas => shared.max_request,
                 Kind::Ac => shared.max_request.min(MAX_AC_ENTRY),
             };
+            // A file larger than the whole cache would evict everything and still not fit.
+            let limit = limit.min(shared.storage.max_size().unwrap_or(u64::MAX));
             // The rest of the body is not worth reading: close instead.
             let too_large = || Reply { close: true, ..Reply::text(413, format!("the limit is {limit} bytes")) };
             if body.declared_length().is_some_and(|n| n > limit) {

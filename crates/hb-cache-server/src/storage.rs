@@ -88,6 +88,11 @@ impl Storage {
         self.total.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The most bytes kept, if there is a limit.
+    pub fn max_size(&self) -> Option<u64> {
+        self.max_size
+    }
+
     /// The bytes stored, as counted.
     #[cfg(test)]
     pub fn total(&self) -> u64 {

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hb_cache_server::{Server, ServerConfig, Stats, stats};
 
@@ -456,10 +456,10 @@ fn the_ureq_client_hb_uses() {
 }
 
 #[test]
-fn more_clients_than_workers() {
+fn many_kept_alive_clients() {
     // Kept-alive connections must not starve the others, and clients must never see a
     // connection closed under a request they sent.
-    let fx = Arc::new(Fixture::new(|c| c.threads = 2));
+    let fx = Arc::new(Fixture::new(|c| c.max_connections = 16));
     let handles: Vec<_> = (0..6u32)
         .map(|t| {
             let fx = fx.clone();
@@ -480,4 +480,62 @@ fn more_clients_than_workers() {
         h.join().unwrap();
     }
     assert_eq!(fx.stats().blobs, 180);
+}
+
+/// A client sending its request head one byte a second, forever.
+fn slowloris(addr: std::net::SocketAddr) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let Ok(mut s) = std::net::TcpStream::connect(addr) else { return };
+        for b in b"GET /cas/".iter().chain(std::iter::repeat(&b'a')) {
+            if s.write_all(&[*b]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    })
+}
+
+#[test]
+fn slow_clients_do_not_hold_up_the_others() {
+    let fx = Fixture::new(|_| {});
+    let blob = b"served while others dawdle".to_vec();
+    assert_eq!(fx.put("cas", &hex_of(&blob), &blob).status, 201);
+    let slow: Vec<_> = (0..50).map(|_| slowloris(fx.addr)).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..5 {
+        let start = Instant::now();
+        let r = fx.get("cas", &hex_of(&blob));
+        assert_eq!((r.status, r.body.as_slice()), (200, blob.as_slice()));
+        assert!(start.elapsed() < Duration::from_secs(1), "a GET took {:?}", start.elapsed());
+    }
+    // The server gives up on each slow head after its deadline: their writes fail.
+    let start = Instant::now();
+    for h in slow {
+        h.join().unwrap();
+    }
+    assert!(start.elapsed() < Duration::from_secs(30), "slow clients were served for {:?}", start.elapsed());
+}
+
+#[test]
+fn past_the_connection_cap_clients_hear_503_at_once() {
+    let fx = Fixture::new(|c| c.max_connections = 2);
+    let idle: Vec<_> = (0..2).map(|_| std::net::TcpStream::connect(fx.addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let start = Instant::now();
+    let mut s = std::net::TcpStream::connect(fx.addr).unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+    assert!(start.elapsed() < Duration::from_secs(1));
+    drop(idle);
+}
+
+#[test]
+fn a_blob_larger_than_the_cache_is_refused_and_evicts_nothing() {
+    let fx = Fixture::new(|c| c.max_size = Some(10_000));
+    let small = vec![1u8; 3000];
+    assert_eq!(fx.put("cas", &hex_of(&small), &small).status, 201);
+    let big = vec![2u8; 20_000];
+    assert_eq!(fx.put("cas", &hex_of(&big), &big).status, 413);
+    assert_eq!(fx.get("cas", &hex_of(&small)).body, small);
 }
