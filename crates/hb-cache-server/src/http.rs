@@ -458,4 +458,46 @@ mod tests {
         assert!(body_of(b"5\r\nhel", Framing::Chunked).is_err());
         assert!(body_of(b"+5\r\nhello\r\n0\r\n\r\n", Framing::Chunked).is_err());
     }
+
+    mod hostile {
+        //! Whatever a client sends, the parser answers with a head or an error, never a
+        //! panic, and a body never yields more than its framing allows.
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn any_bytes_are_a_head_or_an_error(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+                if let Ok(h) = head_of(&bytes) {
+                    let _ = framing(&h);
+                }
+            }
+
+            #[test]
+            fn damaged_requests_are_a_head_or_an_error(
+                at in any::<prop::sample::Index>(),
+                with in proptest::collection::vec(any::<u8>(), 0..8),
+            ) {
+                let good = b"PUT /cas/ab HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+                let i = at.index(good.len());
+                let bytes = [&good[..i], &with[..], &good[i..]].concat();
+                let mut r = io::BufReader::new(&bytes[..]);
+                if let Ok(h) = read_head(&mut r)
+                    && let Ok(f) = framing(&h)
+                {
+                    let mut body = Body::new(&mut r, f, None);
+                    let mut out = Vec::new();
+                    let _ = body.read_to_end(&mut out);
+                    prop_assert!(out.len() <= bytes.len());
+                }
+            }
+
+            #[test]
+            fn chunked_bodies_never_exceed_their_input(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+                if let Ok(out) = body_of(&bytes, Framing::Chunked) {
+                    prop_assert!(out.len() <= bytes.len());
+                }
+            }
+        }
+    }
 }

@@ -482,3 +482,46 @@ fn errors_name_the_file() {
     let e = diff_debs(&tmp.path().join("missing.deb"), &p).expect_err("missing").to_string();
     assert!(e.contains("missing.deb"), "{e}");
 }
+
+mod hostile {
+    //! Damaged packages: whatever bytes are flipped, cut or added, reading never panics,
+    //! hangs or allocates without bound; it returns a package or an error.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn read_bytes(bytes: &[u8]) {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("x.deb");
+        std::fs::write(&p, bytes).unwrap();
+        let _ = read_deb(&p);
+    }
+
+    proptest! {
+        #[test]
+        fn damaged_debs_never_panic(
+            compression in prop_oneof![Just(Compression::Xz), Just(Compression::Gzip), Just(Compression::Zstd)],
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..6),
+            cut in any::<prop::sample::Index>(),
+            do_cut in any::<bool>(),
+        ) {
+            let mut spec = base();
+            spec.compression = compression;
+            let mut bytes = build(&spec);
+            for (at, b) in flips {
+                let i = at.index(bytes.len());
+                bytes[i] ^= b;
+            }
+            if do_cut {
+                bytes.truncate(cut.index(bytes.len()));
+            }
+            read_bytes(&bytes);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(tail in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let mut bytes = b"!<arch>\n".to_vec();
+            bytes.extend(tail);
+            read_bytes(&bytes);
+        }
+    }
+}

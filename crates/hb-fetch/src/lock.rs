@@ -173,4 +173,29 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a, inputs_digest(&["flask>=3".into(), "gunicorn".into()], &[], "t"));
     }
+
+    mod hostile {
+        //! Any text, and any damage to a real lock: parsing returns a lock or an error
+        //! with a location, never a panic.
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn any_text_parses_or_errs(text in "\\PC*") {
+                let _ = Lock::parse(&text, Path::new("hb.lock"));
+            }
+
+            #[test]
+            fn damaged_locks_parse_or_err(at in any::<prop::sample::Index>(), with in "\\PC{0,4}", cut in any::<bool>()) {
+                let good = sample().render("//x:y");
+                let mut i = at.index(good.len());
+                while !good.is_char_boundary(i) {
+                    i -= 1;
+                }
+                let text = if cut { good[..i].to_string() } else { format!("{}{with}{}", &good[..i], &good[i..]) };
+                let _ = Lock::parse(&text, Path::new("hb.lock"));
+            }
+        }
+    }
 }

@@ -688,4 +688,41 @@ mod tests {
         let e = open_err("demo.whl", Vec::new());
         assert!(e.contains("not a wheel file name"), "{e}");
     }
+
+    mod hostile {
+        //! Damaged wheels: whatever bytes are flipped, cut or added, opening never panics
+        //! and never inflates past the limits; it returns a wheel or an error.
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn damaged_wheels_never_panic(
+                flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
+                cut in any::<prop::sample::Index>(),
+                do_cut in any::<bool>(),
+            ) {
+                let (name, mut bytes) = pure_wheel();
+                for (at, b) in flips {
+                    let i = at.index(bytes.len());
+                    bytes[i] ^= b;
+                }
+                if do_cut {
+                    bytes.truncate(cut.index(bytes.len()));
+                }
+                let small = Limits { max_unpacked: 1 << 20, max_ratio: 50 };
+                if let Ok(w) = Wheel::open_with(&name, bytes, &small) {
+                    let total: usize = w.members.iter().map(|m| m.bytes.len()).sum();
+                    prop_assert!(total as u64 <= small.max_unpacked);
+                }
+            }
+
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
+                let mut zip = b"PK\x03\x04".to_vec();
+                zip.extend(bytes);
+                let _ = Wheel::open("demo-1.0-py3-none-any.whl", zip);
+            }
+        }
+    }
 }

@@ -321,3 +321,39 @@ fn timestamps_a_package_cannot_hold_are_refused() {
     let err = ws.plan(&Rules::builtin(), "//pkg:deb").err().unwrap().to_string();
     assert!(err.contains("pkg/BUILD.toml:7:21") && err.contains("1980"), "{err}");
 }
+
+mod hostile {
+    //! Any text, and any damage to demosite's BUILD.toml: reading it gives targets or an
+    //! error with a location, never a panic.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn parse(text: &str) {
+        let schemas = Rules::builtin().schemas();
+        let _ =
+            Package::parse("pkg", Path::new("/nonexistent/pkg"), Path::new("pkg/BUILD.toml"), text.into(), &schemas);
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_is_targets_or_an_error(text in "\\PC*") {
+            parse(&text);
+        }
+
+        #[test]
+        fn damaged_build_files_are_targets_or_an_error(
+            at in any::<prop::sample::Index>(),
+            with in "[\\[\\]{}=\"'#\\n a-z0-9.:/*,]{0,6}",
+            cut in any::<bool>(),
+        ) {
+            let good = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../demosite/BUILD.toml")).unwrap();
+            let mut i = at.index(good.len());
+            while !good.is_char_boundary(i) {
+                i -= 1;
+            }
+            let text = if cut { good[..i].to_string() } else { format!("{}{with}{}", &good[..i], &good[i..]) };
+            parse(&text);
+            parse(&format!("[workspace]\n{text}"));
+        }
+    }
+}
