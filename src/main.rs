@@ -225,7 +225,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let ws = open_workspace(&cwd)?;
             hb_fs::remove_dir_all_if_exists(&ws.root.join(OUT_DIR))?;
             if cache {
-                hb_fs::remove_dir_all_if_exists(&cache_dir)?;
+                hb_store::remove_cache(&cache_dir)?;
             }
             Ok(ExitCode::SUCCESS)
         }

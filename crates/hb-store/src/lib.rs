@@ -57,6 +57,44 @@ const RUNS: &str = "runs";
 #[derive(Clone, Debug)]
 pub struct Store {
     root: PathBuf,
+    /// A shared lock on the store, held while it is open, so that removing the whole
+    /// cache (which takes the lock exclusively) waits for no one and breaks no build.
+    _lock: std::sync::Arc<std::fs::File>,
+}
+
+/// Why the cache could not be removed.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoveError {
+    #[error(
+        "the cache in {0} is in use by a running hb (a build, explain or verify); let it finish, then run this again"
+    )]
+    Busy(PathBuf),
+    #[error(transparent)]
+    Fs(#[from] FsError),
+}
+
+/// The lock file of the store under the cache directory `dir`, opened.
+fn lock_file(root: &Path) -> std::result::Result<std::fs::File, FsError> {
+    let path = root.join("lock");
+    std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).ctx("opening", &path)
+}
+
+/// Removes the whole cache directory `dir`, unless a running hb has its store open.
+pub fn remove_cache(dir: &Path) -> std::result::Result<(), RemoveError> {
+    let root = dir.join(LAYOUT);
+    if root.is_dir() {
+        let lock = lock_file(&root)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(RemoveError::Busy(dir.to_path_buf())),
+            Err(std::fs::TryLockError::Error(e)) => return Err(FsError::new("locking", &root.join("lock"), e).into()),
+        }
+        // Held while removing: a build starting now waits, then starts a fresh cache.
+        hb_fs::remove_dir_all_if_exists(dir)?;
+        drop(lock);
+        return Ok(());
+    }
+    Ok(hb_fs::remove_dir_all_if_exists(dir)?)
 }
 
 impl Store {
@@ -67,7 +105,9 @@ impl Store {
         for sub in [STAT, RUNS] {
             hb_fs::create_dir_all(&root.join(sub))?;
         }
-        Ok(Store { root })
+        let lock = lock_file(&root)?;
+        lock.lock_shared().ctx("locking", &root.join("lock"))?;
+        Ok(Store { root, _lock: std::sync::Arc::new(lock) })
     }
 
     /// The directory of per-workspace stat caches.
@@ -317,6 +357,19 @@ mod tests {
         assert!(matches!(s.read_blob(&dg), Err(StoreError::Missing(_))));
         // nothing half-written is left in tmp/
         assert_eq!(hb_fs::read_dir_sorted(&s.tmp_dir()).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn the_cache_is_not_removed_under_an_open_store() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = d.path().join("cache");
+        let s = Store::open(&cache).unwrap();
+        assert!(matches!(remove_cache(&cache), Err(RemoveError::Busy(_))));
+        assert!(cache.is_dir());
+        drop(s);
+        remove_cache(&cache).unwrap();
+        assert!(!cache.exists());
+        remove_cache(&cache).unwrap();
     }
 
     #[test]
