@@ -90,6 +90,17 @@ pub trait Reporter: Sync {
 pub struct Quiet;
 impl Reporter for Quiet {}
 
+/// What determines an action's key: its name (for progress and `hb explain`, not in the
+/// key), kind and version, canonical arguments and named input digests.
+#[derive(Clone, Copy, Debug)]
+pub struct Step<'a> {
+    pub name: &'a str,
+    pub kind: &'a str,
+    pub version: u32,
+    pub args: &'a [u8],
+    pub inputs: &'a [(String, Digest)],
+}
+
 /// What jobs may use while running.
 pub struct Ctx<'a> {
     pub store: &'a Store,
@@ -110,34 +121,26 @@ impl Ctx<'_> {
     }
 
     /// A sub-action: runs `run` unless the action cache has a result for the key made of
-    /// the other arguments; records it as executed or cached under `name`.
+    /// `step`; records it as executed or cached under its name.
     pub fn memo<F: Facts>(
         &self,
-        name: &str,
-        kind: &str,
-        version: u32,
-        args: &[u8],
-        inputs: &[(String, Digest)],
+        step: &Step,
         run: impl FnOnce() -> Result<Output<F>, JobError>,
     ) -> Result<Output<F>, JobError> {
-        let typed = |r: &ActionResult| Output::<F>::decode(r);
-        let result = self.memo_result(name, kind, version, args, inputs, &typed, || Ok(run()?.encode()))?;
-        typed(&result)
-            .ok_or_else(|| JobError::Failed(format!("{name}: its result's facts do not decode (a bug in hb)")))
+        let typed = |r: &ActionResult| Output::<F>::decode(r).is_some();
+        let result = self.memo_result(step, &typed, || Ok(run()?.encode()))?;
+        Output::<F>::decode(&result)
+            .ok_or_else(|| JobError::Failed(format!("{}: its result's facts do not decode (a bug in hb)", step.name)))
     }
 
     /// [`Ctx::memo`] on stored results; a cached result is used only if `usable` accepts it.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn memo_result<T>(
+    pub(crate) fn memo_result(
         &self,
-        name: &str,
-        kind: &str,
-        version: u32,
-        args: &[u8],
-        inputs: &[(String, Digest)],
-        usable: &dyn Fn(&ActionResult) -> Option<T>,
+        step: &Step,
+        usable: &dyn Fn(&ActionResult) -> bool,
         run: impl FnOnce() -> Result<ActionResult, JobError>,
     ) -> Result<ActionResult, JobError> {
+        let Step { name, kind, version, args, inputs } = *step;
         let key = action_key(kind, version, self.platform, args, inputs);
         let record = |result: &ActionResult, status| Record {
             name: name.to_string(),
@@ -151,14 +154,14 @@ impl Ctx<'_> {
         if let Some(bytes) = self.store.get_action(&key)?
             && let Some(result) = ActionResult::decode(&bytes)
             && result.tree.blobs().all(|d| self.store.has_blob(d))
-            && usable(&result).is_some()
+            && usable(&result)
         {
             self.record(record(&result, Status::Cached));
             return Ok(result);
         }
         if let Some(remote) = self.remote
             && let Some(result) = remote.fetch(&key, self.store)
-            && usable(&result).is_some()
+            && usable(&result)
         {
             self.store.put_action(&key, &result.encode())?;
             self.record(record(&result, Status::Remote));

@@ -212,10 +212,14 @@ fn run_node(
     key_inputs.extend(sources.iter().map(|s| s.key_input()));
     key_inputs.extend(node.job.tools(ctx)?.into_iter().map(|t| (format!("tool:{}", t.path), t.digest)));
     let args = node.job.args();
-    let any = |_: &ActionResult| Some(());
-    ctx.memo_result(&node.name, node.job.kind(), node.job.version(), &args, &key_inputs, &any, || {
-        node.job.run(ctx, &inputs, &sources)
-    })
+    let step = crate::Step {
+        name: &node.name,
+        kind: node.job.kind(),
+        version: node.job.version(),
+        args: &args,
+        inputs: &key_inputs,
+    };
+    ctx.memo_result(&step, &|_| true, || node.job.run(ctx, &inputs, &sources))
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::io::{self, Read, Seek, Write};
 
 use hb_deb::{Compression, TarEntry, TarKind, xz::XzBlockInfo};
-use hb_engine::{Action, AnyInput, Ctx, Input, Inputs, JobError, Output, Source, encode_args};
+use hb_engine::{Action, AnyInput, Ctx, Input, Inputs, JobError, Output, Source, Step, encode_args};
 use hb_store::{Digest, EntryKind, Store, Tree, TreeEntry};
 use md5::Digest as _;
 use rayon::prelude::*;
@@ -440,7 +440,9 @@ impl DataJob {
         // The files' digests are also named inputs, so `hb explain` can name a changed one.
         let inputs: Vec<(String, Digest)> =
             entries.iter().filter_map(|(e, d)| d.map(|d| (format!("/{}", e.path), d))).collect();
-        let result = ctx.memo::<MemberFacts>(&name, "deb_data_chunk", 2, &encode_args(&args), &inputs, || {
+        let args = encode_args(&args);
+        let step = Step { name: &name, kind: "deb_data_chunk", version: 2, args: &args, inputs: &inputs };
+        let result = ctx.memo::<MemberFacts>(&step, || {
             // The chunk's tar goes through a temporary file so memory stays bounded
             // whatever the size of the files in it.
             let mut tmp = tempfile_in(ctx.store)?;
