@@ -103,3 +103,61 @@ fn two_concurrent_builds_share_one_cache_safely() {
     assert_eq!(again["executed"], 0, "{again}");
     assert_eq!(sha256(&ws.path(DEB)), first);
 }
+
+/// Runs `hb ARGS` in `ws` with its cache mounted read-only (in a private mount namespace:
+/// the tests run as root, whom permission bits do not stop).
+fn build_with_read_only_cache(ws: &Ws, args: &str) -> std::process::Output {
+    let cache = ws.cache.display();
+    let script = format!(
+        "mount --bind '{cache}' '{cache}' && mount -o remount,bind,ro '{cache}' && exec '{}' {args}",
+        crate::harness::hb_bin().display()
+    );
+    std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .current_dir(&ws.root)
+        .env("HB_CACHE_DIR", &ws.cache)
+        .env("NO_COLOR", "1")
+        .env("PIP_FIND_LINKS", crate::harness::wheelhouse())
+        .output()
+        .unwrap()
+}
+
+fn listing(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64)> {
+    let mut out = Vec::new();
+    for e in hb_fs::walk_sorted(dir) {
+        let e = e.unwrap();
+        out.push((e.path().to_path_buf(), e.metadata().unwrap().len()));
+    }
+    out
+}
+
+#[test]
+fn a_read_only_cache_builds_what_it_holds_and_writes_nothing() {
+    let ws = Ws::demosite();
+    ws.ok(&["build", "//demosite:deb"]);
+    let want = sha256(&ws.path(DEB));
+    std::fs::remove_dir_all(ws.path("hb-out")).unwrap();
+    let before = listing(&ws.cache);
+    // A fresh checkout's sources are unknown to the stat cache: they are re-hashed, and
+    // found in the cache, without writing to it.
+    let stat = ws.cache.join("v1/stat");
+    for e in hb_fs::read_dir_sorted(&stat).unwrap() {
+        std::fs::remove_file(e.path()).unwrap();
+    }
+    let before_stat = listing(&ws.cache);
+    let out = build_with_read_only_cache(&ws, "build //demosite:deb");
+    assert!(out.status.success(), "{}", crate::harness::show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is read-only: it was only read"), "{err}");
+    assert_eq!(sha256(&ws.path(DEB)), want);
+    assert_eq!(listing(&ws.cache), before_stat, "the read-only cache changed");
+    assert!(before.len() > before_stat.len());
+
+    // Something new cannot be built into it: the error says why and what to do.
+    ws.write("demosite/config.cfg", "TAGLINE = \"new\"\n");
+    let out = build_with_read_only_cache(&ws, "build //demosite:deb");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is read-only and does not hold") && err.contains("--cache-dir"), "{err}");
+    assert_eq!(listing(&ws.cache), before_stat);
+}

@@ -91,6 +91,12 @@ pub fn build(
             }
         }
     }
+    if store.read_only() {
+        outcome.warnings.push(format!(
+            "the cache in {} is read-only: it was only read, and nothing was written to it",
+            store.location().display()
+        ));
+    }
     let mut stat = stat.into_inner().unwrap_or_else(|p| p.into_inner());
     if let Err(e) = stat.save(store) {
         outcome.warnings.push(format!("could not save the stat cache: {e}"));

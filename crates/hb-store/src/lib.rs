@@ -28,6 +28,10 @@ pub enum StoreError {
     Corrupt { digest: Digest, actual: Digest },
     #[error("cache blob {0} is missing from the store")]
     Missing(Digest),
+    #[error(
+        "the cache in {dir} is read-only and does not hold {what}; build with a writable cache (--cache-dir) to add it"
+    )]
+    ReadOnly { dir: PathBuf, what: String },
     #[error(transparent)]
     Fs(#[from] FsError),
 }
@@ -60,6 +64,9 @@ pub struct Store {
     /// A shared lock on the store, held while it is open, so that removing the whole
     /// cache (which takes the lock exclusively) waits for no one and breaks no build.
     _lock: std::sync::Arc<std::fs::File>,
+    /// The cache cannot be written (a read-only mount): it is only read, and nothing,
+    /// not even a stat cache or run log, is written to it.
+    read_only: bool,
 }
 
 /// Why the cache could not be removed.
@@ -105,9 +112,24 @@ impl Store {
         for sub in [STAT, RUNS] {
             hb_fs::create_dir_all(&root.join(sub))?;
         }
-        let lock = lock_file(&root)?;
+        let (lock, read_only) = match lock_file(&root) {
+            Ok(f) => (f, false),
+            Err(e) if matches!(e.cause.kind(), io::ErrorKind::ReadOnlyFilesystem | io::ErrorKind::PermissionDenied) => {
+                (hb_fs::open(&root.join("lock"))?, true)
+            }
+            Err(e) => return Err(e.into()),
+        };
         lock.lock_shared().ctx("locking", &root.join("lock"))?;
-        Ok(Store { root, _lock: std::sync::Arc::new(lock) })
+        Ok(Store { root, _lock: std::sync::Arc::new(lock), read_only })
+    }
+
+    /// Whether the cache is only read (see [`Store::open`]).
+    pub fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    fn refuse(&self, what: impl Into<String>) -> StoreError {
+        StoreError::ReadOnly { dir: self.root.clone(), what: what.into() }
     }
 
     /// The directory of per-workspace stat caches.
@@ -152,6 +174,9 @@ impl Store {
     /// Keeps `log` as the last build's log of `workspace`; the log that was last becomes
     /// the previous one.
     pub fn save_run(&self, workspace: &Path, log: &[u8]) -> Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
         let dir = self.runs_dir(workspace);
         hb_fs::create_dir_all(&dir)?;
         let last = dir.join("last");
@@ -174,6 +199,9 @@ impl Store {
 
     /// Starts writing a blob whose digest is known only at the end.
     pub fn blob_writer(&self) -> Result<BlobWriter> {
+        if self.read_only {
+            return Err(self.refuse("a new blob"));
+        }
         let file = AtomicFile::create(&self.root.join("tmp/blob"), Some(&self.tmp_dir()))?;
         Ok(BlobWriter { store: self.clone(), file, hasher: Hasher::new(), size: 0 })
     }
@@ -181,6 +209,9 @@ impl Store {
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<Digest> {
         let d = Digest::of(bytes);
         if !self.has_blob(&d) {
+            if self.read_only {
+                return Err(self.refuse(format!("blob {d}")));
+            }
             hb_fs::write_atomic(&self.blob_path(&d), bytes, Some(&self.tmp_dir()))?;
         }
         Ok(d)
@@ -189,6 +220,13 @@ impl Store {
     /// Copies a file into the store, returning its digest and size.
     pub fn put_file(&self, path: &Path) -> Result<(Digest, u64)> {
         let mut src = hb_fs::open(path)?;
+        if self.read_only {
+            // Hashed only: a read-only cache can still say it holds these bytes.
+            let mut h = Hasher::new();
+            let size = io::copy(&mut src, &mut HashWriter(&mut h)).ctx("reading", path)?;
+            let d = h.finish();
+            return if self.has_blob(&d) { Ok((d, size)) } else { Err(self.refuse(path.display().to_string())) };
+        }
         let mut w = self.blob_writer()?;
         io::copy(&mut src, &mut w).ctx("copying into the cache", path)?;
         w.finish()
@@ -238,6 +276,9 @@ impl Store {
     }
 
     pub fn put_action(&self, key: &Digest, bytes: &[u8]) -> Result<()> {
+        if self.read_only {
+            return Err(self.refuse(format!("the result of action {key}")));
+        }
         Ok(hb_fs::write_atomic(&self.sharded(layout::Namespace::Ac, key), bytes, Some(&self.tmp_dir()))?)
     }
 
@@ -258,6 +299,19 @@ impl Store {
         }
         f.file().set_permissions(std::fs::Permissions::from_mode(mode)).ctx("setting mode of", dest)?;
         f.commit()?;
+        Ok(())
+    }
+}
+
+/// Feeds written bytes to a hasher.
+struct HashWriter<'a>(&'a mut Hasher);
+
+impl Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
 }

@@ -107,7 +107,7 @@ impl StatCache {
 
     /// Writes the cache back if it changed.
     pub fn save(&mut self, store: &Store) -> Result<()> {
-        if self.dirty {
+        if self.dirty && !store.read_only() {
             let bytes = postcard::to_stdvec(&self.entries).expect("stat cache encodes");
             hb_fs::write_atomic(&self.file, &bytes, Some(&store.tmp_dir()))?;
             self.dirty = false;
