@@ -375,3 +375,40 @@ fn a_source_file_named_interpreter_reaches_the_build() {
     ws.write("tiny/BUILD.toml", &build.replace("\"setup.py\"]", "\"setup.py\", \"interpreter\"]"));
     ws.ok(&["build", "//tiny:deb"]);
 }
+
+#[test]
+fn a_zip_bomb_wheel_is_stopped_while_inflating() {
+    let (ws, wheelhouse) = app_depending_on_evil();
+    // 64 MiB of zeros deflate to about 64 KiB: a thousandfold, past the default 200.
+    let script = r#"
+import base64, hashlib, sys, zipfile
+out, dist = sys.argv[1], "hb_test_evil-1.0.dist-info"
+members = [("hb_test_evil/__init__.py", b""), ("hb_test_evil/bomb.bin", b"\0" * (64 << 20)),
+           (dist + "/METADATA", b"Metadata-Version: 2.1\nName: hb-test-evil\nVersion: 1.0\n"),
+           (dist + "/WHEEL", b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")]
+record = ""
+with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+    for name, data in members:
+        z.writestr(name, data)
+        h = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record += "%s,sha256=%s,%d\n" % (name, h, len(data))
+    record += dist + "/RECORD,,\n"
+    z.writestr(dist + "/RECORD", record)
+"#;
+    let file = wheelhouse.join("hb_test_evil-1.0-py3-none-any.whl");
+    let out = Command::new("python3").args(["-c", script, &file.display().to_string()]).output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let finds = format!("{}", wheelhouse.display());
+    let out = ws.cmd().args(["lock", "//app:app"]).env("PIP_FIND_LINKS", &finds).output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let out = ws.cmd().args(["build", "//app:deb"]).env("PIP_FIND_LINKS", &finds).output().unwrap();
+    assert!(!out.status.success(), "{}", show(&out));
+    let err = text(&out.stderr);
+    assert!(err.contains("hb_test_evil/bomb.bin") && err.contains("200 times its compressed size"), "{err}");
+    assert!(!ws.path("hb-out").exists());
+    // Nothing inflated reached the store: every blob is small.
+    for e in hb_fs::walk_sorted(&ws.cache.join("v1/cas")) {
+        let e = e.unwrap();
+        assert!(e.metadata().unwrap().len() < 8 << 20, "{} is large", e.path().display());
+    }
+}

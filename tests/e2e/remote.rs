@@ -259,3 +259,59 @@ fn two_clients_uploading_at_once_leave_every_blob_whole() {
     });
     assert!(server.all_blobs_whole() > 100);
 }
+
+/// A client sending its request head one byte a second until the server hangs up.
+fn slowloris(url: &str) {
+    let addr = url.trim_start_matches("http://").to_string();
+    std::thread::spawn(move || {
+        let Ok(mut s) = std::net::TcpStream::connect(&addr) else { return };
+        for b in b"GET /cas/".iter().chain(std::iter::repeat(&b'a')) {
+            if std::io::Write::write_all(&mut s, &[*b]).is_err() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    });
+}
+
+#[test]
+fn fifty_slow_clients_do_not_keep_a_colleague_from_the_cache() {
+    let server = Server::start();
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(keys.path(), "writer");
+    let key = key.display().to_string();
+    build(&server.url, &writer_env(&key), &[]);
+    for _ in 0..50 {
+        slowloris(&server.url);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let mut env = NO_INDEX.to_vec();
+    env.push(("HB_REMOTE_TRUSTED_KEYS", &public));
+    let start = std::time::Instant::now();
+    let (b, _, warnings) = build(&server.url, &env, &["--remote-read-only"]);
+    assert_eq!(b["executed"], 0, "{b}");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(30), "took {:?}", start.elapsed());
+}
+
+#[test]
+fn a_server_answering_only_errors_is_switched_off_with_one_summary() {
+    // Every request gets a 500: after three, the build stops asking and builds locally.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = std::io::Read::read(&mut conn, &mut buf);
+            let _ = std::io::Write::write_all(
+                &mut conn,
+                b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\nConnection: close\r\n\r\noops",
+            );
+        }
+    });
+    let (report, _, warnings) = build(&url, &[], &[]);
+    assert!(report["executed"].as_u64().unwrap() > 10, "{report}");
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings[0].contains("500") && warnings[1].contains("3 bad answers"), "{warnings:?}");
+}
