@@ -213,3 +213,28 @@ fn hostile_filesystem_symlinks_and_odd_names_never_reach_the_package() {
     std::fs::remove_file(&odd).unwrap();
     ws.ok(&["build", "//demosite:deb"]);
 }
+
+#[test]
+fn command_line_mistakes_say_what_is_wrong() {
+    let ws = Ws::demosite();
+    let err = ws.fails(&["-C", "/nonexistent-dir", "build", "//demosite:deb"]);
+    assert!(err.contains("-C /nonexistent-dir: no such directory"), "{err}");
+    // An empty HB_CACHE_DIR counts as unset (no error about a flag never given).
+    let out = ws.cmd().args(["query"]).env("HB_CACHE_DIR", "").output().unwrap();
+    assert!(out.status.success(), "{}", crate::harness::show(&out));
+    // A huge -j is capped, with a warning, not a thread storm.
+    let out = ws.ok(&["build", "-j", "100000", "//demosite:deb"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("using -j 256"));
+    let err = ws.fails(&["build", "-j", "0", "//demosite:deb"]);
+    assert!(err.contains("-j 0"), "{err}");
+    // Nothing to verify is said, not a panic.
+    let empty = Ws::empty();
+    let err = empty.fails(&["verify", "//..."]);
+    assert!(err.contains("names no target"), "{err}");
+    // A file error names its cause once.
+    let err = ws.fails(&["build", "--cache-dir", "/proc/hb-cache", "//demosite:deb"]);
+    let cause = err.lines().next().unwrap_or_default().to_string();
+    assert!(cause.contains("/proc/hb-cache"), "{err}");
+    let first = cause.find("(os error").unwrap_or(0);
+    assert!(!cause[first + 1..].contains("(os error"), "the cause is repeated: {err}");
+}

@@ -412,3 +412,13 @@ with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
         assert!(e.metadata().unwrap().len() < 8 << 20, "{} is large", e.path().display());
     }
 }
+
+#[test]
+fn a_build_backend_that_is_not_locked_is_named() {
+    let ws = tiny_app("import setuptools\nsetuptools.setup(packages=['tiny'])\n");
+    let py = std::fs::read_to_string(ws.path("tiny/pyproject.toml")).unwrap();
+    ws.write("tiny/pyproject.toml", &py.replace("setuptools.build_meta", "nosuch_backend.build"));
+    let err = ws.fails(&["build", "//tiny:deb"]);
+    assert!(err.contains("the build backend `nosuch_backend.build` cannot be imported"), "{err}");
+    assert!(err.contains("[build-system] requires") && !err.contains("Traceback"), "{err}");
+}
