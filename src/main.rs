@@ -52,6 +52,11 @@ struct BuildArgs {
     /// see this machine). Also HB_SANDBOX=off.
     #[arg(long)]
     no_sandbox: bool,
+    /// Write where the time went as Chrome trace-event JSON to FILE (one span per
+    /// action, with its kind, status and bytes in and out); open it in Perfetto or
+    /// chrome://tracing. `hb explain --timings` lists the slowest actions.
+    #[arg(long, value_name = "FILE")]
+    profile: Option<PathBuf>,
     #[command(flatten)]
     remote: RemoteArgs,
 }
@@ -178,6 +183,10 @@ enum Command {
         /// Also list the actions that came from the cache.
         #[arg(long)]
         all: bool,
+        /// List the slowest actions of the last build instead, with their time, status
+        /// and bytes in and out.
+        #[arg(long)]
+        timings: bool,
     },
     /// The local cache and the team's remote cache server.
     #[command(subcommand)]
@@ -190,6 +199,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Like other Unix tools, stop quietly when the reader of stdout goes away
+    // (`hb query | head`), rather than panic on the failed write.
+    // SAFETY: called first, before any thread exists; SIG_DFL is a valid disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -218,7 +233,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Lock { labels } => lock(&cwd, &labels),
         Command::Verify { label, vary, json, keep } => verify(&cwd, &cache_dir, &label, &vary, json, keep),
         Command::Diff { a, b, json } => diff(&a, &b, json),
-        Command::Explain { json, all } => explain(&cwd, &cache_dir, json, all),
+        Command::Explain { json, all, timings } => explain(&cwd, &cache_dir, json, all, timings),
         Command::Query { labels } => query(&cwd, &labels),
         Command::Graph { labels } => graph(&cwd, &labels),
         Command::Clean { cache } => {
@@ -310,6 +325,7 @@ fn build(cwd: &Path, cache_dir: &Path, args: &BuildArgs) -> Result<ExitCode> {
     };
     let remote = remote_client(&ws, &args.remote)?;
     let opts = Options {
+        started: start,
         jobs,
         keep_going,
         platform: ws.platform.name.to_string(),
@@ -323,6 +339,11 @@ fn build(cwd: &Path, cache_dir: &Path, args: &BuildArgs) -> Result<ExitCode> {
     let rules = hb_rules::Rules::builtin();
     let outcome = hb_rules::build::build(&mut ws, &rules, &store, &labels, &opts, &plan_opts, &reporter)?;
     reporter.finish();
+    if let Some(file) = &args.profile {
+        let trace = hb_check::profile::chrome_trace(&outcome.records);
+        hb_fs::write_atomic(file, format!("{trace}\n").as_bytes(), None)
+            .with_context(|| format!("writing the build profile {}", file.display()))?;
+    }
     let mut outcome = outcome;
     if let Some(r) = &remote {
         outcome.warnings.extend(r.warnings());
@@ -426,6 +447,37 @@ fn verify(cwd: &Path, cache_dir: &Path, label: &str, vary: &str, json: bool, kee
     Ok(if identical { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
+/// `hb explain --timings`: the slowest actions of the last build.
+fn print_timings(records: &[hb_engine::Record], json: bool, n: usize) -> Result<()> {
+    let slow = hb_check::profile::slowest(records, n);
+    if json {
+        let rows: Vec<serde_json::Value> = slow
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "name": r.name, "kind": r.kind, "status": format!("{:?}", r.status).to_lowercase(),
+                    "ms": r.timing.duration_us as f64 / 1000.0,
+                    "bytes_in": r.timing.bytes_in, "bytes_out": r.timing.bytes_out,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(rows));
+        return Ok(());
+    }
+    let total: u64 = records.iter().map(|r| r.timing.duration_us).sum();
+    println!("{:>10}  {:>8}  {:>12}  {:>12}  action", "ms", "status", "bytes in", "bytes out");
+    for r in &slow {
+        let status = format!("{:?}", r.status).to_lowercase();
+        let ms = r.timing.duration_us as f64 / 1000.0;
+        println!(
+            "{ms:>10.1}  {status:>8}  {:>12}  {:>12}  {} ({})",
+            r.timing.bytes_in, r.timing.bytes_out, r.name, r.kind
+        );
+    }
+    println!("({} action(s), {:.1} ms of action time in all)", records.len(), total as f64 / 1000.0);
+    Ok(())
+}
+
 fn diff(a: &Path, b: &Path, json: bool) -> Result<ExitCode> {
     let report = hb_diff::diff_debs(a, b)?;
     if json {
@@ -436,13 +488,17 @@ fn diff(a: &Path, b: &Path, json: bool) -> Result<ExitCode> {
     Ok(if report.identical { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-fn explain(cwd: &Path, cache_dir: &Path, json: bool, all: bool) -> Result<ExitCode> {
+fn explain(cwd: &Path, cache_dir: &Path, json: bool, all: bool, timings: bool) -> Result<ExitCode> {
     let ws = open_workspace(cwd)?;
     let store = Store::open(cache_dir)?;
     let (last, previous) = hb_rules::build::RunLog::load(&store, &ws.root);
     let Some(last) = last else {
         bail!("no build of this workspace is recorded in {}: run `hb build` first", cache_dir.display());
     };
+    if timings {
+        print_timings(&last.records, json, if all { usize::MAX } else { 15 })?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let explanations = hb_check::explain(&last, previous.as_ref());
     if json {
         println!("{}", serde_json::json!({ "labels": last.labels, "actions": explanations }));

@@ -102,3 +102,35 @@ fn query_and_graph_show_the_targets() {
     ws.ok(&["clean"]);
     assert!(!ws.path("hb-out").exists());
 }
+
+#[test]
+fn a_profile_shows_every_action_and_explain_lists_the_slowest() {
+    let ws = Ws::demosite();
+    let profile = ws.path("profile.json");
+    let out = ws.ok(&["build", "--json", "--profile", profile.to_str().unwrap(), "//demosite:deb"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let trace: serde_json::Value = serde_json::from_slice(&std::fs::read(&profile).unwrap()).unwrap();
+    let events = trace["traceEvents"].as_array().unwrap();
+    let mut traced: Vec<&str> = events.iter().map(|e| e["name"].as_str().unwrap()).collect();
+    let mut actions: Vec<&str> =
+        report["actions"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
+    traced.sort();
+    actions.sort();
+    assert_eq!(traced, actions, "one span per action");
+    for e in events {
+        assert_eq!(e["ph"], "X");
+        assert!(e["dur"].as_u64().is_some() && e["ts"].as_u64().is_some(), "{e}");
+        assert!(["executed", "cached", "remote"].contains(&e["args"]["status"].as_str().unwrap()), "{e}");
+    }
+    let pack = events.iter().find(|e| e["cat"] == "deb_pack").unwrap();
+    let deb = std::fs::metadata(ws.path("hb-out/demosite/demosite_0.1.0_amd64.deb")).unwrap().len();
+    assert_eq!(pack["args"]["bytes_out"].as_u64(), Some(deb));
+
+    let out = ws.ok(&["explain", "--timings", "--json"]);
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(!rows.is_empty() && rows.len() <= 15);
+    let ms: Vec<f64> = rows.iter().map(|r| r["ms"].as_f64().unwrap()).collect();
+    assert!(ms.windows(2).all(|w| w[0] >= w[1]), "slowest first: {ms:?}");
+    let text = String::from_utf8(ws.ok(&["explain", "--timings"]).stdout).unwrap();
+    assert!(text.lines().next().unwrap().contains("bytes out"), "{text}");
+}

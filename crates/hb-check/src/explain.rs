@@ -143,6 +143,7 @@ mod tests {
             status,
             args: Digest::of(b"a"),
             inputs: inputs.iter().map(|(n, d)| (n.to_string(), Digest::of(d))).collect(),
+            timing: Default::default(),
         }
     }
 

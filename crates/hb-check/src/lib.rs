@@ -2,9 +2,11 @@
 //! ran (the input digests that changed since the build before, traced back to their
 //! root cause), and [`verify`] rebuilds a label from scratch in a throwaway cache and
 //! checkout, under chosen variations of the machine, and names the first action whose
-//! output differs, with the files that differ.
+//! output differs, with the files that differ. [`profile`] says where a build's time
+//! went.
 
 pub mod explain;
+pub mod profile;
 pub mod verify;
 
 pub use explain::{Explanation, explain};

@@ -18,7 +18,7 @@ use hb_store::stat::{FileInfo, StatCache};
 pub use action::{Action, AnyInput, Facts, Input, Inputs, Output, Tool};
 pub use hb_store::{Digest, EntryKind, Store, StoreError, Tree, TreeEntry};
 pub use key::{ActionResult, action_key, encode_args};
-pub use schedule::{Failure, Options, Record, Report, Status, execute};
+pub use schedule::{Failure, Options, Record, Report, Status, Timing, execute};
 
 /// Why an action failed.
 #[derive(Debug, thiserror::Error)]
@@ -99,11 +99,19 @@ pub struct Step<'a> {
     pub version: u32,
     pub args: &'a [u8],
     pub inputs: &'a [(String, Digest)],
+    /// The bytes the action reads (for the build profile; not in the key).
+    pub bytes_in: u64,
+}
+
+fn micros(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// What jobs may use while running.
 pub struct Ctx<'a> {
     pub store: &'a Store,
+    /// When the build started: records say when actions ran relative to it.
+    epoch: std::time::Instant,
     pub platform: &'a str,
     pub pool: &'a rayon::ThreadPool,
     remote: Option<&'a dyn RemoteCache>,
@@ -140,8 +148,9 @@ impl Ctx<'_> {
         usable: &dyn Fn(&ActionResult) -> bool,
         run: impl FnOnce() -> Result<ActionResult, JobError>,
     ) -> Result<ActionResult, JobError> {
-        let Step { name, kind, version, args, inputs } = *step;
+        let Step { name, kind, version, args, inputs, bytes_in } = *step;
         let key = action_key(kind, version, self.platform, args, inputs);
+        let started = std::time::Instant::now();
         let record = |result: &ActionResult, status| Record {
             name: name.to_string(),
             kind: kind.to_string(),
@@ -150,6 +159,12 @@ impl Ctx<'_> {
             status,
             args: Digest::of(args),
             inputs: inputs.to_vec(),
+            timing: Timing {
+                start_us: micros(started.saturating_duration_since(self.epoch)),
+                duration_us: micros(started.elapsed()),
+                bytes_in,
+                bytes_out: result.tree.file_bytes(),
+            },
         };
         if let Some(bytes) = self.store.get_action(&key)?
             && let Some(result) = ActionResult::decode(&bytes)

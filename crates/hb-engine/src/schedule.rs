@@ -34,6 +34,20 @@ pub struct Record {
     pub args: Digest,
     /// Named input digests: dependencies by action name, sources by relative path.
     pub inputs: Vec<(String, Digest)>,
+    /// When it ran and how much it moved: for `hb build --profile` and `hb explain
+    /// --timings`. Never hashed, never in an output.
+    pub timing: Timing,
+}
+
+/// When an action ran (or was looked up), relative to the start of the build.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Timing {
+    pub start_us: u64,
+    pub duration_us: u64,
+    /// The bytes of its inputs' trees and its sources.
+    pub bytes_in: u64,
+    /// The bytes of the files of its result.
+    pub bytes_out: u64,
 }
 
 #[derive(Debug)]
@@ -43,6 +57,8 @@ pub struct Failure {
 }
 
 pub struct Options {
+    /// When the build started (records' times are relative to it).
+    pub started: std::time::Instant,
     pub jobs: usize,
     pub keep_going: bool,
     pub platform: String,
@@ -97,6 +113,7 @@ pub fn execute(
     let records = Mutex::new(Vec::new());
     let mut failures = Vec::new();
     let ctx = Ctx {
+        epoch: opts.started,
         store,
         platform: &opts.platform,
         pool: &pool,
@@ -203,12 +220,15 @@ fn run_node(
     let mut inputs = Inputs { name: &node.name, results: Vec::with_capacity(node.deps.len()) };
     // Dependencies enter the key under their action names, so `hb explain` can say which.
     let mut key_inputs: Vec<(String, Digest)> = Vec::new();
+    let mut bytes_in = 0;
     for &d in &node.deps {
         let r = results[d].get().map(|r| r.as_ref()).expect("dependencies finish first");
         inputs.results.push((d, r));
         key_inputs.push((graph.nodes[d].name.clone(), r.digest()));
+        bytes_in += r.tree.file_bytes();
     }
     let sources = node.job.sources(ctx)?;
+    bytes_in += sources.iter().map(|s| s.size).sum::<u64>();
     key_inputs.extend(sources.iter().map(|s| s.key_input()));
     key_inputs.extend(node.job.tools(ctx)?.into_iter().map(|t| (format!("tool:{}", t.path), t.digest)));
     let args = node.job.args();
@@ -218,6 +238,7 @@ fn run_node(
         version: node.job.version(),
         args: &args,
         inputs: &key_inputs,
+        bytes_in,
     };
     ctx.memo_result(&step, &|_| true, || node.job.run(ctx, &inputs, &sources))
 }
@@ -257,7 +278,8 @@ mod tests {
     fn run(g: &Graph, dir: &std::path::Path, keep_going: bool) -> Report {
         let store = Store::open(dir).unwrap();
         let stat = Mutex::new(StatCache::load(&store, dir));
-        let opts = Options { jobs: 2, keep_going, platform: "test".into(), remote: None };
+        let opts =
+            Options { started: std::time::Instant::now(), jobs: 2, keep_going, platform: "test".into(), remote: None };
         execute(g, &store, &stat, &opts, &Quiet)
     }
 

@@ -263,7 +263,13 @@ fn a_rule_needs_only_the_trait_and_a_registration() {
     // Built for real: the package holds /etc/motd as a conffile.
     let store = hb_store::Store::open(&ws.0.path().join("cache")).unwrap();
     let stat = std::sync::Mutex::new(hb_store::stat::StatCache::load(&store, ws.0.path()));
-    let opts = hb_engine::Options { jobs: 2, keep_going: false, platform: "bookworm-amd64".into(), remote: None };
+    let opts = hb_engine::Options {
+        started: std::time::Instant::now(),
+        jobs: 2,
+        keep_going: false,
+        platform: "bookworm-amd64".into(),
+        remote: None,
+    };
     let report = hb_engine::execute(&p.graph, &store, &stat, &opts, &hb_engine::Quiet);
     assert!(report.failures.is_empty(), "{:?}", report.failures);
     let out = p.output(&Label::parse("//pkg:deb", None).unwrap()).unwrap();

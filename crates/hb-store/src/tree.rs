@@ -99,6 +99,17 @@ impl Tree {
             _ => None,
         })
     }
+
+    /// The total size of the tree's files.
+    pub fn file_bytes(&self) -> u64 {
+        self.entries
+            .iter()
+            .map(|e| match &e.kind {
+                EntryKind::File { size, .. } => *size,
+                _ => 0,
+            })
+            .sum()
+    }
 }
 
 #[cfg(test)]

@@ -441,7 +441,8 @@ impl DataJob {
         let inputs: Vec<(String, Digest)> =
             entries.iter().filter_map(|(e, d)| d.map(|d| (format!("/{}", e.path), d))).collect();
         let args = encode_args(&args);
-        let step = Step { name: &name, kind: "deb_data_chunk", version: 2, args: &args, inputs: &inputs };
+        let bytes_in = entries.iter().map(|(e, _)| if let TarKind::File { size } = e.kind { size } else { 0 }).sum();
+        let step = Step { name: &name, kind: "deb_data_chunk", version: 2, args: &args, inputs: &inputs, bytes_in };
         let result = ctx.memo::<MemberFacts>(&step, || {
             // The chunk's tar goes through a temporary file so memory stays bounded
             // whatever the size of the files in it.
