@@ -17,7 +17,7 @@ pub fn hb_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_hb"))
 }
 
-/// A wheelhouse holding every file demosite's lock names, filled once per machine and
+/// A wheelhouse holding every file demosite's and the examples' locks name, filled once per machine and
 /// kept in target/, so that tests which are not about fetching do not depend on the
 /// package index answering (each test's cache starts empty). hb's fetch reads it first,
 /// through `PIP_FIND_LINKS`, and still verifies every file against the lock.
@@ -26,10 +26,17 @@ pub fn wheelhouse() -> &'static Path {
     DIR.get_or_init(|| {
         let dir = repo().join("target/e2e-wheelhouse");
         std::fs::create_dir_all(&dir).unwrap();
-        let text = std::fs::read_to_string(repo().join("demosite/hb.lock")).unwrap();
-        let lock = hb_fetch::Lock::parse(&text, Path::new("demosite/hb.lock")).unwrap();
+        let mut locks = vec![repo().join("demosite/hb.lock")];
+        for e in hb_fs::read_dir_sorted(&repo().join("examples")).unwrap_or_default() {
+            locks.push(e.path().join("hb.lock"));
+        }
+        let mut files = Vec::new();
+        for path in locks.iter().filter(|p| p.is_file()) {
+            let text = std::fs::read_to_string(path).unwrap();
+            files.extend(hb_fetch::Lock::parse(&text, path).unwrap().packages);
+        }
         let target = hb_python::Target::bookworm_amd64((3, 11));
-        for f in &lock.packages {
+        for f in &files {
             let dest = dir.join(&f.file);
             if dest.is_file() && sha256(&dest) == f.sha256 {
                 continue;
@@ -88,6 +95,14 @@ impl Ws {
         std::fs::write(root.join("BUILD.toml"), "[workspace]\nsource_date_epoch = 1700000000\n").unwrap();
         let cache = tmp.path().join("cache");
         Ws { _tmp: tmp, root, cache }
+    }
+
+    /// A copy of the repository's workspace settings and `examples/NAME`.
+    pub fn example(name: &str) -> Ws {
+        let ws = Ws::empty();
+        std::fs::copy(repo().join("BUILD.toml"), ws.root.join("BUILD.toml")).unwrap();
+        copy_tree(&repo().join("examples").join(name), &ws.root.join("examples").join(name));
+        ws
     }
 
     /// A copy of the repository's workspace settings and demosite.

@@ -174,3 +174,31 @@ fn installs_serves_logs_stops_upgrades_and_purges_in_a_bookworm_root() {
     assert!(!chroot.path("/var/log/demosite").exists());
     assert!(std::fs::read_to_string(chroot.path("/etc/passwd")).unwrap().contains("demosite:"));
 }
+
+#[test]
+fn an_asgi_app_under_uvicorn_installs_serves_and_purges() {
+    let ws = Ws::example("fastapi");
+    ws.ok(&["build", "//examples/fastapi:deb"]);
+    let chroot = Chroot::new();
+    let deb = "fastapi-demo_0.1.0_amd64.deb";
+    std::fs::copy(ws.path(&format!("hb-out/examples/fastapi/{deb}")), chroot.path(&format!("/tmp/{deb}"))).unwrap();
+    chroot.ok(&format!("dpkg -i /tmp/{deb}"));
+    chroot.ok("/etc/init.d/fastapi-demo start");
+    // The environment of /etc/default reaches the app; requests go through ASGI.
+    let page = get("http://127.0.0.1:8042/");
+    assert!(page.contains("\"greeting\":\"hello from uvicorn\""), "{page}");
+    assert!(get("http://127.0.0.1:8042/items/7").contains("\"square\":49"));
+    let uid = uid_of(&chroot, "fastapi-demo");
+    let servers: Vec<_> = chroot.processes().into_iter().filter(|(_, _, c)| c.contains("uvicorn")).collect();
+    assert!(!servers.is_empty() && servers.iter().all(|(_, u, _)| *u == uid), "{servers:?} should run as {uid}");
+    let log = std::fs::read_to_string(chroot.path("/var/log/fastapi-demo/fastapi-demo.log")).unwrap();
+    assert!(log.contains("uvicorn.error") || log.contains("Application startup complete"), "{log}");
+    chroot.ok("/etc/init.d/fastapi-demo stop");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while chroot.processes().iter().any(|(_, _, c)| c.contains("uvicorn")) {
+        assert!(Instant::now() < deadline, "still running after stop: {:?}", chroot.processes());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    chroot.ok("dpkg --purge fastapi-demo");
+    assert!(!chroot.path("/usr/lib/fastapi-demo").exists() && !chroot.path("/etc/fastapi-demo").exists());
+}

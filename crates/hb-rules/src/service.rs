@@ -34,7 +34,14 @@ pub struct ServiceContext {
     /// `host:port` as gunicorn takes it (`[::1]:8000` for IPv6).
     pub bind: String,
     pub workers: u32,
-    /// WSGI entry point, `module:attribute`.
+    /// The server program: `gunicorn` (WSGI, or ASGI with an ASGI worker class) or
+    /// `uvicorn` (ASGI).
+    pub server: String,
+    /// The server's executable in the virtualenv.
+    pub command: String,
+    /// Its arguments, one line (bind, workers, logging, the app).
+    pub args: String,
+    /// Entry point, `module:attribute`.
     pub module: String,
     /// The app's virtualenv.
     pub prefix: String,

@@ -363,3 +363,23 @@ mod hostile {
         }
     }
 }
+
+#[test]
+fn the_server_and_its_worker_class_must_be_locked() {
+    let ws = Ws::with_app(&[("BUILD.toml", WORKSPACE)], &["gunicorn"], &["setuptools"]);
+    let svc = |extra: &str| format!("{APP}{DEB}deps = [\":app\"]\n[deb.service]\napp = \":app\"\n{extra}");
+    let cases = [
+        ("server = \"uvicorn\"\n", "the service runs uvicorn, but //app:app does not depend on it"),
+        ("worker_class = \"uvicorn.workers.UvicornWorker\"\n", "the service runs uvicorn, but"),
+        ("server = \"uvicorn\"\nworker_class = \"x.Y\"\n", "`worker_class` is a gunicorn setting"),
+        ("worker_class = \"not a path\"\n", "dotted Python path"),
+        ("server = \"apache\"\n", "unknown variant `apache`"),
+    ];
+    for (extra, message) in cases {
+        ws.write("app/BUILD.toml", &svc(extra));
+        let err = ws.plan(&Rules::builtin(), "//app:deb").err().expect("refused").to_string();
+        assert!(err.contains(message) && err.contains("app/BUILD.toml:"), "{extra}\n---\n{err}");
+    }
+    ws.write("app/BUILD.toml", &svc("worker_class = \"gunicorn.workers.gthread.ThreadWorker\"\n"));
+    assert!(ws.plan(&Rules::builtin(), "//app:deb").is_ok());
+}

@@ -58,12 +58,19 @@ pub struct DebAttrs {
     pub service: Option<ServiceSettings>,
 }
 
-/// `[deb.service]`: a WSGI app served by gunicorn as a system service.
+/// `[deb.service]`: a WSGI or ASGI app served as a system service.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceSettings {
     /// The python_app target to serve (a label).
     pub app: Spanned<String>,
+    /// The server: `gunicorn` (default; WSGI, or ASGI with `worker_class`) or `uvicorn`
+    /// (ASGI). The app must depend on it.
+    #[serde(default = "default_server")]
+    pub server: Spanned<Server>,
+    /// gunicorn's worker class, e.g. `uvicorn.workers.UvicornWorker` for an ASGI app; its
+    /// top-level module must be a locked distribution of the app.
+    pub worker_class: Option<Spanned<String>>,
     /// Address gunicorn binds to.
     #[serde(default = "default_bind")]
     pub bind: Spanned<String>,
@@ -87,6 +94,28 @@ fn default_section() -> String {
 fn default_priority() -> String {
     "optional".into()
 }
+/// The programs that can serve an app.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Server {
+    Gunicorn,
+    Uvicorn,
+}
+
+impl Server {
+    /// Its name: the distribution that provides it, its executable and its loggers.
+    pub fn name(self) -> &'static str {
+        match self {
+            Server::Gunicorn => "gunicorn",
+            Server::Uvicorn => "uvicorn",
+        }
+    }
+}
+
+fn default_server() -> Spanned<Server> {
+    Spanned::new(0..0, Server::Gunicorn)
+}
+
 fn default_bind() -> Spanned<String> {
     Spanned::new(0..0, "127.0.0.1".into())
 }
@@ -296,14 +325,20 @@ fn service_context(
             location: at,
         });
     };
-    if !app.requires("gunicorn") {
-        return Err(RulesError::Invalid {
-            message: format!(
-                "the service runs gunicorn, but {label} does not depend on it: add \"gunicorn\" to [project] dependencies in {} and run `hb lock {label}`",
-                app.pyproject
-            ),
-            location: at,
-        });
+    let server = *svc.server.get_ref();
+    let worker = svc.worker_class.as_ref().map(|w| w.get_ref().as_str());
+    // What the service needs installed: the server, and the worker class's distribution.
+    let needs = std::iter::once(server.name()).chain(worker.and_then(|w| w.split('.').next()));
+    for need in needs {
+        if !app.requires(&hb_python::normalize(need)) {
+            return Err(RulesError::Invalid {
+                message: format!(
+                    "the service runs {need}, but {label} does not depend on it: add \"{need}\" to [project] dependencies in {} and run `hb lock {label}`",
+                    app.pyproject
+                ),
+                location: at,
+            });
+        }
     }
     if svc.user.is_none() && !hb_config::build_file::valid_system_user(package) {
         return Err(RulesError::Invalid {
@@ -313,20 +348,37 @@ fn service_context(
             location: cx.target.location.clone(),
         });
     }
-    let bind = match svc.bind.get_ref().parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V4(v4)) => format!("{v4}:{}", svc.port.get_ref()),
-        Ok(std::net::IpAddr::V6(v6)) => format!("[{v6}]:{}", svc.port.get_ref()),
-        Err(_) => return Err(cx.invalid(svc.bind.span(), "`bind` must be an IP address")),
+    let Ok(ip) = svc.bind.get_ref().parse::<std::net::IpAddr>() else {
+        return Err(cx.invalid(svc.bind.span(), "`bind` must be an IP address"));
+    };
+    let port = *svc.port.get_ref();
+    let bind = match ip {
+        std::net::IpAddr::V4(v4) => format!("{v4}:{port}"),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+    };
+    let logging_path = format!("/etc/{package}/logging.conf");
+    let (workers, module) = (*svc.workers.get_ref(), &app.entry_point);
+    let args = match server {
+        Server::Gunicorn => {
+            let worker = worker.map(|w| format!(" --worker-class {w}")).unwrap_or_default();
+            format!("--bind {bind} --workers {workers}{worker} --log-config {logging_path} --chdir / {module}")
+        }
+        Server::Uvicorn => {
+            format!("--host {ip} --port {port} --workers {workers} --log-config {logging_path} --app-dir / {module}")
+        }
     };
     Ok(ServiceContext {
         user: svc.user.as_ref().map_or_else(|| package.to_string(), |u| u.get_ref().clone()),
         bind,
-        workers: *svc.workers.get_ref(),
-        module: app.entry_point.clone(),
+        workers,
+        server: server.name().to_string(),
+        command: format!("{}/bin/{}", app.prefix, server.name()),
+        args,
+        module: module.clone(),
         prefix: app.prefix.clone(),
         environment: svc.environment.iter().map(|(k, v)| (k.clone(), v.get_ref().clone())).collect(),
         config_path: format!("/etc/{package}/config.cfg"),
-        logging_path: format!("/etc/{package}/logging.conf"),
+        logging_path,
         log_dir: format!("/var/log/{package}"),
         pidfile: format!("/run/{package}.pid"),
         run_dir: format!("/run/{package}"),
@@ -422,6 +474,17 @@ fn valid_maintainer(m: &str) -> bool {
 }
 
 fn check_service(pkg: &Package, s: &ServiceSettings) -> Result<(), ConfigError> {
+    if let Some(w) = &s.worker_class {
+        if *s.server.get_ref() != Server::Gunicorn {
+            return Err(pkg.error(w.span(), "`worker_class` is a gunicorn setting; uvicorn has none"));
+        }
+        let ok = !w.get_ref().is_empty() && w.get_ref().split('.').all(hb_config::build_file::is_identifier);
+        if !ok {
+            return Err(
+                pkg.error(w.span(), "`worker_class` is a dotted Python path, like \"uvicorn.workers.UvicornWorker\"")
+            );
+        }
+    }
     if s.bind.get_ref().parse::<std::net::IpAddr>().is_err() {
         return Err(pkg.error(s.bind.span(), "`bind` must be an IP address, like \"127.0.0.1\" or \"::1\""));
     }
