@@ -202,3 +202,22 @@ fn an_asgi_app_under_uvicorn_installs_serves_and_purges() {
     chroot.ok("dpkg --purge fastapi-demo");
     assert!(!chroot.path("/usr/lib/fastapi-demo").exists() && !chroot.path("/etc/fastapi-demo").exists());
 }
+
+#[test]
+fn a_service_that_dies_at_start_is_reported_as_failed() {
+    let ws = Ws::demosite();
+    // A port of its own: the other service tests serve on 8000 meanwhile.
+    let build = std::fs::read_to_string(ws.path("demosite/BUILD.toml")).unwrap();
+    ws.write("demosite/BUILD.toml", &build.replace("port = 8000", "port = 8017"));
+    let init = std::fs::read_to_string(ws.path("demosite/demosite/__init__.py")).unwrap();
+    ws.write("demosite/demosite/__init__.py", &format!("{init}\nraise RuntimeError('broken on purpose')\n"));
+    ws.ok(&["build", "//demosite:deb"]);
+    let chroot = Chroot::new();
+    std::fs::copy(ws.path("hb-out/demosite/demosite_0.1.0_amd64.deb"), chroot.path("/tmp/demosite.deb")).unwrap();
+    chroot.ok("dpkg -i /tmp/demosite.deb");
+    let out = chroot.sh("/etc/init.d/demosite start");
+    assert!(!out.status.success(), "a service that cannot start was reported started:\n{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("exited right after it started"), "{}", show(&out));
+    assert!(err.contains("broken on purpose"), "the log's end is shown:\n{}", show(&out));
+}

@@ -33,6 +33,9 @@ pub struct ServiceContext {
     pub user: String,
     /// `host:port` as gunicorn takes it (`[::1]:8000` for IPv6).
     pub bind: String,
+    /// The address alone (`::1`) and the port.
+    pub host: String,
+    pub port: u16,
     pub workers: u32,
     /// The server program: `gunicorn` (WSGI, or ASGI with an ASGI worker class) or
     /// `uvicorn` (ASGI).

@@ -370,6 +370,8 @@ fn service_context(
     Ok(ServiceContext {
         user: svc.user.as_ref().map_or_else(|| package.to_string(), |u| u.get_ref().clone()),
         bind,
+        host: ip.to_string(),
+        port,
         workers,
         server: server.name().to_string(),
         command: format!("{}/bin/{}", app.prefix, server.name()),
