@@ -118,6 +118,10 @@ fn installs_serves_logs_stops_upgrades_and_purges_in_a_bookworm_root() {
     // Logs: /var/log/demosite, demosite:adm, 0750, and it receives lines.
     let log_dir = std::fs::metadata(chroot.path("/var/log/demosite")).unwrap();
     assert_eq!((log_dir.uid(), log_dir.gid(), log_dir.mode() & 0o7777), (uid, gid_of_group(&chroot, "adm"), 0o750));
+    // State: /var/lib/demosite, demosite's alone.
+    let state = std::fs::metadata(chroot.path("/var/lib/demosite")).unwrap();
+    assert_eq!((state.uid(), state.mode() & 0o7777), (uid, 0o750));
+    std::fs::write(chroot.path("/var/lib/demosite/db.sqlite"), "state").unwrap();
     let log = std::fs::read_to_string(chroot.path("/var/log/demosite/demosite.log")).unwrap();
     assert!(log.contains("serving index") && log.contains("\"GET / HTTP/1.1\" 200"), "{log}");
 
@@ -147,7 +151,10 @@ fn installs_serves_logs_stops_upgrades_and_purges_in_a_bookworm_root() {
     assert!(get("http://127.0.0.1:8000/").contains("edited by the admin"));
     chroot.ok("/etc/init.d/demosite stop");
 
-    // Purge removes every file of the package, its /etc and its logs; the user stays.
+    // Removal keeps the state; purge removes every file of the package, its /etc, its
+    // logs and its state; the user stays.
+    chroot.ok("dpkg --remove demosite");
+    assert_eq!(std::fs::read_to_string(chroot.path("/var/lib/demosite/db.sqlite")).unwrap(), "state");
     chroot.ok("dpkg --purge demosite");
     for path in files_of_package.lines().filter(|p| !p.is_empty() && *p != "/.") {
         let p = chroot.path(path);
@@ -172,6 +179,7 @@ fn installs_serves_logs_stops_upgrades_and_purges_in_a_bookworm_root() {
     }
     assert!(!chroot.path("/etc/demosite").exists());
     assert!(!chroot.path("/var/log/demosite").exists());
+    assert!(!chroot.path("/var/lib/demosite").exists());
     assert!(std::fs::read_to_string(chroot.path("/etc/passwd")).unwrap().contains("demosite:"));
 }
 

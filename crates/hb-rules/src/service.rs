@@ -52,6 +52,8 @@ pub struct ServiceContext {
     pub config_path: String,
     pub logging_path: String,
     pub log_dir: String,
+    /// State directory (`/var/lib/NAME`), owned by the service user.
+    pub state_dir: String,
     pub pidfile: String,
     /// Runtime directory, owned by the service user; also its HOME.
     pub run_dir: String,

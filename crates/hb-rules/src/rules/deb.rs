@@ -382,6 +382,7 @@ fn service_context(
         config_path: format!("/etc/{package}/config.cfg"),
         logging_path,
         log_dir: format!("/var/log/{package}"),
+        state_dir: format!("/var/lib/{package}"),
         pidfile: format!("/run/{package}.pid"),
         run_dir: format!("/run/{package}"),
         unit: format!("{package}.service"),
