@@ -12,6 +12,7 @@ packages=(
   bubblewrap             # the sandbox of PEP 517 builds
   python3 python3-pip python3-venv  # the target interpreter; pip resolves and fetches for `hb lock`
   mmdebstrap             # tests install debs into a fresh bookworm root
+  systemd-container      # tests boot that root with systemd-nspawn (the systemd path)
   nginx-light            # tests serve the remote cache from a stock nginx (WebDAV)
   xz-utils zstd gzip tar # format cross-checks in tests
   ca-certificates curl git bc

@@ -249,6 +249,34 @@ pub fn bookworm_root() -> PathBuf {
     .clone()
 }
 
+/// A bookworm root that boots systemd (systemd, systemd-sysv, dbus, python3), made once
+/// by mmdebstrap from the machine's apt sources and kept in the target directory.
+pub fn systemd_root() -> PathBuf {
+    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bookworm-systemd");
+        if dir.join("lib/systemd/systemd").exists() {
+            return dir;
+        }
+        let tmp = dir.with_extension(format!("tmp{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        run(Command::new("mmdebstrap")
+            .args([
+                "--quiet",
+                "--variant=minbase",
+                "--include=systemd,systemd-sysv,dbus,python3,adduser",
+                "--format=directory",
+                "bookworm",
+            ])
+            .arg(&tmp));
+        if std::fs::rename(&tmp, &dir).is_err() {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        dir
+    })
+    .clone()
+}
+
 /// A private copy of the bookworm root, removed on drop.
 pub struct Root {
     _tmp: tempfile::TempDir,

@@ -12,3 +12,4 @@ mod remote;
 mod reproducible;
 mod service;
 mod snapshots;
+mod systemd;

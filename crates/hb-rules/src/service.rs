@@ -60,6 +60,8 @@ pub struct ServiceContext {
     pub unit: String,
     /// Where the platform installs systemd units, relative to `/`.
     pub unit_dir: String,
+    /// The systemd unit confines the service (see rules/deb/systemd.service.j2).
+    pub hardening: bool,
 }
 
 #[derive(Serialize)]

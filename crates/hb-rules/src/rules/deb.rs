@@ -86,6 +86,14 @@ pub struct ServiceSettings {
     /// The app's configuration file in the package, installed as /etc/NAME/config.cfg
     /// (default: a generated one).
     pub config: Option<Spanned<String>>,
+    /// Confine the service in its systemd unit (read-only system, no privileges, a
+    /// system call filter, no W+X memory); `false` leaves the unit unconfined.
+    #[serde(default = "default_true")]
+    pub hardening: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_section() -> String {
@@ -387,6 +395,7 @@ fn service_context(
         run_dir: format!("/run/{package}"),
         unit: format!("{package}.service"),
         unit_dir: cx.platform.systemd_unit_dir.to_string(),
+        hardening: svc.hardening,
     })
 }
 
