@@ -227,54 +227,51 @@ pub fn payload(ws: &Ws, rel: &str, count: usize, each: usize) {
     }
 }
 
-/// A minimal Debian bookworm root (variant minbase, plus python3 and adduser) made once
-/// per target directory with mmdebstrap from this machine's apt sources; tests copy it.
-pub fn bookworm_root() -> PathBuf {
-    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    ROOT.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bookworm-minbase-python3");
-        if dir.join("usr/bin/python3").exists() {
-            return dir;
-        }
-        let tmp = dir.with_extension(format!("tmp{}", std::process::id()));
+/// A bookworm root made once by mmdebstrap (minbase plus `include`) from the machine's
+/// apt sources and kept in the target directory under `name`; `marker` is a file only a
+/// finished root has.
+fn cached_root(name: &str, include: &str, marker: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    if dir.join(marker).exists() {
+        return dir;
+    }
+    let tmp = dir.with_extension(format!("tmp{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    run(Command::new("mmdebstrap")
+        .args(["--quiet", "--variant=minbase", &format!("--include={include}"), "--format=directory", "bookworm"])
+        .arg(&tmp));
+    if std::fs::rename(&tmp, &dir).is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
-        run(Command::new("mmdebstrap")
-            .args(["--quiet", "--variant=minbase", "--include=python3,adduser", "--format=directory", "bookworm"])
-            .arg(&tmp));
-        if std::fs::rename(&tmp, &dir).is_err() {
-            let _ = std::fs::remove_dir_all(&tmp);
-        }
-        dir
+    }
+    dir
+}
+
+/// A bookworm root with python3 (minbase), for installing debs in a chroot.
+pub fn bookworm_root() -> PathBuf {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| cached_root("bookworm-minbase-python3", "python3,adduser", "usr/bin/python3")).clone()
+}
+
+/// A bookworm root that boots systemd (systemd, systemd-sysv, dbus, python3).
+pub fn systemd_root() -> PathBuf {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        cached_root("bookworm-systemd", "systemd,systemd-sysv,dbus,python3,adduser", "lib/systemd/systemd")
     })
     .clone()
 }
 
-/// A bookworm root that boots systemd (systemd, systemd-sysv, dbus, python3), made once
-/// by mmdebstrap from the machine's apt sources and kept in the target directory.
-pub fn systemd_root() -> PathBuf {
-    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    ROOT.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bookworm-systemd");
-        if dir.join("lib/systemd/systemd").exists() {
-            return dir;
+/// GETs `url` with curl until it answers (a service takes a moment to bind).
+pub fn get(url: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let out = Command::new("curl").args(["--silent", "--show-error", "--max-time", "5", url]).output().unwrap();
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout).into_owned();
         }
-        let tmp = dir.with_extension(format!("tmp{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
-        run(Command::new("mmdebstrap")
-            .args([
-                "--quiet",
-                "--variant=minbase",
-                "--include=systemd,systemd-sysv,dbus,python3,adduser",
-                "--format=directory",
-                "bookworm",
-            ])
-            .arg(&tmp));
-        if std::fs::rename(&tmp, &dir).is_err() {
-            let _ = std::fs::remove_dir_all(&tmp);
-        }
-        dir
-    })
-    .clone()
+        assert!(std::time::Instant::now() < deadline, "{url} never answered:\n{}", show(&out));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 /// A private copy of the bookworm root, removed on drop.

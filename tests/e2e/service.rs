@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Root, Ws, run, show};
+use crate::harness::{Root, Ws, get, run, show};
 
 /// A bookworm root with /proc mounted and services kept from starting on install (the
 /// `policy-rc.d` convention). Dropping it kills every process running inside it and
@@ -65,19 +65,6 @@ impl Drop for Chroot {
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
         }
         let _ = Command::new("umount").arg("-l").arg(self.root.path.join("proc")).status();
-    }
-}
-
-/// GETs `url` with curl until it answers (the service takes a moment to bind).
-fn get(url: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let out = Command::new("curl").args(["--silent", "--show-error", "--max-time", "5", url]).output().unwrap();
-        if out.status.success() {
-            return String::from_utf8_lossy(&out.stdout).into_owned();
-        }
-        assert!(Instant::now() < deadline, "{url} never answered:\n{}", show(&out));
-        std::thread::sleep(Duration::from_millis(200));
     }
 }
 

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Ws, show, systemd_root};
+use crate::harness::{Ws, get, show, systemd_root};
 
 /// A booted container; killed on drop.
 struct Booted {
@@ -86,19 +86,6 @@ impl Drop for Booted {
         let _ = Command::new("kill").args(["-9", &self.init.to_string()]).status();
         let _ = self.nspawn.kill();
         let _ = self.nspawn.wait();
-    }
-}
-
-/// GETs `url` until it answers.
-fn get(url: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = Command::new("curl").args(["--silent", "--show-error", "--max-time", "5", url]).output().unwrap();
-        if out.status.success() {
-            return String::from_utf8_lossy(&out.stdout).into_owned();
-        }
-        assert!(Instant::now() < deadline, "{url} never answered:\n{}", show(&out));
-        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
