@@ -455,7 +455,7 @@ fn print_timings(records: &[hb_engine::Record], json: bool, n: usize) -> Result<
             .iter()
             .map(|r| {
                 serde_json::json!({
-                    "name": r.name, "kind": r.kind, "status": format!("{:?}", r.status).to_lowercase(),
+                    "name": r.name, "kind": r.kind, "status": hb_check::profile::status_name(r.status),
                     "ms": r.timing.duration_us as f64 / 1000.0,
                     "bytes_in": r.timing.bytes_in, "bytes_out": r.timing.bytes_out,
                 })
@@ -467,7 +467,7 @@ fn print_timings(records: &[hb_engine::Record], json: bool, n: usize) -> Result<
     let total: u64 = records.iter().map(|r| r.timing.duration_us).sum();
     println!("{:>10}  {:>8}  {:>12}  {:>12}  action", "ms", "status", "bytes in", "bytes out");
     for r in &slow {
-        let status = format!("{:?}", r.status).to_lowercase();
+        let status = hb_check::profile::status_name(r.status);
         let ms = r.timing.duration_us as f64 / 1000.0;
         println!(
             "{ms:>10.1}  {status:>8}  {:>12}  {:>12}  {} ({})",

@@ -5,7 +5,8 @@
 
 use hb_engine::{Record, Status};
 
-fn status(s: Status) -> &'static str {
+/// How a record's status is written in the profile and `hb explain --timings`.
+pub fn status_name(s: Status) -> &'static str {
     match s {
         Status::Executed => "executed",
         Status::Cached => "cached",
@@ -50,7 +51,7 @@ pub fn chrome_trace(records: &[Record]) -> serde_json::Value {
                 "tid": lane,
                 "args": {
                     "kind": r.kind,
-                    "status": status(r.status),
+                    "status": status_name(r.status),
                     "bytes_in": r.timing.bytes_in,
                     "bytes_out": r.timing.bytes_out,
                     "key": r.key.hex(),

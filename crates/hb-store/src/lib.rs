@@ -80,7 +80,7 @@ pub enum RemoveError {
     Fs(#[from] FsError),
 }
 
-/// The lock file of the store under the cache directory `dir`, opened.
+/// The lock file of the store at `root` (the layout version directory), opened.
 fn lock_file(root: &Path) -> std::result::Result<std::fs::File, FsError> {
     let path = root.join("lock");
     std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).ctx("opening", &path)

@@ -57,20 +57,24 @@ fn split(pattern: &str) -> Result<Split<'_>, SourceError> {
 
 /// Whether the components of `rel` (below the literal prefix) match `pats`, where a `**`
 /// stands for any number of components. With `prefix`, whether `rel` could be a
-/// directory holding a match.
+/// directory holding a match. A table over (pattern, component) positions, so any
+/// number of `**` costs at most `pats.len() * rel.len()` component matches.
 fn matches(pats: &[Pattern], rel: &[&str], prefix: bool) -> bool {
-    match (pats.split_first(), rel.split_first()) {
-        (None, None) => true,
-        (None, Some(_)) => false,
-        (Some(_), None) => prefix,
-        (Some((p, more)), Some((r, rest))) => {
-            if p.as_str() == "**" {
-                matches(more, rel, prefix) || matches(pats, rest, prefix)
+    let (np, nr) = (pats.len(), rel.len());
+    // at[i][j]: do pats[i..] match rel[j..]?
+    let mut at = vec![vec![false; nr + 1]; np + 1];
+    at[np][nr] = true;
+    for i in (0..np).rev() {
+        at[i][nr] = prefix;
+        for j in (0..nr).rev() {
+            at[i][j] = if pats[i].as_str() == "**" {
+                at[i + 1][j] || at[i][j + 1]
             } else {
-                p.matches_with(r, OPTIONS) && matches(more, rest, prefix)
-            }
+                pats[i].matches_with(rel[j], OPTIONS) && at[i + 1][j + 1]
+            };
         }
     }
+    at[0][0]
 }
 
 /// `dir` joined with the literal components, `None` when something is missing; a
@@ -177,6 +181,17 @@ mod tests {
         assert_eq!(names(p, "a.py"), ["a.py"]);
         assert_eq!(names(p, "*/sub/*"), ["pkg/sub/n.py"]);
         assert!(names(p, "nothing/*").is_empty() && names(p, "pkg").is_empty());
+    }
+
+    #[test]
+    fn many_double_stars_cost_no_more_than_one() {
+        // Each `**` could skip or take every component: matched naively, this is
+        // exponential; a hostile BUILD.toml must not hang planning.
+        let deep: Vec<String> = (0..24).map(|i| format!("d{i}")).collect();
+        let d = tree(&[&format!("{}/x.py", deep.join("/"))]);
+        let pattern = format!("{}x.py", "**/".repeat(40));
+        assert_eq!(names(d.path(), &pattern), [format!("{}/x.py", deep.join("/"))]);
+        assert!(names(d.path(), &format!("{}y.py", "**/".repeat(40))).is_empty());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `[[deb]]`: a Debian binary package made of its dependencies' [`InstallTree`]s, with
-//! an optional `[deb.service]` that runs one of its [`PythonApp`]s under gunicorn as a
-//! system service. Analysis validates the package against its dependencies' providers
+//! an optional `[deb.service]` that runs one of its [`PythonApp`]s under gunicorn or
+//! uvicorn as a system service. Analysis validates the package against its dependencies' providers
 //! and the platform, works out the control fields and renders the generated files;
 //! expansion adds `files` for the config and copyright, `render`, then
 //! `deb_layout` → `deb_control` + `deb_data` → `deb_pack`. Provides a [`DebPackage`].
