@@ -42,6 +42,11 @@ struct BuildArgs {
     /// Print one JSON object: {"executed", "cached", "outputs", "actions"}.
     #[arg(long)]
     json: bool,
+    /// Build for PLATFORM (one of `[workspace] platforms`, e.g. trixie-arm64), or
+    /// `all` of them. Default: the workspace's default platform. Outputs of another
+    /// platform than the default, or of several, go to hb-out/<platform>/<package>/.
+    #[arg(long, value_name = "PLATFORM")]
+    platform: Option<String>,
     /// Run at most N actions at once [default: number of CPUs].
     #[arg(short = 'j', long, value_name = "N")]
     jobs: Option<usize>,
@@ -294,14 +299,15 @@ fn lock(cwd: &Path, texts: &[String]) -> Result<ExitCode> {
     use hb_rules::rules::python_app;
     let mut ws = open_workspace(cwd)?;
     let labels = resolve(&mut ws, cwd, texts)?;
-    let target = python_app::wheel_target(ws.platform);
     for label in labels {
-        progress::note(&format!("resolving {label} for {}", target.describe()));
-        let (path, lock) = python_app::lock(&mut ws, &label)?;
+        let (path, lock) = python_app::lock(&mut ws, &label, &|m| progress::note(m))?;
         let runtime = lock.files(hb_fetch::Role::Runtime).count();
         let build = lock.files(hb_fetch::Role::Build).count();
         println!("{}", path.display());
-        progress::note(&format!("locked {runtime} runtime and {build} build file(s)"));
+        progress::note(&format!(
+            "locked {runtime} runtime and {build} build file(s) for {} target(s)",
+            lock.targets.len()
+        ));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -324,30 +330,52 @@ fn build(cwd: &Path, cache_dir: &Path, args: &BuildArgs) -> Result<ExitCode> {
         None => std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_JOBS),
     };
     let remote = remote_client(&ws, &args.remote)?;
-    let opts = Options {
-        started: start,
-        jobs,
-        keep_going,
-        platform: ws.platform.name.to_string(),
-        remote: remote.clone().map(|r| r as std::sync::Arc<dyn hb_engine::RemoteCache>),
+    let default = ws.platform.name;
+    let platforms: Vec<&'static str> = match args.platform.as_deref() {
+        None => vec![default],
+        Some("all") => ws.platforms.iter().map(|p| p.name).collect(),
+        Some(name) => vec![ws.set_platform(name)?.name],
     };
     let reporter = progress::Progress::new();
     if sandbox == hb_sandbox::Mode::Off {
         progress::warning("building without the sandbox (--no-sandbox): PEP 517 builds can see this machine");
     }
-    let plan_opts = hb_rules::PlanOptions { sandbox };
     let rules = hb_rules::Rules::builtin();
-    let outcome = hb_rules::build::build(&mut ws, &rules, &store, &labels, &opts, &plan_opts, &reporter)?;
+    let mut outcome = hb_rules::build::Outcome::default();
+    for name in &platforms {
+        ws.set_platform(name)?;
+        if platforms.len() > 1 {
+            progress::note(&format!("building for {name}"));
+        }
+        let opts = Options {
+            started: start,
+            jobs,
+            keep_going,
+            platform: name.to_string(),
+            remote: remote.clone().map(|r| r as std::sync::Arc<dyn hb_engine::RemoteCache>),
+        };
+        let plan_opts = hb_rules::PlanOptions { sandbox, platform_out_dir: platforms.len() > 1 || *name != default };
+        let one = hb_rules::build::build(&mut ws, &rules, &store, &labels, &opts, &plan_opts, &reporter)?;
+        let failed = !one.failures.is_empty();
+        outcome.records.extend(one.records);
+        outcome.outputs.extend(one.outputs);
+        outcome.failures.extend(one.failures);
+        outcome.skipped.extend(one.skipped);
+        outcome.warnings.extend(one.warnings);
+        if failed && !keep_going {
+            break;
+        }
+    }
     reporter.finish();
     if let Some(file) = &args.profile {
         let trace = hb_check::profile::chrome_trace(&outcome.records);
         hb_fs::write_atomic(file, format!("{trace}\n").as_bytes(), None)
             .with_context(|| format!("writing the build profile {}", file.display()))?;
     }
-    let mut outcome = outcome;
     if let Some(r) = &remote {
         outcome.warnings.extend(r.warnings());
     }
+    outcome.warnings.dedup();
     for w in &outcome.warnings {
         progress::warning(w);
     }

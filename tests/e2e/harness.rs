@@ -33,10 +33,14 @@ pub fn wheelhouse() -> &'static Path {
         let mut files = Vec::new();
         for path in locks.iter().filter(|p| p.is_file()) {
             let text = std::fs::read_to_string(path).unwrap();
-            files.extend(hb_fetch::Lock::parse(&text, path).unwrap().packages);
+            let lock = hb_fetch::Lock::parse(&text, path).unwrap();
+            for f in lock.packages {
+                // The target a file is fetched for: the first it serves.
+                let id = f.targets.first().or(lock.targets.first()).unwrap();
+                files.push((hb_python::Target::from_id(id).unwrap(), f));
+            }
         }
-        let target = hb_python::Target::bookworm_amd64((3, 11));
-        for f in &files {
+        for (target, f) in &files {
             let dest = dir.join(&f.file);
             if dest.is_file() && sha256(&dest) == f.sha256 {
                 continue;
@@ -45,7 +49,7 @@ pub fn wheelhouse() -> &'static Path {
             let mut error = None;
             // The index is across a network: a reset connection is retried.
             for attempt in 0..4 {
-                match hb_fetch::fetch(&hb_fetch::Pip::default(), &target, &[], f, tmp.path()) {
+                match hb_fetch::fetch(&hb_fetch::Pip::default(), target, &[], f, tmp.path()) {
                     Ok(p) => {
                         std::fs::rename(p, &dest).unwrap();
                         error = None;

@@ -34,11 +34,16 @@ pub enum Compression {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkspaceSettings {
-    /// Target platform, a row of `hb_platform::PLATFORMS`.
+    /// The default target platform, a row of `hb_platform::PLATFORMS` (when unset: the
+    /// first of `platforms`, else bookworm-amd64).
     #[serde(default = "default_platform")]
     pub platform: Spanned<String>,
-    /// Target interpreter version (`major.minor`); when given, it must be the
-    /// platform's (the platform decides it).
+    /// Every platform the workspace builds (`hb build --platform all`); locks cover
+    /// each. Default: only `platform`.
+    #[serde(default)]
+    pub platforms: Vec<Spanned<String>>,
+    /// Target interpreter version (`major.minor`) of the default platform; when given,
+    /// it must be that platform's (the platform decides it).
     pub python: Option<Spanned<String>>,
     /// Default compression of debs.
     #[serde(default = "default_compression")]
@@ -230,12 +235,32 @@ fn check_workspace(pkg: &Package, ws: &WorkspaceSettings) -> Result<(), ConfigEr
     if let Some(t) = &ws.source_date_epoch {
         check_source_date_epoch(pkg, t)?;
     }
-    let Some(platform) = hb_platform::lookup(ws.platform.get_ref()) else {
+    let known = |name: &Spanned<String>| {
+        hb_platform::lookup(name.get_ref()).ok_or_else(|| {
+            pkg.error(
+                name.span(),
+                format!("unknown platform `{}`; known: {}", name.get_ref(), hb_platform::names().join(", ")),
+            )
+        })
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for p in &ws.platforms {
+        known(p)?;
+        if !seen.insert(p.get_ref().as_str()) {
+            return Err(pkg.error(p.span(), format!("platform `{}` is listed twice", p.get_ref())));
+        }
+    }
+    let default = match ws.platforms.first() {
+        Some(first) if ws.platform.span() == (0..0) => first,
+        _ => &ws.platform,
+    };
+    let platform = known(default)?;
+    if !ws.platforms.is_empty() && !seen.contains(platform.name) {
         return Err(pkg.error(
             ws.platform.span(),
-            format!("unknown platform `{}`; known: {}", ws.platform.get_ref(), hb_platform::names().join(", ")),
+            format!("the default platform `{}` is not in `platforms`: add it there, or leave `platform` out (the first of `platforms` is the default)", platform.name),
         ));
-    };
+    }
     if let Some(py) = &ws.python {
         let (major, minor) = platform.python;
         if *py.get_ref() != format!("{major}.{minor}") {
@@ -479,6 +504,16 @@ mod tests {
         let err = parse("[workspace]\npython = \"3.12\"\n").unwrap_err().to_string();
         assert!(err.contains("BUILD.toml:2:10") && err.contains("runs Python 3.11"), "{err}");
         assert!(parse("[workspace]\npython = \"3.11\"\n").is_ok());
+        let err = parse("[workspace]\nplatforms = [\"trixie-amd64\", \"sid-amd64\"]\n").unwrap_err().to_string();
+        assert!(err.contains("BUILD.toml:2:30") && err.contains("unknown platform `sid-amd64`"), "{err}");
+        let err = parse("[workspace]\nplatforms = [\"trixie-amd64\", \"trixie-amd64\"]\n").unwrap_err().to_string();
+        assert!(err.contains("listed twice"), "{err}");
+        let err = parse("[workspace]\nplatform = \"bookworm-amd64\"\nplatforms = [\"trixie-amd64\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("BUILD.toml:2:12") && err.contains("not in `platforms`"), "{err}");
+        // The first of `platforms` is the default, so `python` is checked against trixie's.
+        assert!(parse("[workspace]\nplatforms = [\"trixie-arm64\", \"bookworm-amd64\"]\npython = \"3.13\"\n").is_ok());
         let err = parse("[workspace]\nplatform = 3\n").unwrap_err().to_string();
         assert!(err.contains("BUILD.toml:2:12"), "{err}");
         let err = parse("[workspace]\n[[pyhton_app]]\nname = \"x\"\n").unwrap_err().to_string();

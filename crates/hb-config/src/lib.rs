@@ -30,6 +30,8 @@ pub enum ConfigError {
     NoPackage { package: String, file: PathBuf, suggestions: Vec<String> },
     #[error("no target `{label}` in {file}{}", suggestion(.suggestions))]
     NoTarget { label: Label, file: PathBuf, suggestions: Vec<String> },
+    #[error("{0}")]
+    Platform(String),
     #[error(transparent)]
     Label(#[from] label::LabelError),
     #[error(transparent)]
@@ -65,7 +67,11 @@ pub fn close_matches(wanted: &str, candidates: impl IntoIterator<Item = String>)
 pub struct Workspace {
     pub root: PathBuf,
     pub settings: WorkspaceSettings,
+    /// The platform being built: the default one (see [`WorkspaceSettings::platform`])
+    /// until [`Workspace::set_platform`] picks another of [`Workspace::platforms`].
     pub platform: &'static Platform,
+    /// Every platform the workspace builds, the default first.
+    pub platforms: Vec<&'static Platform>,
     pub schemas: Schemas,
     packages: BTreeMap<String, Package>,
 }
@@ -90,14 +96,49 @@ impl Workspace {
     /// Opens the workspace rooted at `root`.
     pub fn open(root: &Path, schemas: &Schemas) -> Result<Workspace, ConfigError> {
         let pkg = Package::load(root, "", schemas)?;
-        let settings =
+        let mut settings =
             pkg.workspace.clone().ok_or_else(|| ConfigError::NotWorkspaceRoot { file: root.join(BUILD_FILE) })?;
-        // Package::parse checked the name against the table.
-        let platform = hb_platform::lookup(settings.platform.get_ref())
-            .ok_or_else(|| pkg.error(settings.platform.span(), "unknown platform"))?;
+        // Without an explicit `platform`, the first of `platforms` is the default.
+        if settings.platform.span() == (0..0)
+            && let Some(first) = settings.platforms.first()
+        {
+            settings.platform = first.clone();
+        }
+        // Package::parse checked the names against the table.
+        let lookup = |name: &toml::Spanned<String>| {
+            hb_platform::lookup(name.get_ref()).ok_or_else(|| pkg.error(name.span(), "unknown platform"))
+        };
+        let platform = lookup(&settings.platform)?;
+        let mut platforms = vec![platform];
+        for p in &settings.platforms {
+            let p = lookup(p)?;
+            if !platforms.contains(&p) {
+                platforms.push(p);
+            }
+        }
         let mut packages = BTreeMap::new();
         packages.insert(String::new(), pkg);
-        Ok(Workspace { root: root.to_path_buf(), settings, platform, schemas: schemas.clone(), packages })
+        Ok(Workspace { root: root.to_path_buf(), settings, platform, platforms, schemas: schemas.clone(), packages })
+    }
+
+    /// Builds for `name` from now on. It must be one of the workspace's platforms.
+    pub fn set_platform(&mut self, name: &str) -> Result<&'static Platform, ConfigError> {
+        let Some(p) = hb_platform::lookup(name) else {
+            return Err(ConfigError::Platform(format!(
+                "unknown platform `{name}`; known: {}",
+                hb_platform::names().join(", ")
+            )));
+        };
+        if !self.platforms.contains(&p) {
+            let listed: Vec<&str> = self.platforms.iter().map(|p| p.name).collect();
+            return Err(ConfigError::Platform(format!(
+                "platform `{name}` is not one this workspace builds ({}): add it to `platforms` in [workspace] of {} and run `hb lock` for it",
+                listed.join(", "),
+                self.root.join(BUILD_FILE).display()
+            )));
+        }
+        self.platform = p;
+        Ok(p)
     }
 
     /// The package at workspace-relative `path`, read on first use.

@@ -137,6 +137,7 @@ pub fn resolve(pip: &Pip, target: &Target, requirements: &[String], role: Role) 
             role,
             file,
             sha256: sha256_file(&entry.path())?,
+            targets: Vec::new(),
         });
     }
     Ok(out)

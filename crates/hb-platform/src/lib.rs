@@ -29,7 +29,18 @@ pub struct Platform {
     /// `Pre-Depends` of a package that runs a service: `invoke-rc.d
     /// --skip-systemd-native` needs init-system-helpers 1.54.
     pub service_pre_depends: &'static [&'static str],
+    /// The Debian packages the target root is resolved from (with their dependencies):
+    /// what the platform's build steps need to run.
+    pub root_packages: &'static [&'static str],
+    /// The machine name the Linux kernel reports (`uname -m`) on this architecture.
+    pub machine: &'static str,
 }
+
+/// What the target root of every platform holds: the release's interpreter (its
+/// dependencies bring the C library and the standard library). Compilers join it when
+/// sdists are built.
+const ROOT_PACKAGES_311: &[&str] = &["python3.11"];
+const ROOT_PACKAGES_313: &[&str] = &["python3.13"];
 
 /// Debian 12 on x86-64.
 pub const BOOKWORM_AMD64: Platform = Platform {
@@ -43,10 +54,37 @@ pub const BOOKWORM_AMD64: Platform = Platform {
     libc_package: "libc6",
     service_depends: &["adduser"],
     service_pre_depends: &["init-system-helpers (>= 1.54~)"],
+    root_packages: ROOT_PACKAGES_311,
+    machine: "x86_64",
 };
 
+/// Debian 12 on 64-bit ARM.
+pub const BOOKWORM_ARM64: Platform = Platform {
+    name: "bookworm-arm64",
+    architecture: "arm64",
+    wheel_arch: "aarch64",
+    machine: "aarch64",
+    ..BOOKWORM_AMD64
+};
+
+/// Debian 13 on x86-64: Python 3.13, glibc 2.41, units under /usr (the /usr merge
+/// is complete in trixie).
+pub const TRIXIE_AMD64: Platform = Platform {
+    name: "trixie-amd64",
+    suite: "trixie",
+    python: (3, 13),
+    glibc: (2, 41),
+    systemd_unit_dir: "usr/lib/systemd/system",
+    root_packages: ROOT_PACKAGES_313,
+    ..BOOKWORM_AMD64
+};
+
+/// Debian 13 on 64-bit ARM.
+pub const TRIXIE_ARM64: Platform =
+    Platform { name: "trixie-arm64", architecture: "arm64", wheel_arch: "aarch64", machine: "aarch64", ..TRIXIE_AMD64 };
+
 /// Every platform hb knows, the default first.
-pub const PLATFORMS: &[&Platform] = &[&BOOKWORM_AMD64];
+pub const PLATFORMS: &[&Platform] = &[&BOOKWORM_AMD64, &BOOKWORM_ARM64, &TRIXIE_AMD64, &TRIXIE_ARM64];
 
 /// The platform a workspace builds for when it names none.
 pub const DEFAULT: &Platform = &BOOKWORM_AMD64;
@@ -61,7 +99,18 @@ pub fn names() -> Vec<&'static str> {
     PLATFORMS.iter().map(|p| p.name).collect()
 }
 
+/// The machine name (`uname -m`) of the build machine, as the kernel reports it.
+pub fn host_machine() -> &'static str {
+    std::env::consts::ARCH
+}
+
 impl Platform {
+    /// True when this platform's programs run natively on the build machine (no
+    /// emulation needed).
+    pub fn runs_natively(&self) -> bool {
+        self.machine == host_machine()
+    }
+
     /// The target's interpreter, also the one PEP 517 builds run.
     pub fn interpreter(&self) -> String {
         format!("/usr/bin/python{}.{}", self.python.0, self.python.1)
@@ -91,7 +140,11 @@ mod tests {
     fn table() {
         assert_eq!(lookup("bookworm-amd64"), Some(&BOOKWORM_AMD64));
         assert_eq!(lookup("bookworm-armhf"), None);
-        assert_eq!(names(), ["bookworm-amd64"]);
+        assert_eq!(names(), ["bookworm-amd64", "bookworm-arm64", "trixie-amd64", "trixie-arm64"]);
+        let t = lookup("trixie-arm64").unwrap();
+        assert_eq!((t.python, t.glibc, t.wheel_arch, t.architecture), ((3, 13), (2, 41), "aarch64", "arm64"));
+        assert_eq!(t.systemd_unit_dir, "usr/lib/systemd/system");
+        assert_eq!(t.python_depends(), ["python3 (>= 3.13~)", "python3 (<< 3.14)"]);
         for p in PLATFORMS {
             assert_eq!(p.name, format!("{}-{}", p.suite, p.architecture));
         }

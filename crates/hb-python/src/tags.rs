@@ -130,6 +130,24 @@ fn manylinux_glibc(platform: &str, arch: &str) -> Option<(u32, u32)> {
 }
 
 impl Target {
+    /// How the target is named in locks: `cp311-manylinux_2_36_x86_64`.
+    pub fn id(&self) -> String {
+        format!("cp{}{}-manylinux_{}_{}_{}", self.python.0, self.python.1, self.glibc.0, self.glibc.1, self.arch)
+    }
+
+    /// The target named `id` (as [`Target::id`] writes it).
+    pub fn from_id(id: &str) -> Option<Target> {
+        let (py, rest) = id.split_once("-manylinux_")?;
+        let py = py.strip_prefix("cp3")?;
+        let minor: u32 = py.parse().ok()?;
+        let mut parts = rest.splitn(3, '_');
+        let major_glibc: u32 = parts.next()?.parse().ok()?;
+        let minor_glibc: u32 = parts.next()?.parse().ok()?;
+        let arch = parts.next()?.to_string();
+        let t = Target { python: (3, minor), glibc: (major_glibc, minor_glibc), arch };
+        (t.id() == id).then_some(t)
+    }
+
     /// Debian 12 bookworm on amd64: glibc 2.36.
     pub fn bookworm_amd64(python: (u32, u32)) -> Target {
         Target { python, glibc: (2, 36), arch: "x86_64".to_string() }
@@ -290,6 +308,9 @@ mod tests {
     #[test]
     fn supported_tags_follow_packaging_order() {
         let t = Target::bookworm_amd64((3, 11));
+        assert_eq!(Target::from_id(&t.id()), Some(t.clone()));
+        assert_eq!(Target::from_id("cp313-manylinux_2_41_aarch64").map(|t| t.arch), Some("aarch64".into()));
+        assert_eq!(Target::from_id("cp313-linux_aarch64"), None);
         let tags = t.supported_tags();
         assert_eq!(tags[0], "cp311-cp311-manylinux_2_36_x86_64");
         let pos = |s: &str| tags.iter().position(|t| t == s).unwrap_or_else(|| panic!("{s} missing"));

@@ -1,5 +1,6 @@
 //! A build request end to end: plan the requested labels, execute the graph, and place
-//! each requested target's exported files in `hb-out/<package path>/` (atomically, and
+//! each requested target's exported files in `hb-out/<package path>/`, or
+//! `hb-out/<platform>/<package path>/` beside other platforms (atomically, and
 //! only when they differ from what is there). A blob found corrupt during a pass is
 //! removed by the store; the build then runs again, and the action that produced the
 //! blob, no longer satisfied by the cache, re-executes.
@@ -77,7 +78,7 @@ pub fn build(
         }
         // Export the requested targets' files.
         let mut stat = stat.lock().unwrap_or_else(|p| p.into_inner());
-        match export(ws, store, &mut stat, labels, &plan, &report.results) {
+        match export(ws, store, &mut stat, labels, &plan, &report.results, plan_opts.platform_out_dir) {
             Ok(outputs) => {
                 outcome.outputs = outputs;
                 break;
@@ -165,8 +166,10 @@ fn export(
     labels: &[Label],
     plan: &crate::Plan,
     results: &[Option<std::sync::Arc<hb_engine::ActionResult>>],
+    platform_out_dir: bool,
 ) -> Result<Vec<PathBuf>, JobError> {
     let mut outputs = Vec::new();
+    let out = if platform_out_dir { Path::new(OUT_DIR).join(ws.platform.name) } else { PathBuf::from(OUT_DIR) };
     for label in labels {
         let Some(result) = plan.output(label).and_then(|o| results.get(o.node())).and_then(|r| r.as_ref()) else {
             continue;
@@ -174,7 +177,7 @@ fn export(
         for name in &result.exports {
             let Some(entry) = result.tree.entries().iter().find(|e| &e.path == name) else { continue };
             let EntryKind::File { digest, .. } = entry.kind else { continue };
-            let rel = Path::new(OUT_DIR).join(&label.package).join(name);
+            let rel = out.join(&label.package).join(name);
             let dest = ws.root.join(&rel);
             if stat.known(&dest) != Some(digest) {
                 store.export_blob(&digest, &dest, 0o644)?;

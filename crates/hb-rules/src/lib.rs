@@ -39,10 +39,13 @@ pub fn short(loc: &Location) -> String {
 #[derive(Clone, Copy, Debug)]
 pub struct PlanOptions {
     pub sandbox: hb_sandbox::Mode,
+    /// Place outputs in `hb-out/<platform>/<package>/` rather than `hb-out/<package>/`
+    /// (when several platforms are built, or another than the default).
+    pub platform_out_dir: bool,
 }
 
 impl Default for PlanOptions {
     fn default() -> Self {
-        PlanOptions { sandbox: hb_sandbox::Mode::Bwrap }
+        PlanOptions { sandbox: hb_sandbox::Mode::Bwrap, platform_out_dir: false }
     }
 }

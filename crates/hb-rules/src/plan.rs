@@ -86,6 +86,7 @@ pub fn plan(ws: &mut Workspace, rules: &Rules, roots: &[Label], opts: &PlanOptio
             package: &package,
             settings: &ws.settings,
             platform: ws.platform,
+            platforms: &ws.platforms,
             workspace_root: &ws.root,
             opts,
             actions: &mut actions,

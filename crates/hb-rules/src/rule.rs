@@ -104,7 +104,10 @@ pub struct Cx<'a> {
     pub target: &'a Target,
     pub package: &'a Package,
     pub settings: &'a WorkspaceSettings,
+    /// The platform being built.
     pub platform: &'static Platform,
+    /// Every platform the workspace builds (locks cover each).
+    pub platforms: &'a [&'static Platform],
     pub workspace_root: &'a Path,
     pub opts: &'a PlanOptions,
     pub actions: &'a mut Actions,

@@ -63,11 +63,13 @@ impl Ws {
             role,
             file: format!("{name}-1.0-py3-none-any.whl"),
             sha256: "0".repeat(64),
+            targets: Vec::new(),
         };
         let mut packages: Vec<_> = runtime.iter().map(|n| file(n, hb_fetch::Role::Runtime)).collect();
         packages.extend(build.iter().map(|n| file(n, hb_fetch::Role::Build)));
+        let targets = vec![id];
         let lock =
-            hb_fetch::Lock { inputs: hb_fetch::inputs_digest(&s(runtime), &s(build), &id), target: id, packages };
+            hb_fetch::Lock { inputs: hb_fetch::inputs_digest(&s(runtime), &s(build), &targets), targets, packages };
         ws.write("app/hb.lock", &lock.render("//app:app"));
         ws
     }
@@ -186,7 +188,8 @@ fn demosite_plans_without_pip_or_bwrap() {
         Path::new("demosite/hb.lock"),
     )
     .unwrap();
-    let fetch = |role| -> Vec<String> { lock.files(role).map(|f| format!("fetch {}", f.file)).collect() };
+    let id = crate::rules::python_app::wheel_target(hb_platform::DEFAULT).id();
+    let fetch = |role| -> Vec<String> { lock.files_for(role, &id).map(|f| format!("fetch {}", f.file)).collect() };
     let (build, runtime) = (fetch(hb_fetch::Role::Build), fetch(hb_fetch::Role::Runtime));
     let lines = render(&p.graph);
     let mut expected: Vec<String> = build.iter().chain(&runtime).map(|f| format!("{f} (fetch)")).collect();

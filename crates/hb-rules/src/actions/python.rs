@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 /// How a target's wheel tags are named in locks: `cp311-manylinux_2_36_x86_64`.
 pub fn target_id(t: &Target) -> String {
-    format!("cp{}{}-manylinux_{}_{}_{}", t.python.0, t.python.1, t.glibc.0, t.glibc.1, t.arch)
+    t.id()
 }
 
 /// `fetch`: one locked file into the store.

@@ -82,7 +82,7 @@ impl Rule for PythonApp {
 
     fn analyse(&self, cx: &Cx, p: &PythonAppAttrs) -> Result<Analysis, RulesError> {
         let project = project(cx.package, p)?;
-        let lock = read_lock(cx.package, p, &project, cx.platform, &cx.label())?;
+        let lock = read_lock(cx.package, p, &project, cx.platforms, &cx.label())?;
         let prefix = prefix(p, &project);
         Ok(Analysis { project, lock, prefix })
     }
@@ -91,8 +91,9 @@ impl Rule for PythonApp {
         let name = cx.label();
         let platform = cx.platform;
         let target = wheel_target(platform);
-        let build = a.lock.files(Role::Build).map(|f| fetch(cx, f)).collect();
-        let runtime = a.lock.files(Role::Runtime).map(|f| fetch(cx, f)).collect();
+        let id = target_id(&target);
+        let build = a.lock.files_for(Role::Build, &id).map(|f| fetch(cx, f)).collect();
+        let runtime = a.lock.files_for(Role::Runtime, &id).map(|f| fetch(cx, f)).collect();
         let mut patterns: Vec<(String, String)> =
             p.srcs.iter().map(|s| (s.get_ref().clone(), short(&cx.locate(s.span())))).collect();
         patterns.push((p.pyproject.get_ref().clone(), short(&cx.locate(p.pyproject.span()))));
@@ -248,12 +249,25 @@ fn lock_path(pkg: &Package, p: &PythonAppAttrs) -> (PathBuf, PathBuf) {
     (pkg.dir.join(name), Path::new(&pkg.path).join(name))
 }
 
-/// Reads the platform's lock, checking it still matches pyproject.toml.
+/// The lock targets of a workspace: one per platform it builds, in order.
+pub fn lock_targets(platforms: &[&Platform]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for p in platforms {
+        let id = target_id(&wheel_target(p));
+        if !out.contains(&id) {
+            out.push(id);
+        }
+    }
+    out
+}
+
+/// Reads the app's lock, checking it still matches pyproject.toml and covers every
+/// platform the workspace builds.
 pub fn read_lock(
     pkg: &Package,
     p: &PythonAppAttrs,
     proj: &Project,
-    platform: &Platform,
+    platforms: &[&Platform],
     label: &str,
 ) -> Result<Lock, RulesError> {
     let (path, shown) = lock_path(pkg, p);
@@ -268,11 +282,11 @@ pub fn read_lock(
     })?;
     let lock =
         Lock::parse(&text, &shown).map_err(|e| RulesError::Invalid { message: e.to_string(), location: at.clone() })?;
-    let want = hb_fetch::inputs_digest(&proj.dependencies, &proj.build_requires, &target_id(&wheel_target(platform)));
+    let want = hb_fetch::inputs_digest(&proj.dependencies, &proj.build_requires, &lock_targets(platforms));
     if lock.inputs != want {
         return Err(RulesError::Invalid {
             message: format!(
-                "{} is out of date: the dependencies in {} or the target changed since it was written; run `hb lock {label}`",
+                "{} is out of date: the dependencies in {} or the workspace's platforms changed since it was written; run `hb lock {label}`",
                 shown.display(),
                 p.pyproject.get_ref()
             ),
@@ -285,7 +299,7 @@ pub fn read_lock(
 /// `hb lock LABEL`: resolves the app's runtime and build requirements for the
 /// workspace's platform and writes the lock next to its BUILD.toml. Returns the lock's
 /// path (workspace-relative) and the lock.
-pub fn lock(ws: &mut Workspace, label: &Label) -> Result<(PathBuf, Lock), RulesError> {
+pub fn lock(ws: &mut Workspace, label: &Label, progress: &dyn Fn(&str)) -> Result<(PathBuf, Lock), RulesError> {
     let t = ws.target(label)?.clone();
     let Some(p) = attrs_of::<PythonApp>(&t) else {
         return Err(RulesError::Invalid {
@@ -294,18 +308,25 @@ pub fn lock(ws: &mut Workspace, label: &Label) -> Result<(PathBuf, Lock), RulesE
         });
     };
     let pkg = ws.package(&label.package)?.clone();
-    let target = wheel_target(ws.platform);
     let proj = project(&pkg, p)?;
     let pip = hb_fetch::Pip::default();
     let at = pkg.locate(p.name.span());
     let fail = |e: hb_fetch::FetchError| RulesError::Invalid { message: format!("{label}: {e}"), location: at.clone() };
-    let mut packages = hb_fetch::resolve(&pip, &target, &proj.dependencies, Role::Runtime).map_err(fail)?;
-    packages.extend(hb_fetch::resolve(&pip, &target, &proj.build_requires, Role::Build).map_err(fail)?);
-    let lock = Lock {
-        inputs: hb_fetch::inputs_digest(&proj.dependencies, &proj.build_requires, &target_id(&target)),
-        target: target_id(&target),
-        packages,
-    };
+    let mut resolved = Vec::new();
+    let mut done = Vec::new();
+    for platform in &ws.platforms {
+        let target = wheel_target(platform);
+        if done.contains(&target_id(&target)) {
+            continue;
+        }
+        progress(&format!("resolving {label} for {}", target.describe()));
+        let mut packages = hb_fetch::resolve(&pip, &target, &proj.dependencies, Role::Runtime).map_err(fail)?;
+        packages.extend(hb_fetch::resolve(&pip, &target, &proj.build_requires, Role::Build).map_err(fail)?);
+        done.push(target_id(&target));
+        resolved.push((target_id(&target), packages));
+    }
+    let inputs = hb_fetch::inputs_digest(&proj.dependencies, &proj.build_requires, &lock_targets(&ws.platforms));
+    let lock = Lock::merge(inputs, resolved);
     let (path, shown) = lock_path(&pkg, p);
     hb_fs::write_atomic(&path, lock.render(&label.to_string()).as_bytes(), None)
         .map_err(|e| fail(hb_fetch::FetchError::Fs(e)))?;
