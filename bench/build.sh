@@ -23,7 +23,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 ws="$work/ws"
 mkdir -p "$ws"
-cp BUILD.toml "$ws/"
+cp BUILD.toml hb-root.lock "$ws/"
 cp -r demosite "$ws/"
 if [ "$payload_mb" -gt 0 ]; then
   python3 - "$ws/demosite/static" "$payload_mb" <<'PY'

@@ -11,7 +11,8 @@ packages=(
   faketime               # reproducibility tests shift the clock
   bubblewrap             # the sandbox of PEP 517 builds
   python3 python3-pip python3-venv  # the target interpreter; pip resolves and fetches for `hb lock`
-  mmdebstrap             # tests install debs into a fresh bookworm root
+  mmdebstrap             # tests install debs into fresh bookworm and trixie roots
+  qemu-user-static binfmt-support arch-test  # arm64 roots and builds run under qemu-user
   systemd-container      # tests boot that root with systemd-nspawn (the systemd path)
   nginx-light            # tests serve the remote cache from a stock nginx (WebDAV)
   xz-utils zstd gzip tar # format cross-checks in tests
@@ -27,6 +28,18 @@ if ((${#missing[@]})); then
   echo "deps: installing ${missing[*]}" >&2
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Foreign-architecture programs (arm64 target roots) run through binfmt_misc.
+if [ ! -e /proc/sys/fs/binfmt_misc/status ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null || echo "deps: cannot mount binfmt_misc; arm64 builds will say what is missing" >&2
+fi
+if [ -e /proc/sys/fs/binfmt_misc/status ] && [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo update-binfmts --enable qemu-aarch64 2>/dev/null || true
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

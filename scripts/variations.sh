@@ -23,6 +23,10 @@ fi
 if [ -d "$repo/target/e2e-wheelhouse" ]; then
   export PIP_FIND_LINKS="$repo/target/e2e-wheelhouse${PIP_FIND_LINKS:+ $PIP_FIND_LINKS}"
 fi
+# Likewise the root packages the end-to-end tests downloaded (target/e2e-apt/debs).
+if [ -d "$repo/target/e2e-apt" ]; then
+  export HB_APT_DIR="$repo/target/e2e-apt"
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 deb=hb-out/demosite/demosite_0.1.0_amd64.deb
@@ -41,7 +45,7 @@ build() {
   (
     umask "$mask"
     mkdir -p "$dir"
-    cp -r "$repo/BUILD.toml" "$repo/demosite" "$dir/"
+    cp -r "$repo/BUILD.toml" "$repo/hb-root.lock" "$repo/demosite" "$dir/"
     cd "$dir"
     env "${envs[@]}" HB_CACHE_DIR="$cache" "${wrap[@]}" "$hb" build ${JOBS:+-j "$JOBS"} //demosite:deb >"$work/$name.log" 2>&1
   ) || { echo "variation $name failed:" >&2; cat "$work/$name.log" >&2; exit 1; }

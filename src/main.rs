@@ -127,17 +127,27 @@ enum Command {
     /// Every action is looked up in the cache by a key made of its inputs; only actions
     /// whose inputs changed run. Prints each output path, one per line.
     Build(BuildArgs),
-    /// Resolve a python_app's dependencies for the target platform and write its lock.
+    /// Lock the target roots and python_apps' dependencies for every platform the
+    /// workspace builds.
     ///
-    /// Runtime dependencies ([project].dependencies) and build requirements
-    /// ([build-system].requires) are resolved by `pip download` for the workspace's
-    /// target (e.g. CPython 3.11, manylinux_2_36 x86_64), using your pip configuration
-    /// (PIP_INDEX_URL, PIP_FIND_LINKS, pip.conf). The lock (hb.lock next to BUILD.toml)
-    /// holds names, versions, file names and sha256 hashes, never URLs.
+    /// Target roots: the Debian packages each platform's build steps run in (its
+    /// Python and what that needs) are resolved by apt, from this machine's apt sources
+    /// with the platform's suite and architecture, into hb-root.lock at the workspace
+    /// root; roots already locked are kept unless --update-root.
+    ///
+    /// Python apps: runtime dependencies ([project].dependencies) and build
+    /// requirements ([build-system].requires) are resolved by `pip download` for each
+    /// platform's target (e.g. CPython 3.11, manylinux_2_36 x86_64), using your pip
+    /// configuration (PIP_INDEX_URL, PIP_FIND_LINKS, pip.conf), into hb.lock next to
+    /// the app's BUILD.toml. Locks hold names, versions, file names and sha256 hashes,
+    /// never URLs.
     Lock {
-        /// python_app labels, e.g. //demosite:app.
-        #[arg(required = true)]
+        /// python_app labels, e.g. //demosite:app (none: only the roots).
         labels: Vec<String>,
+        /// Resolve every platform's root again, moving to what the mirror has now
+        /// (after a Debian point release has dropped the locked versions).
+        #[arg(long)]
+        update_root: bool,
     },
     /// List targets with their rule and dependencies (`//...` for all).
     Query { labels: Vec<String> },
@@ -154,7 +164,7 @@ enum Command {
         /// The label to verify, e.g. //demosite:deb (`//...` verifies every target, one by one).
         label: String,
         /// What to vary: all, none, or a comma-separated list of path, umask, tz,
-        /// locale, time, home, jobs.
+        /// locale, time, home, jobs, python (another python3 first on PATH).
         #[arg(long, default_value = "all", value_name = "LIST")]
         vary: String,
         /// Print the report as JSON.
@@ -235,7 +245,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Build(args) => build(&cwd, &cache_dir, &args),
         Command::Cache(c) => cache_command(c, &cache_dir),
-        Command::Lock { labels } => lock(&cwd, &labels),
+        Command::Lock { labels, update_root } => lock(&cwd, &cache_dir, &labels, update_root),
         Command::Verify { label, vary, json, keep } => verify(&cwd, &cache_dir, &label, &vary, json, keep),
         Command::Diff { a, b, json } => diff(&a, &b, json),
         Command::Explain { json, all, timings } => explain(&cwd, &cache_dir, json, all, timings),
@@ -295,10 +305,22 @@ fn open_workspace(dir: &Path) -> Result<Workspace> {
     Ok(Workspace::discover(dir, &hb_rules::Rules::builtin().schemas())?)
 }
 
-fn lock(cwd: &Path, texts: &[String]) -> Result<ExitCode> {
+/// HB_APT_DIR: where the private apt fetching root packages keeps its state.
+fn apt_dir_setting() -> Option<PathBuf> {
+    std::env::var_os("HB_APT_DIR").filter(|v| !v.is_empty()).map(PathBuf::from)
+}
+
+fn lock(cwd: &Path, cache_dir: &Path, texts: &[String], update_root: bool) -> Result<ExitCode> {
     use hb_rules::rules::python_app;
     let mut ws = open_workspace(cwd)?;
     let labels = resolve(&mut ws, cwd, texts)?;
+    let store = Store::open(cache_dir).with_context(|| format!("cannot open the cache in {}", cache_dir.display()))?;
+    let apt_dir = hb_rules::actions::root::apt_base(&store, apt_dir_setting().as_deref());
+    let done = hb_rules::roots::lock_roots(&ws, &apt_dir, update_root, &|m| progress::note(m))?;
+    if !done.is_empty() {
+        println!("{}", hb_rules::roots::ROOT_LOCK);
+        progress::note(&format!("locked the root of {}", done.join(", ")));
+    }
     for label in labels {
         let (path, lock) = python_app::lock(&mut ws, &label, &|m| progress::note(m))?;
         let runtime = lock.files(hb_fetch::Role::Runtime).count();
@@ -354,7 +376,11 @@ fn build(cwd: &Path, cache_dir: &Path, args: &BuildArgs) -> Result<ExitCode> {
             platform: name.to_string(),
             remote: remote.clone().map(|r| r as std::sync::Arc<dyn hb_engine::RemoteCache>),
         };
-        let plan_opts = hb_rules::PlanOptions { sandbox, platform_out_dir: platforms.len() > 1 || *name != default };
+        let plan_opts = hb_rules::PlanOptions {
+            sandbox,
+            apt_dir: apt_dir_setting(),
+            platform_out_dir: platforms.len() > 1 || *name != default,
+        };
         let one = hb_rules::build::build(&mut ws, &rules, &store, &labels, &opts, &plan_opts, &reporter)?;
         let failed = !one.failures.is_empty();
         outcome.records.extend(one.records);
@@ -445,7 +471,9 @@ fn verify(cwd: &Path, cache_dir: &Path, label: &str, vary: &str, json: bool, kee
     for item in vary.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         match hb_check::Variation::parse(item) {
             Some(v) => variations.extend(v),
-            None => bail!("unknown variation `{item}`: use all, none, path, umask, tz, locale, time, home or jobs"),
+            None => {
+                bail!("unknown variation `{item}`: use all, none, path, umask, tz, locale, time, home, jobs or python")
+            }
         }
     }
     variations.sort();

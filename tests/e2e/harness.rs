@@ -2,6 +2,7 @@
 //! default the repository's own BUILD.toml and demosite/), its own cache directory, and
 //! helpers to run the real `hb` binary against it.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -67,6 +68,12 @@ pub fn wheelhouse() -> &'static Path {
     })
 }
 
+/// One private apt state and `.deb` download directory for every test: root packages
+/// are downloaded once per machine (each test's cache still unpacks its own roots).
+pub fn apt_dir() -> PathBuf {
+    repo().join("target/e2e-apt")
+}
+
 pub struct Ws {
     _tmp: tempfile::TempDir,
     pub root: PathBuf,
@@ -97,6 +104,8 @@ impl Ws {
         let root = tmp.path().join("ws");
         std::fs::create_dir_all(&root).unwrap();
         std::fs::write(root.join("BUILD.toml"), "[workspace]\nsource_date_epoch = 1700000000\n").unwrap();
+        // The repository's target roots (a superset of what any test workspace builds).
+        std::fs::copy(repo().join("hb-root.lock"), root.join("hb-root.lock")).unwrap();
         let cache = tmp.path().join("cache");
         Ws { _tmp: tmp, root, cache }
     }
@@ -129,8 +138,20 @@ impl Ws {
         c.current_dir(&self.root)
             .env("HB_CACHE_DIR", &self.cache)
             .env("NO_COLOR", "1")
-            .env("PIP_FIND_LINKS", wheelhouse());
+            .env("PIP_FIND_LINKS", wheelhouse())
+            .env("HB_APT_DIR", apt_dir());
         c
+    }
+
+    /// Runs hb with `args` where the host's Python cannot be seen: in a mount
+    /// namespace with /usr/bin/python3.11 covered, and PATH only /usr/bin:/bin.
+    pub fn cmd_hiding_host_python(&self, args: &[&str]) -> Output {
+        let mut c = Command::new("unshare");
+        c.args(["-m", "sh", "-c", "mount --bind /dev/null /usr/bin/python3.11 && exec \"$@\"", "sh"]);
+        c.arg(hb_bin()).args(args).current_dir(&self.root);
+        c.envs(self.cmd().get_envs().filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))));
+        c.env("PATH", "/usr/bin:/bin");
+        c.output().unwrap()
     }
 
     /// Runs hb with `args`; panics with its output unless it succeeds.
@@ -235,6 +256,12 @@ pub fn payload(ws: &Ws, rel: &str, count: usize, each: usize) {
 /// apt sources and kept in the target directory under `name`; `marker` is a file only a
 /// finished root has.
 fn cached_root(name: &str, include: &str, marker: &str) -> PathBuf {
+    cached_platform_root(name, "bookworm", "amd64", include, marker)
+}
+
+/// A minbase root of `suite` on `arch` (foreign architectures through qemu-user),
+/// made once per machine and kept in the test target directory.
+fn cached_platform_root(name: &str, suite: &str, arch: &str, include: &str, marker: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
     if dir.join(marker).exists() {
         return dir;
@@ -242,7 +269,9 @@ fn cached_root(name: &str, include: &str, marker: &str) -> PathBuf {
     let tmp = dir.with_extension(format!("tmp{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     run(Command::new("mmdebstrap")
-        .args(["--quiet", "--variant=minbase", &format!("--include={include}"), "--format=directory", "bookworm"])
+        .args(["--quiet", "--variant=minbase", &format!("--include={include}"), "--format=directory"])
+        .arg(format!("--architectures={arch}"))
+        .arg(suite)
         .arg(&tmp));
     if std::fs::rename(&tmp, &dir).is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
@@ -254,6 +283,29 @@ fn cached_root(name: &str, include: &str, marker: &str) -> PathBuf {
 pub fn bookworm_root() -> PathBuf {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
     ROOT.get_or_init(|| cached_root("bookworm-minbase-python3", "python3,adduser", "usr/bin/python3")).clone()
+}
+
+/// A root of `platform` (`trixie-arm64`) with python3 and adduser, for installing
+/// that platform's debs in a chroot.
+pub fn platform_root(platform: &str) -> PathBuf {
+    let (suite, arch) = platform.split_once('-').unwrap();
+    match platform {
+        "bookworm-amd64" => return bookworm_root(),
+        "trixie-amd64" => return trixie_build_host(),
+        _ => {}
+    }
+    cached_platform_root(&format!("{platform}-minbase-python3"), suite, arch, "python3,adduser", "usr/bin/python3")
+}
+
+/// A trixie root to run hb in, as on a Debian 13 build machine (with bubblewrap), and
+/// to install trixie-amd64 debs in (with python3 and adduser).
+pub fn trixie_build_host() -> PathBuf {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let include = "python3,adduser,bubblewrap,ca-certificates";
+        cached_platform_root("trixie-amd64-python3-bwrap", "trixie", "amd64", include, "usr/bin/bwrap")
+    })
+    .clone()
 }
 
 /// A bookworm root that boots systemd (systemd, systemd-sysv, dbus, python3).
@@ -286,9 +338,14 @@ pub struct Root {
 
 impl Root {
     pub fn new() -> Root {
+        Root::copy_of(&bookworm_root())
+    }
+
+    /// A private copy of the root at `from`.
+    pub fn copy_of(from: &Path) -> Root {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("root");
-        run(Command::new("cp").arg("-a").arg(bookworm_root()).arg(&path));
+        run(Command::new("cp").arg("-a").arg(from).arg(&path));
         Root { _tmp: tmp, path }
     }
 
@@ -302,5 +359,68 @@ impl Root {
             .env("LANG", "C.UTF-8")
             .output()
             .unwrap()
+    }
+}
+
+/// A bookworm root with /proc mounted and services kept from starting on install (the
+/// `policy-rc.d` convention). Dropping it kills every process running inside it and
+/// unmounts /proc.
+pub struct Chroot {
+    pub root: Root,
+}
+
+impl Chroot {
+    pub fn new() -> Chroot {
+        Chroot::of(Root::new())
+    }
+
+    /// `root` with /proc mounted and services kept from starting on install.
+    pub fn of(root: Root) -> Chroot {
+        let policy = root.path.join("usr/sbin/policy-rc.d");
+        std::fs::write(&policy, "#!/bin/sh\nexit 101\n").unwrap();
+        run(Command::new("chmod").arg("0755").arg(&policy));
+        run(Command::new("mount").args(["-t", "proc", "proc"]).arg(root.path.join("proc")));
+        Chroot { root }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root.path.join(rel.trim_start_matches('/'))
+    }
+
+    pub fn sh(&self, script: &str) -> Output {
+        self.root.chroot(&["/bin/sh", "-c", script])
+    }
+
+    pub fn ok(&self, script: &str) -> String {
+        let out = self.sh(script);
+        assert!(out.status.success(), "`{script}` failed in the chroot:\n{}", show(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// (pid, uid, command line) of every process whose root is this chroot.
+    pub fn processes(&self) -> Vec<(u32, u32, String)> {
+        let mut out = Vec::new();
+        let want = std::fs::canonicalize(&self.root.path).unwrap();
+        for e in hb_fs::read_dir_sorted(Path::new("/proc")).unwrap() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let Ok(root) = std::fs::read_link(e.path().join("root")) else { continue };
+            if root != want {
+                continue;
+            }
+            let uid = std::fs::metadata(e.path()).map(|m| m.uid()).unwrap_or(u32::MAX);
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            out.push((pid, uid, cmd));
+        }
+        out
+    }
+}
+
+impl Drop for Chroot {
+    fn drop(&mut self) {
+        for (pid, _, _) in self.processes() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+        let _ = Command::new("umount").arg("-l").arg(self.root.path.join("proc")).status();
     }
 }

@@ -7,6 +7,7 @@ mod bad_input;
 mod build;
 mod cache;
 mod check;
+mod platforms;
 mod python;
 mod remote;
 mod reproducible;

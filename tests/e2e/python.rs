@@ -66,22 +66,12 @@ fn the_venv_has_the_files_pip_would_install() {
 
     // pip's install of the same locked files (found in hb's store by their sha256) and
     // of the app itself, into a venv made by Debian's python3.11.
-    let lock = std::fs::read_to_string(ws.path("demosite/hb.lock")).unwrap();
     let wheels = tempfile::tempdir().unwrap();
-    let mut wanted = std::collections::BTreeMap::new();
-    let mut name = String::new();
-    let mut role = String::new();
-    for line in lock.lines() {
-        if let Some(v) = line.strip_prefix("file = ") {
-            name = v.trim_matches('"').to_string();
-        } else if let Some(v) = line.strip_prefix("role = ") {
-            role = v.trim_matches('"').to_string();
-        } else if let Some(v) = line.strip_prefix("sha256 = ")
-            && role == "runtime"
-        {
-            wanted.insert(v.trim_matches('"').to_string(), name.clone());
-        }
-    }
+    let wanted: std::collections::BTreeMap<String, String> = default_target_files(&ws)
+        .into_iter()
+        .filter(|f| f.role == hb_fetch::Role::Runtime)
+        .map(|f| (f.sha256, f.file))
+        .collect();
     for e in hb_fs::walk_sorted(&ws.cache) {
         let e = e.unwrap();
         if e.file_type().is_file()
@@ -341,13 +331,30 @@ fn no_network_and_a_cold_cache_names_the_missing_files() {
         .unwrap();
     assert!(!out.status.success(), "{}", show(&out));
     let err = text(&out.stderr);
-    let lock = std::fs::read_to_string(ws.path("demosite/hb.lock")).unwrap();
-    let files: Vec<&str> =
-        lock.lines().filter_map(|l| l.strip_prefix("file = ")).map(|f| f.trim_matches('"')).collect();
+    let files = default_target_files(&ws);
     assert!(files.len() > 3);
     for f in files {
-        assert!(err.contains(&format!("could not fetch {f}")), "{f} not named:\n{err}");
+        assert!(err.contains(&format!("could not fetch {}", f.file)), "{} not named:\n{err}", f.file);
     }
+    // The root's packages too (the private apt cannot reach the mirror either).
+    let roots = hb_root_lock(&ws);
+    for p in &roots.root("bookworm-amd64").unwrap().package {
+        assert!(err.contains(&format!("root package {} {}", p.name, p.version)), "{} not named:\n{err}", p.name);
+    }
+}
+
+/// The files demosite's lock holds for the default platform.
+fn default_target_files(ws: &Ws) -> Vec<hb_fetch::LockedFile> {
+    let path = ws.path("demosite/hb.lock");
+    let lock = hb_fetch::Lock::parse(&std::fs::read_to_string(&path).unwrap(), &path).unwrap();
+    let id = hb_python::Target::bookworm_amd64((3, 11)).id();
+    let mut out: Vec<hb_fetch::LockedFile> = lock.files_for(hb_fetch::Role::Runtime, &id).cloned().collect();
+    out.extend(lock.files_for(hb_fetch::Role::Build, &id).cloned());
+    out
+}
+
+fn hb_root_lock(ws: &Ws) -> hb_root::RootLock {
+    hb_root::RootLock::load(&ws.root).unwrap().unwrap()
 }
 
 #[test]

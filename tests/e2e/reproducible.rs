@@ -10,6 +10,7 @@ use crate::harness::{Ws, copy_tree, hb_bin, repo, sha256, show};
 fn build_in(dir: &std::path::Path, umask: &str, env: &[(&str, &str)], wrapper: &str, jobs: &str) -> String {
     let staging = tempfile::tempdir().unwrap();
     std::fs::copy(repo().join("BUILD.toml"), staging.path().join("BUILD.toml")).unwrap();
+    std::fs::copy(repo().join("hb-root.lock"), staging.path().join("hb-root.lock")).unwrap();
     copy_tree(&repo().join("demosite"), &staging.path().join("demosite"));
     let script = format!(
         "umask {umask} && mkdir -p '{dir}' && cp -r '{src}/.' '{dir}' && cd '{dir}' && exec {wrapper} '{hb}' build -j {jobs} //demosite:deb",
@@ -21,7 +22,8 @@ fn build_in(dir: &std::path::Path, umask: &str, env: &[(&str, &str)], wrapper: &
     cmd.arg("-c")
         .arg(&script)
         .env("HB_CACHE_DIR", dir.with_extension("cache"))
-        .env("PIP_FIND_LINKS", crate::harness::wheelhouse());
+        .env("PIP_FIND_LINKS", crate::harness::wheelhouse())
+        .env("HB_APT_DIR", crate::harness::apt_dir());
     for (k, v) in env {
         cmd.env(k, v);
     }

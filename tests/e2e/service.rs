@@ -3,70 +3,9 @@
 //! are cleaned up by a guard, whatever happens.
 
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Root, Ws, get, run, show};
-
-/// A bookworm root with /proc mounted and services kept from starting on install (the
-/// `policy-rc.d` convention). Dropping it kills every process running inside it and
-/// unmounts /proc.
-struct Chroot {
-    root: Root,
-}
-
-impl Chroot {
-    fn new() -> Chroot {
-        let root = Root::new();
-        let policy = root.path.join("usr/sbin/policy-rc.d");
-        std::fs::write(&policy, "#!/bin/sh\nexit 101\n").unwrap();
-        run(Command::new("chmod").arg("0755").arg(&policy));
-        run(Command::new("mount").args(["-t", "proc", "proc"]).arg(root.path.join("proc")));
-        Chroot { root }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.root.path.join(rel.trim_start_matches('/'))
-    }
-
-    fn sh(&self, script: &str) -> Output {
-        self.root.chroot(&["/bin/sh", "-c", script])
-    }
-
-    fn ok(&self, script: &str) -> String {
-        let out = self.sh(script);
-        assert!(out.status.success(), "`{script}` failed in the chroot:\n{}", show(&out));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// (pid, uid, command line) of every process whose root is this chroot.
-    fn processes(&self) -> Vec<(u32, u32, String)> {
-        let mut out = Vec::new();
-        let want = std::fs::canonicalize(&self.root.path).unwrap();
-        for e in hb_fs::read_dir_sorted(Path::new("/proc")).unwrap() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-            let Ok(root) = std::fs::read_link(e.path().join("root")) else { continue };
-            if root != want {
-                continue;
-            }
-            let uid = std::fs::metadata(e.path()).map(|m| m.uid()).unwrap_or(u32::MAX);
-            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            out.push((pid, uid, cmd));
-        }
-        out
-    }
-}
-
-impl Drop for Chroot {
-    fn drop(&mut self) {
-        for (pid, _, _) in self.processes() {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-        }
-        let _ = Command::new("umount").arg("-l").arg(self.root.path.join("proc")).status();
-    }
-}
+use crate::harness::{Chroot, Ws, get, show};
 
 fn uid_of(chroot: &Chroot, user: &str) -> u32 {
     let passwd = std::fs::read_to_string(chroot.path("/etc/passwd")).unwrap();

@@ -35,10 +35,12 @@ pub enum Variation {
     Home,
     /// One job instead of many (or two instead of one).
     Jobs,
+    /// Another `python3` first on PATH (one that fails if anything runs it).
+    Python,
 }
 
 impl Variation {
-    pub const ALL: [Variation; 7] = [
+    pub const ALL: [Variation; 8] = [
         Variation::Path,
         Variation::Umask,
         Variation::Tz,
@@ -46,6 +48,7 @@ impl Variation {
         Variation::Time,
         Variation::Home,
         Variation::Jobs,
+        Variation::Python,
     ];
 
     pub fn parse(s: &str) -> Option<Vec<Variation>> {
@@ -59,6 +62,7 @@ impl Variation {
             "time" => Some(vec![Variation::Time]),
             "home" => Some(vec![Variation::Home]),
             "jobs" => Some(vec![Variation::Jobs]),
+            "python" => Some(vec![Variation::Python]),
             _ => None,
         }
     }
@@ -306,11 +310,16 @@ pub fn verify(req: &VerifyRequest) -> Result<VerifyReport, VerifyError> {
     // Locked files from the user's cache, as a wheelhouse: no network needed.
     let wheelhouse = base.join("wheelhouse");
     hb_fs::create_dir_all(&wheelhouse)?;
-    for a in reference.iter().filter(|a| a.kind == "fetch") {
+    // Root packages likewise, where the rebuild's private apt looks first.
+    let apt = base.join("apt");
+    let debs = apt.join("debs");
+    hb_fs::create_dir_all(&debs)?;
+    for a in reference.iter().filter(|a| a.kind == "fetch" || a.kind == "deb_fetch") {
+        let dir = if a.kind == "fetch" { &wheelhouse } else { &debs };
         if let Some(r) = load(&user_store, &a.key) {
             for e in r.tree.entries() {
                 if let EntryKind::File { digest, .. } = &e.kind {
-                    user_store.export_blob(digest, &wheelhouse.join(&e.path), 0o644)?;
+                    user_store.export_blob(digest, &dir.join(&e.path), 0o644)?;
                 }
             }
         }
@@ -339,7 +348,22 @@ pub fn verify(req: &VerifyRequest) -> Result<VerifyReport, VerifyError> {
         Ok(v) if !v.is_empty() => format!("{} {v}", wheelhouse.display()),
         _ => wheelhouse.display().to_string(),
     };
-    cmd.env("PIP_FIND_LINKS", finds).env_remove("HB_CACHE_DIR");
+    cmd.env("PIP_FIND_LINKS", finds).env("HB_APT_DIR", &apt).env_remove("HB_CACHE_DIR");
+    if vary(Variation::Python) {
+        // Another `python3` first on PATH: nothing that runs in a root may notice.
+        let bin = base.join("other-python");
+        hb_fs::create_dir_all(&bin)?;
+        let fake = "#!/bin/sh\necho \"hb verify: the host's python3 was run ($0 $*)\" >&2\nexit 97\n";
+        for name in ["python3", "python3.11", "python3.13", "python"] {
+            use std::os::unix::fs::PermissionsExt;
+            let p = bin.join(name);
+            hb_fs::write_atomic(&p, fake.as_bytes(), None)?;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))
+                .map_err(|e| hb_fs::FsError::new("setting the mode of", &p, e))?;
+        }
+        let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into());
+        cmd.env("PATH", format!("{}:{path}", bin.display()));
+    }
     if vary(Variation::Tz) {
         cmd.env("TZ", "Pacific/Kiritimati");
     }

@@ -347,7 +347,7 @@ impl<R: Read> Read for Hashing<R> {
 }
 
 /// Turns one tar header and its data into an entry (reading the content of files).
-fn entry_from(h: &TarHeader, data: &mut dyn Read, path: String) -> io::Result<DataEntry> {
+fn entry_from(h: &TarHeader, data: &mut dyn Read, path: String, max_kept: u64) -> io::Result<DataEntry> {
     let kind = match h.typeflag {
         b'0' | b'7' => EntryKind::File,
         b'1' => EntryKind::Hardlink { target: dpkg_path(&h.link) },
@@ -360,7 +360,7 @@ fn entry_from(h: &TarHeader, data: &mut dyn Read, path: String) -> io::Result<Da
     };
     let (content, md5) = if kind == EntryKind::File {
         let mut md5 = md5::Md5::new();
-        if h.size <= MAX_KEPT {
+        if h.size <= max_kept {
             let mut bytes = Vec::with_capacity(h.size as usize);
             data.read_to_end(&mut bytes)?;
             md5.update(&bytes);
@@ -428,8 +428,15 @@ fn compression_of(name: &str, prefix: &str) -> Option<&'static str> {
     }
 }
 
-/// Reads and parses the package at `path`.
+/// Reads and parses the package at `path`, keeping the contents of files up to
+/// [`MAX_KEPT`].
 pub fn read_deb(path: &Path) -> Result<Deb, DiffError> {
+    read_deb_keeping(path, MAX_KEPT)
+}
+
+/// Reads and parses the package at `path`, keeping the contents of files up to
+/// `max_kept` bytes (`u64::MAX`: every file's, as unpacking a package needs).
+pub fn read_deb_keeping(path: &Path, max_kept: u64) -> Result<Deb, DiffError> {
     let file = hb_fs::open(path)?;
     let mut r = Hashing::new(BufReader::with_capacity(256 * 1024, file));
     let fs_err = |e: io::Error| DiffError::Fs(hb_fs::FsError::new("reading", path, e));
@@ -478,7 +485,7 @@ pub fn read_deb(path: &Path) -> Result<Deb, DiffError> {
                 let mut on_entry = |h: &TarHeader, data: &mut dyn Read| -> io::Result<()> {
                     let p = dpkg_path(&h.path);
                     let p = if is_control { p.trim_start_matches('/').to_string() } else { p };
-                    entries.push(entry_from(h, data, p)?);
+                    entries.push(entry_from(h, data, p, max_kept)?);
                     Ok(())
                 };
                 let hex = read_member_tar(ext, &mut raw, &mut on_entry).map_err(|e| member_err(e.to_string()))?;

@@ -16,7 +16,7 @@ mod time;
 mod tests;
 
 pub use content::{FileDiff, MemberChange, MemberDiff, compare_contents};
-pub use deb::{ArMember, Content, DataEntry, Deb, EntryKind, read_deb};
+pub use deb::{ArMember, Content, DataEntry, Deb, EntryKind, read_deb, read_deb_keeping};
 pub use report::{DebReport, Difference, diff_debs};
 
 use std::path::PathBuf;

@@ -8,6 +8,7 @@ pub mod actions;
 pub mod build;
 pub mod plan;
 pub mod providers;
+pub mod roots;
 pub mod rule;
 pub mod rules;
 pub mod service;
@@ -28,6 +29,8 @@ pub enum RulesError {
     Cycle { cycle: String, location: Location },
     #[error("{message}\n  --> {location}")]
     Invalid { message: String, location: Location },
+    #[error("{0}")]
+    Other(String),
 }
 
 /// `file:line:col` of a location, for one-line messages.
@@ -36,9 +39,12 @@ pub fn short(loc: &Location) -> String {
 }
 
 /// Choices of the build request that shape actions without entering their keys.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct PlanOptions {
     pub sandbox: hb_sandbox::Mode,
+    /// Where the private apt that fetches root packages keeps its state (HB_APT_DIR);
+    /// default `apt/` in the cache directory.
+    pub apt_dir: Option<std::path::PathBuf>,
     /// Place outputs in `hb-out/<platform>/<package>/` rather than `hb-out/<package>/`
     /// (when several platforms are built, or another than the default).
     pub platform_out_dir: bool,
@@ -46,6 +52,6 @@ pub struct PlanOptions {
 
 impl Default for PlanOptions {
     fn default() -> Self {
-        PlanOptions { sandbox: hb_sandbox::Mode::Bwrap, platform_out_dir: false }
+        PlanOptions { sandbox: hb_sandbox::Mode::Bwrap, apt_dir: None, platform_out_dir: false }
     }
 }

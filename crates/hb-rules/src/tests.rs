@@ -30,6 +30,30 @@ fn render(g: &Graph) -> Vec<String> {
         .collect()
 }
 
+/// A root lock for the default platform with one package (nothing is fetched).
+fn fake_root_lock() -> String {
+    let p = hb_platform::DEFAULT;
+    hb_root::RootLock {
+        roots: vec![hb_root::Root {
+            platform: p.name.to_string(),
+            inputs: hb_root::inputs_digest(p),
+            package: vec![hb_root::RootPackage {
+                name: "libc6".into(),
+                version: "2.36-9".into(),
+                architecture: "amd64".into(),
+                file: "libc6_2.36-9_amd64.deb".into(),
+                size: 1,
+                sha256: "0".repeat(64),
+            }],
+        }],
+    }
+    .render()
+}
+
+/// The root actions python_app adds for the default platform of [`fake_root_lock`].
+const ROOT_ACTIONS: [&str; 2] =
+    ["fetch libc6_2.36-9_amd64.deb (deb_fetch)", "root bookworm-amd64 (root) <- fetch libc6_2.36-9_amd64.deb"];
+
 struct Ws(tempfile::TempDir);
 
 impl Ws {
@@ -71,6 +95,7 @@ impl Ws {
         let lock =
             hb_fetch::Lock { inputs: hb_fetch::inputs_digest(&s(runtime), &s(build), &targets), targets, packages };
         ws.write("app/hb.lock", &lock.render("//app:app"));
+        ws.write(hb_root::ROOT_LOCK, &fake_root_lock());
         ws
     }
 
@@ -117,7 +142,9 @@ fn python_app_fetches_builds_and_installs() {
             "fetch setuptools-1.0-py3-none-any.whl (fetch)",
             "fetch flask-1.0-py3-none-any.whl (fetch)",
             "fetch gunicorn-1.0-py3-none-any.whl (fetch)",
-            "//app:app wheel (py_wheel) <- fetch setuptools-1.0-py3-none-any.whl",
+            ROOT_ACTIONS[0],
+            ROOT_ACTIONS[1],
+            "//app:app wheel (py_wheel) <- fetch setuptools-1.0-py3-none-any.whl, root bookworm-amd64",
             "//app:app (py_venv) <- fetch flask-1.0-py3-none-any.whl, fetch gunicorn-1.0-py3-none-any.whl, //app:app wheel",
         ]
     );
@@ -145,10 +172,12 @@ fn deb_with_a_service_and_shared_fetches() {
         [
             "fetch setuptools-1.0-py3-none-any.whl (fetch)",
             "fetch gunicorn-1.0-py3-none-any.whl (fetch)",
-            "//app:app wheel (py_wheel) <- fetch setuptools-1.0-py3-none-any.whl",
+            ROOT_ACTIONS[0],
+            ROOT_ACTIONS[1],
+            "//app:app wheel (py_wheel) <- fetch setuptools-1.0-py3-none-any.whl, root bookworm-amd64",
             "//app:app (py_venv) <- fetch gunicorn-1.0-py3-none-any.whl, //app:app wheel",
-            // Both apps lock the same files: each is fetched once.
-            "//app:other wheel (py_wheel) <- fetch setuptools-1.0-py3-none-any.whl",
+            // Both apps lock the same files and run in one root: each is fetched once.
+            "//app:other wheel (py_wheel) <- fetch setuptools-1.0-py3-none-any.whl, root bookworm-amd64",
             "//app:other (py_venv) <- fetch gunicorn-1.0-py3-none-any.whl, //app:other wheel",
             "//app:deb render (render)",
             "//app:deb layout (deb_layout) <- //app:app, //app:other, //app:deb render",
@@ -193,7 +222,13 @@ fn demosite_plans_without_pip_or_bwrap() {
     let (build, runtime) = (fetch(hb_fetch::Role::Build), fetch(hb_fetch::Role::Runtime));
     let lines = render(&p.graph);
     let mut expected: Vec<String> = build.iter().chain(&runtime).map(|f| format!("{f} (fetch)")).collect();
-    expected.push(format!("//demosite:app wheel (py_wheel) <- {}", build.join(", ")));
+    // The root of the default platform, from the repository's hb-root.lock.
+    let roots = hb_root::RootLock::load(&root).unwrap().unwrap();
+    let debs: Vec<String> =
+        roots.root("bookworm-amd64").unwrap().package.iter().map(|p| format!("fetch {}", p.file)).collect();
+    expected.extend(debs.iter().map(|d| format!("{d} (deb_fetch)")));
+    expected.push(format!("root bookworm-amd64 (root) <- {}", debs.join(", ")));
+    expected.push(format!("//demosite:app wheel (py_wheel) <- {}, root bookworm-amd64", build.join(", ")));
     expected.push(format!("//demosite:app (py_venv) <- {}, //demosite:app wheel", runtime.join(", ")));
     expected.extend(
         [

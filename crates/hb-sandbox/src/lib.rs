@@ -1,9 +1,11 @@
 //! The sandbox for subprocess actions (today: the PEP 517 wheel build). A command runs
 //! under bubblewrap in fresh namespaces: no network (only its own loopback), its own
-//! hostname, a read-only `/usr`, an empty `/etc` and `/tmp`, the action's work
-//! directory bind-mounted at a fixed path, a cleared environment with only the
-//! variables given, and umask 022. Where the build happens therefore cannot leak into
-//! what it produces. Build steps run here; the one other subprocess of an action is
+//! hostname, a target root (a Debian tree of hb's, see hb-root) mounted read-only as
+//! `/` — or, without one, the host's read-only `/usr` and an empty `/etc` — an empty
+//! `/tmp`, the action's work directory bind-mounted at a fixed path, a cleared
+//! environment with only the variables given, and umask 022 (set before bubblewrap
+//! starts, so no shell is needed inside). Where the build happens therefore cannot
+//! leak into what it produces. Build steps run here; the one other subprocess of an action is
 //! `pip download` in a fetch, whose output is verified by hash instead.
 
 use std::collections::BTreeMap;
@@ -55,6 +57,9 @@ pub struct Spec<'a> {
     pub argv: Vec<String>,
     /// Variables added to [`BASE_ENV`] (overriding it).
     pub env: BTreeMap<String, String>,
+    /// A root directory to mount read-only as `/` (it must have the mount points
+    /// `proc`, `dev`, `tmp`, `hb/build` and `hb/home`); `None`: the host's `/usr`.
+    pub root: Option<&'a Path>,
 }
 
 /// What a sandboxed command did.
@@ -90,10 +95,13 @@ pub fn probe(mode: Mode) -> Result<(), SandboxError> {
 pub fn run(mode: Mode, spec: &Spec) -> Result<Outcome, SandboxError> {
     let mut env: BTreeMap<String, String> = BASE_ENV.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-    // umask is not an environment variable: set it in a tiny shell, then exec.
-    let mut inner = vec!["/bin/sh".to_string(), "-c".into(), "umask 022 && exec \"$@\"".into(), "sh".into()];
-    inner.extend(spec.argv.iter().cloned());
-
+    let inner = &spec.argv;
+    let Some(program) = inner.first() else {
+        return Err(SandboxError::Spawn {
+            program: String::new(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"),
+        });
+    };
     let mut cmd;
     match mode {
         Mode::Bwrap => {
@@ -102,20 +110,29 @@ pub fn run(mode: Mode, spec: &Spec) -> Result<Outcome, SandboxError> {
             // LD_PRELOAD) may reach the sandbox, even through the launcher.
             cmd.env_clear();
             cmd.args(["--unshare-all", "--die-with-parent", "--new-session", "--hostname", "hb"]);
-            cmd.args(["--ro-bind", "/usr", "/usr"]);
-            for (link, to) in [("/bin", "usr/bin"), ("/lib", "usr/lib"), ("/lib64", "usr/lib64"), ("/sbin", "usr/sbin")]
-            {
-                cmd.args(["--symlink", to, link]);
+            match spec.root {
+                Some(root) => {
+                    cmd.arg("--ro-bind").arg(root).arg("/");
+                    cmd.args(["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/hb/home"]);
+                }
+                None => {
+                    cmd.args(["--ro-bind", "/usr", "/usr"]);
+                    for (link, to) in
+                        [("/bin", "usr/bin"), ("/lib", "usr/lib"), ("/lib64", "usr/lib64"), ("/sbin", "usr/sbin")]
+                    {
+                        cmd.args(["--symlink", to, link]);
+                    }
+                    cmd.args(["--dir", "/etc", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]);
+                    cmd.args(["--dir", "/hb/home"]);
+                }
             }
-            cmd.args(["--dir", "/etc", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]);
-            cmd.args(["--dir", "/hb/home"]);
             cmd.arg("--bind").arg(spec.work).arg(WORK);
             cmd.args(["--chdir", spec.cwd, "--clearenv"]);
             for (k, v) in &env {
                 cmd.args(["--setenv", k, v]);
             }
             cmd.arg("--");
-            cmd.args(&inner);
+            cmd.args(inner);
         }
         Mode::Off => {
             // Without namespaces the fixed path cannot exist; paths in `spec` that
@@ -124,14 +141,24 @@ pub fn run(mode: Mode, spec: &Spec) -> Result<Outcome, SandboxError> {
                 Some(rest) => format!("{}{rest}", spec.work.display()),
                 None => s.to_string(),
             };
-            cmd = Command::new(&inner[0]);
-            cmd.args(inner[1..].iter().map(|a| real(a)));
+            cmd = Command::new(real(program));
+            cmd.args(inner.iter().skip(1).map(|a| real(a)));
             cmd.current_dir(real(spec.cwd)).env_clear();
             for (k, v) in &env {
                 cmd.env(k, real(v));
             }
             let home = PathBuf::from(real("/hb/home"));
             cmd.env("HOME", &home);
+        }
+    }
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: umask is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::umask(0o022);
+                Ok(())
+            });
         }
     }
     let out = cmd
@@ -157,6 +184,7 @@ mod tests {
             cwd: WORK,
             argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
             env: BTreeMap::from([("EXTRA".to_string(), "1".to_string())]),
+            root: None,
         };
         run(Mode::Bwrap, &spec).unwrap()
     }

@@ -6,4 +6,5 @@ pub mod deb;
 pub mod files;
 pub mod python;
 pub mod render;
+pub mod root;
 pub mod sources;

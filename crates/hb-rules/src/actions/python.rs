@@ -3,7 +3,10 @@
 //! - `fetch`: one locked file (the only actions allowed network; fixed-output, keyed by
 //!   file name and sha256, verified before the bytes enter the store);
 //! - `py_wheel`: an app's own wheel, built by its PEP 517 backend (from the lock's build
-//!   files) in the sandbox, with the target interpreter as a declared tool;
+//!   files) in the sandbox whose `/` is the platform's target root (an input, so its
+//!   digest is in the key; the root's Python runs it, under emulation for a foreign
+//!   architecture). Only with the sandbox off does the host's interpreter run it, as a
+//!   declared tool;
 //! - `py_venv`: the virtualenv for an install prefix, written natively by hb-python from
 //!   the runtime wheels and the app wheel; its facts ([`VenvFacts`]) say what native code
 //!   it holds.
@@ -71,7 +74,7 @@ fn wheels_of(store: &Store, trees: &[&Tree], limits: &Limits) -> Result<Vec<Whee
 }
 
 /// Writes a tree's files under `root` on this machine, contents from `read`.
-fn materialize(
+pub(crate) fn materialize(
     read: &dyn Fn(&Digest) -> Result<Vec<u8>, StoreError>,
     entries: &[TreeEntry],
     root: &Path,
@@ -138,8 +141,12 @@ pub struct WheelJob {
     pub backend: String,
     pub backend_path: Vec<String>,
     pub python: (u32, u32),
-    /// The interpreter that runs the build, as a path of the build machine.
+    /// The interpreter that runs the build: a path in the target root (or, with the
+    /// sandbox off, of the build machine).
     pub interpreter: String,
+    /// The platform's target root, where the build runs (`None` with the sandbox off).
+    pub root: Option<Input<()>>,
+    pub platform: &'static hb_platform::Platform,
     pub target: Target,
     pub mtime: u64,
     pub sandbox: Mode,
@@ -177,12 +184,16 @@ impl Action for WheelJob {
         v
     }
     fn inputs(&self) -> Vec<hb_engine::AnyInput> {
-        self.build.iter().map(Input::any).collect()
+        self.build.iter().chain(self.root.iter()).map(Input::any).collect()
     }
     fn sources(&self, ctx: &Ctx) -> Result<Vec<Source>, JobError> {
         self.files.sources(ctx)
     }
     fn tools(&self, ctx: &Ctx) -> Result<Vec<Tool>, JobError> {
+        if self.root.is_some() {
+            // The interpreter is the root's: its digest is in the root's.
+            return Ok(Vec::new());
+        }
         let interp = &self.interpreter;
         let info = ctx.source_file(Path::new(interp)).map_err(|e| match e {
             StoreError::Fs(f) if f.is_not_found() => JobError::Failed(format!(
@@ -199,6 +210,14 @@ impl Action for WheelJob {
             return Err(JobError::Failed(format!("{}: {why}", self.label)));
         }
         let store = ctx.store;
+        let root = match self.root {
+            Some(r) => {
+                hb_root::check_emulation(self.platform)
+                    .map_err(|e| JobError::Failed(format!("{}: {e}", self.label)))?;
+                Some(crate::actions::root::materialized(store, inputs.tree(r)?)?)
+            }
+            None => None,
+        };
         let tmp = tempfile::tempdir_in(store.tmp_dir())
             .map_err(|e| JobError::Fs(hb_fs::FsError::new("creating a directory in", &store.tmp_dir(), e)))?;
         let work = tmp.path();
@@ -224,7 +243,7 @@ impl Action for WheelJob {
             format!("{base}/out"),
         ];
         let env = BTreeMap::from([("SOURCE_DATE_EPOCH".to_string(), self.mtime.to_string())]);
-        let spec = hb_sandbox::Spec { work, cwd: &format!("{base}/src"), argv, env };
+        let spec = hb_sandbox::Spec { work, cwd: &format!("{base}/src"), argv, env, root: root.as_deref() };
         let out = hb_sandbox::run(self.sandbox, &spec).map_err(|e| JobError::Failed(format!("{}: {e}", self.label)))?;
         if let Some(why) = out.stdout.lines().find_map(|l| l.strip_prefix("HB_ERROR=")) {
             return Err(JobError::Failed(format!("{}: {why}", self.label)));

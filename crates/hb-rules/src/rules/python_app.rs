@@ -105,9 +105,15 @@ impl Rule for PythonApp {
             strip_prefix: String::new(),
             exact: false,
         };
+        let root = match cx.opts.sandbox {
+            hb_sandbox::Mode::Bwrap => Some(crate::roots::root_input(cx)?),
+            hb_sandbox::Mode::Off => None,
+        };
         let wheel = WheelJob {
             label: name.clone(),
             files,
+            root,
+            platform,
             backend: a.project.build_backend.clone(),
             backend_path: a.project.backend_path.clone(),
             python: platform.python,

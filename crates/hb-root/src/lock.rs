@@ -1,0 +1,242 @@
+//! The root lock (`hb-root.lock` at the workspace root): for each platform the
+//! workspace builds, every Debian package of its target root by name, version,
+//! architecture, file name, size and sha256 of the `.deb`. Never a URL or a mirror:
+//! where packages come from is the machine's apt configuration. `inputs` digests what
+//! the root was resolved from (suite, architecture, requested packages), so a lock that
+//! no longer matches the platform table is caught before anything builds.
+
+use std::path::Path;
+
+use hb_config::Location;
+use hb_platform::Platform;
+use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
+use toml::Spanned;
+
+use crate::RootError;
+
+/// The file name, at the workspace root.
+pub const ROOT_LOCK: &str = "hb-root.lock";
+pub const ROOT_LOCK_VERSION: u32 = 1;
+
+/// One `.deb` of a root.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootPackage {
+    pub name: String,
+    pub version: String,
+    pub architecture: String,
+    /// The file name apt gives the package (`name_version_arch.deb`, epoch as `%3a`).
+    pub file: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// The packages of one platform's root.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Root {
+    pub platform: String,
+    pub inputs: String,
+    #[serde(default)]
+    pub package: Vec<RootPackage>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RootLock {
+    pub roots: Vec<Root>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    version: Spanned<u32>,
+    #[serde(default)]
+    root: Vec<Spanned<Root>>,
+}
+
+/// What a platform's root is resolved from.
+pub fn inputs_digest(p: &Platform) -> String {
+    let text = format!("suite={}\narchitecture={}\npackages={}\n", p.suite, p.architecture, p.root_packages.join(" "));
+    hex(&sha2::Sha256::digest(text.as_bytes()))
+}
+
+pub(crate) fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn valid_sha256(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// A Debian package name (policy 5.6.1), a version's characters (5.6.12), an
+/// architecture name.
+fn valid_name(s: &str) -> bool {
+    s.len() >= 2
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b))
+        && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+}
+fn valid_version(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.~:".contains(&b))
+        && s.bytes().next().is_some_and(|b| b.is_ascii_digit())
+}
+fn valid_file(s: &str) -> bool {
+    s.ends_with(".deb") && !s.starts_with('.') && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.~_%".contains(&b))
+}
+
+impl RootLock {
+    /// Parses a root lock; errors name the file, line and column.
+    pub fn parse(text: &str, shown: &Path) -> Result<RootLock, RootError> {
+        let at = |span: std::ops::Range<usize>, message: String| RootError::Lock {
+            location: Box::new(Location::from_span(shown, text, span)),
+            message,
+        };
+        let raw: Raw = toml::from_str(text).map_err(|e| at(e.span().unwrap_or(0..0), e.message().to_string()))?;
+        if *raw.version.get_ref() != ROOT_LOCK_VERSION {
+            return Err(at(
+                raw.version.span(),
+                format!(
+                    "root lock format {} is not supported (this hb reads {ROOT_LOCK_VERSION}); run `hb lock --update-root`",
+                    raw.version.get_ref()
+                ),
+            ));
+        }
+        let mut roots: Vec<Root> = Vec::new();
+        for r in raw.root {
+            let span = r.span();
+            let r = r.into_inner();
+            if hb_platform::lookup(&r.platform).is_none() {
+                return Err(at(span, format!("unknown platform `{}`", r.platform)));
+            }
+            if roots.iter().any(|o| o.platform == r.platform) {
+                return Err(at(span, format!("platform `{}` has two roots", r.platform)));
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            for p in &r.package {
+                let bad = if !valid_name(&p.name) {
+                    Some("a Debian package name")
+                } else if !valid_version(&p.version) {
+                    Some("a Debian version")
+                } else if !valid_name(&p.architecture) {
+                    Some("an architecture")
+                } else if !valid_file(&p.file) {
+                    Some("a plain .deb file name")
+                } else if !valid_sha256(&p.sha256) {
+                    Some("a sha256 of 64 lowercase hex digits")
+                } else {
+                    None
+                };
+                if let Some(what) = bad {
+                    return Err(at(
+                        span.clone(),
+                        format!("root of {}: package `{}` is not {what}", r.platform, p.name),
+                    ));
+                }
+                if !seen.insert(&p.name) {
+                    return Err(at(
+                        span.clone(),
+                        format!("root of {}: package `{}` is listed twice", r.platform, p.name),
+                    ));
+                }
+            }
+            roots.push(r);
+        }
+        Ok(RootLock { roots })
+    }
+
+    /// The lock's text, in a fixed order.
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "# Generated by `hb lock`: the Debian packages of each platform's target root, pinned by sha256.\n# Do not edit by hand; `hb lock --update-root` moves the roots forward.\nversion = {ROOT_LOCK_VERSION}\n"
+        );
+        let mut roots = self.roots.clone();
+        roots.sort_by_key(|r| hb_platform::PLATFORMS.iter().position(|p| p.name == r.platform));
+        for r in &roots {
+            out.push_str(&format!("\n[[root]]\nplatform = \"{}\"\ninputs = \"{}\"\n", r.platform, r.inputs));
+            let mut packages = r.package.clone();
+            packages.sort_by(|a, b| a.name.cmp(&b.name));
+            for p in &packages {
+                out.push_str(&format!(
+                    "\n[[root.package]]\nname = \"{}\"\nversion = \"{}\"\narchitecture = \"{}\"\nfile = \"{}\"\nsize = {}\nsha256 = \"{}\"\n",
+                    p.name, p.version, p.architecture, p.file, p.size, p.sha256
+                ));
+            }
+        }
+        out
+    }
+
+    pub fn root(&self, platform: &str) -> Option<&Root> {
+        self.roots.iter().find(|r| r.platform == platform)
+    }
+
+    /// Replaces (or adds) a platform's root.
+    pub fn set(&mut self, root: Root) {
+        self.roots.retain(|r| r.platform != root.platform);
+        self.roots.push(root);
+    }
+
+    /// Reads the lock at the workspace root (`None` if there is none).
+    pub fn load(workspace_root: &Path) -> Result<Option<RootLock>, RootError> {
+        let path = workspace_root.join(ROOT_LOCK);
+        match hb_fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(RootLock::parse(&text, Path::new(ROOT_LOCK))?)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(RootError::Fs(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> RootLock {
+        RootLock {
+            roots: vec![Root {
+                platform: "trixie-arm64".into(),
+                inputs: inputs_digest(&hb_platform::TRIXIE_ARM64),
+                package: vec![
+                    RootPackage {
+                        name: "python3.13-minimal".into(),
+                        version: "3.13.5-2".into(),
+                        architecture: "arm64".into(),
+                        file: "python3.13-minimal_3.13.5-2_arm64.deb".into(),
+                        size: 2_000_000,
+                        sha256: "a".repeat(64),
+                    },
+                    RootPackage {
+                        name: "libc6".into(),
+                        version: "2.41-12".into(),
+                        architecture: "arm64".into(),
+                        file: "libc6_2.41-12_arm64.deb".into(),
+                        size: 3_000_000,
+                        sha256: "b".repeat(64),
+                    },
+                ],
+            }],
+        }
+    }
+
+    #[test]
+    fn round_trips_without_urls() {
+        let text = sample().render();
+        assert!(!text.contains("://"));
+        let back = RootLock::parse(&text, Path::new(ROOT_LOCK)).unwrap();
+        assert_eq!(back.render(), text);
+        assert_eq!(back.root("trixie-arm64").unwrap().package[0].name, "libc6", "sorted by name");
+    }
+
+    #[test]
+    fn bad_entries_are_located() {
+        let text = sample().render().replace("\"b", "\"B");
+        let err = RootLock::parse(&text, Path::new(ROOT_LOCK)).unwrap_err().to_string();
+        assert!(err.contains("hb-root.lock:") && err.contains("`libc6` is not a sha256"), "{err}");
+        let text = sample().render().replace("libc6_2.41-12_arm64.deb", "../libc6.deb");
+        let err = RootLock::parse(&text, Path::new(ROOT_LOCK)).unwrap_err().to_string();
+        assert!(err.contains("plain .deb file name"), "{err}");
+        let text = sample().render().replace("trixie-arm64", "sid-arm64");
+        let err = RootLock::parse(&text, Path::new(ROOT_LOCK)).unwrap_err().to_string();
+        assert!(err.contains("unknown platform `sid-arm64`"), "{err}");
+    }
+}

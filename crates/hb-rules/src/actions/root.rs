@@ -1,0 +1,160 @@
+//! The actions of target roots:
+//!
+//! - `deb_fetch`: one locked `.deb` into the store (fixed output, keyed by file name and
+//!   sha256; taken from hb's download directory or apt's archive cache when the bytes
+//!   match, else downloaded through the machine's apt; verified before it is stored);
+//! - `root`: a platform's root tree, unpacked by hb from its `.deb` files (no
+//!   maintainer scripts). Its result digest enters the key of every action run in it.
+//!
+//! [`materialized`] writes a root tree out once per digest, read-only, for the sandbox.
+
+use std::path::{Path, PathBuf};
+
+use hb_engine::{Action, Ctx, Input, Inputs, JobError, Output, Source, encode_args};
+use hb_platform::Platform;
+use hb_root::RootPackage;
+use hb_root::apt::Apt;
+use hb_store::{Digest, EntryKind, Store, Tree, TreeEntry};
+
+/// The private apt's directory: `HB_APT_DIR`, else `apt/` in the cache directory.
+pub fn apt_base(store: &Store, configured: Option<&Path>) -> PathBuf {
+    configured.map(Path::to_path_buf).unwrap_or_else(|| store.location().join("apt"))
+}
+
+/// `deb_fetch`: one root package.
+pub struct DebFetchJob {
+    pub package: RootPackage,
+    pub platform: &'static Platform,
+    /// Where the private apt keeps its state (not in the key: where bytes come from
+    /// never decides what they are).
+    pub apt_dir: Option<PathBuf>,
+}
+
+fn root_error(e: hb_root::RootError) -> JobError {
+    JobError::Failed(e.to_string())
+}
+
+impl Action for DebFetchJob {
+    type Facts = ();
+    const KIND: &'static str = "deb_fetch";
+    const VERSION: u32 = 1;
+    fn args(&self) -> Vec<u8> {
+        encode_args(&(&self.package.file, &self.package.sha256))
+    }
+    fn always_complete(&self) -> bool {
+        true
+    }
+    fn run(&self, ctx: &Ctx, _: &Inputs, _: &[Source]) -> Result<Output<()>, JobError> {
+        let p = &self.package;
+        let apt = Apt::new(&apt_base(ctx.store, self.apt_dir.as_deref()), self.platform);
+        let kept = apt.debs().join(&p.file);
+        let host_cache = Path::new("/var/cache/apt/archives").join(&p.file);
+        let mut found = None;
+        for candidate in [&kept, &host_cache] {
+            if candidate.is_file() && hb_root::sha256_file(candidate).map_err(root_error)? == p.sha256 {
+                found = Some(candidate.clone());
+                break;
+            }
+        }
+        let path = match found {
+            Some(path) => path,
+            None => {
+                hb_fs::create_dir_all(&apt.debs())?;
+                let tmp = tempfile::tempdir_in(apt.debs())
+                    .map_err(|e| JobError::Fs(hb_fs::FsError::new("creating a directory in", &apt.debs(), e)))?;
+                let named = |e: hb_root::RootError| {
+                    JobError::Failed(format!(
+                        "could not fetch root package {} {} ({}): {e}",
+                        p.name, p.version, p.architecture
+                    ))
+                };
+                let Some(got) = apt.download(p, tmp.path()).map_err(named)? else {
+                    return Err(root_error(hb_root::RootError::Vanished {
+                        package: p.name.clone(),
+                        version: p.version.clone(),
+                        architecture: p.architecture.clone(),
+                        platform: self.platform.name.to_string(),
+                    }));
+                };
+                let actual = hb_root::sha256_file(&got).map_err(root_error)?;
+                if actual != p.sha256 {
+                    return Err(root_error(hb_root::RootError::HashMismatch {
+                        file: format!("{} ({} {})", p.file, p.name, p.version),
+                        expected: p.sha256.clone(),
+                        actual,
+                        source_desc: "apt".to_string(),
+                    }));
+                }
+                std::fs::rename(&got, &kept).map_err(|e| hb_fs::FsError::new("keeping", &kept, e))?;
+                kept
+            }
+        };
+        let (digest, size) = ctx.store.put_file(&path)?;
+        let tree = Tree::new(vec![TreeEntry::file(p.file.clone(), digest, size, false)])
+            .map_err(|e| JobError::Failed(format!("{}: {e}", p.file)))?;
+        Ok(Output::tree(tree))
+    }
+}
+
+/// How roots are unpacked; a change here changes every root's key.
+const UNPACK_FORMAT: u32 = 1;
+
+/// `root`: a platform's root tree from its packages.
+pub struct RootJob {
+    pub platform: &'static Platform,
+    pub debs: Vec<(String, Input<()>)>,
+}
+
+impl Action for RootJob {
+    type Facts = ();
+    const KIND: &'static str = "root";
+    const VERSION: u32 = UNPACK_FORMAT;
+    fn args(&self) -> Vec<u8> {
+        let names: Vec<&str> = self.debs.iter().map(|(n, _)| n.as_str()).collect();
+        encode_args(&(self.platform.name, hb_root::unpack::MOUNT_POINTS, names))
+    }
+    fn inputs(&self) -> Vec<hb_engine::AnyInput> {
+        self.debs.iter().map(|(_, i)| i.any()).collect()
+    }
+    fn run(&self, ctx: &Ctx, inputs: &Inputs, _: &[Source]) -> Result<Output<()>, JobError> {
+        let mut debs = Vec::new();
+        for (name, input) in &self.debs {
+            let tree = inputs.tree(*input)?;
+            for e in tree.entries() {
+                if let EntryKind::File { digest, .. } = &e.kind {
+                    debs.push((name.clone(), ctx.store.blob_path(digest)));
+                }
+            }
+        }
+        let mut put = |b: &[u8]| ctx.store.put_bytes(b).map_err(hb_root::RootError::Store);
+        let entries = hb_root::unpack::unpack(&debs, &mut put).map_err(root_error)?;
+        let tree = Tree::new(entries).map_err(|e| JobError::Failed(format!("root of {}: {e}", self.platform.name)))?;
+        Ok(Output::tree(tree))
+    }
+}
+
+/// The root `tree` written out under the store's `roots/` directory, once per digest
+/// (atomically: a partial one is never seen), for the sandbox to mount read-only.
+pub fn materialized(store: &Store, tree: &Tree) -> Result<PathBuf, JobError> {
+    let bytes = postcard::to_stdvec(tree).map_err(|e| JobError::Failed(format!("encoding a root tree: {e}")))?;
+    let digest = Digest::of(&bytes);
+    let base = store.location().join("roots");
+    let dir = base.join(digest.hex());
+    if dir.is_dir() {
+        return Ok(dir);
+    }
+    hb_fs::create_dir_all(&base)?;
+    let tmp = tempfile::tempdir_in(&base)
+        .map_err(|e| JobError::Fs(hb_fs::FsError::new("creating a directory in", &base, e)))?;
+    crate::actions::python::materialize(&|d: &Digest| store.read_blob(d), tree.entries(), tmp.path(), 0)?;
+    let staged = tmp.keep();
+    match std::fs::rename(&staged, &dir) {
+        Ok(()) => Ok(dir),
+        // Another build wrote it first: theirs is the same tree.
+        Err(_) if dir.is_dir() => {
+            let _ = hb_fs::remove_dir_all_if_exists(&staged);
+            Ok(dir)
+        }
+        Err(e) => Err(JobError::Fs(hb_fs::FsError::new("placing", &dir, e))),
+    }
+}
