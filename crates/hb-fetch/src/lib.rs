@@ -6,13 +6,11 @@
 
 pub mod lock;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use hb_config::Location;
 use hb_python::{Target, WheelName};
-use sha2::Digest as _;
 
 pub use lock::{Lock, LockedFile, Role, inputs_digest};
 
@@ -90,17 +88,7 @@ pub fn wheelhouses(extra: &[PathBuf]) -> Vec<PathBuf> {
 }
 
 pub fn sha256_file(path: &Path) -> Result<String, FetchError> {
-    let mut f = hb_fs::open(path)?;
-    let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| hb_fs::FsError::new("reading", path, e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hb_fs::sha256_file(path)?)
 }
 
 /// Resolves `requirements` for `target` into locked files with `role`.

@@ -54,6 +54,23 @@ pub fn open(path: &Path) -> Result<fs::File> {
     fs::File::open(path).ctx("opening", path)
 }
 
+/// The sha256 of a file's bytes, as lowercase hex (how locks pin downloaded files).
+pub fn sha256_file(path: &Path) -> Result<String> {
+    use sha2::Digest as _;
+    use std::io::Read as _;
+    let mut f = open(path)?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf).ctx("reading", path)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
 pub fn metadata(path: &Path) -> Result<fs::Metadata> {
     fs::metadata(path).ctx("reading metadata of", path)
 }

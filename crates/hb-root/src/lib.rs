@@ -86,19 +86,7 @@ fn check_emulation_in(platform: &Platform, dir: &Path) -> Result<(), RootError> 
 
 /// sha256 of a file, hex.
 pub fn sha256_file(path: &Path) -> Result<String, RootError> {
-    use sha2::Digest as _;
-    use std::io::Read;
-    let mut f = hb_fs::open(path)?;
-    let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| hb_fs::FsError::new("reading", path, e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(lock::hex(&h.finalize()))
+    Ok(hb_fs::sha256_file(path)?)
 }
 
 #[cfg(test)]

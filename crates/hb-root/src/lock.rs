@@ -239,4 +239,29 @@ mod tests {
         let err = RootLock::parse(&text, Path::new(ROOT_LOCK)).unwrap_err().to_string();
         assert!(err.contains("unknown platform `sid-arm64`"), "{err}");
     }
+
+    mod hostile {
+        //! Any text, and any damage to a real root lock: parsing returns a lock or an
+        //! error with a location, never a panic.
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn any_text_parses_or_errs(text in "\\PC*") {
+                let _ = RootLock::parse(&text, Path::new(ROOT_LOCK));
+            }
+
+            #[test]
+            fn damaged_locks_parse_or_err(at in any::<prop::sample::Index>(), with in "\\PC{0,4}", cut in any::<bool>()) {
+                let good = sample().render();
+                let mut i = at.index(good.len());
+                while !good.is_char_boundary(i) {
+                    i -= 1;
+                }
+                let text = if cut { good[..i].to_string() } else { format!("{}{with}{}", &good[..i], &good[i..]) };
+                let _ = RootLock::parse(&text, Path::new(ROOT_LOCK));
+            }
+        }
+    }
 }

@@ -107,12 +107,25 @@ pub fn unpack(
             entries.insert(m.to_string(), TreeEntry::symlink(*m, usr));
         }
     }
-    // Every file's parent directories exist as entries.
+    // Every entry's parent directories exist as directories. One under a symlink
+    // (packages disagreeing whether a path is a directory) is refused: writing it out
+    // would follow the link, perhaps out of the root.
     let paths: Vec<String> = entries.keys().cloned().collect();
     for p in paths {
         let mut parent = p.as_str();
         while let Some((up, _)) = parent.rsplit_once('/') {
-            entries.entry(up.to_string()).or_insert_with(|| TreeEntry::dir(up));
+            match entries.get(up) {
+                Some(e) if e.kind != EntryKind::Dir => {
+                    return Err(RootError::Unpack {
+                        package: "(the root)".into(),
+                        detail: format!("/{p} would be under /{up}, which a package ships as a symlink or file"),
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    entries.insert(up.to_string(), TreeEntry::dir(up));
+                }
+            }
             parent = up;
         }
     }
@@ -122,6 +135,69 @@ pub fn unpack(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    /// A real .deb named `name` from `files` (path, content; content `->T` makes a
+    /// symlink to T), built by dpkg-deb.
+    fn deb(dir: &Path, name: &str, files: &[(&str, &str)]) -> PathBuf {
+        let root = dir.join(format!("{name}-tree"));
+        std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
+        std::fs::write(
+            root.join("DEBIAN/control"),
+            format!("Package: {name}\nVersion: 1\nArchitecture: all\nMaintainer: t <t@example.org>\nDescription: t\n"),
+        )
+        .unwrap();
+        for (path, content) in files {
+            let p = root.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            match content.strip_prefix("->") {
+                Some(target) => std::os::unix::fs::symlink(target, &p).unwrap(),
+                None => std::fs::write(&p, content).unwrap(),
+            }
+        }
+        let out = dir.join(format!("{name}.deb"));
+        let status = Command::new("dpkg-deb")
+            .args(["--root-owner-group", "-Zgzip", "--build"])
+            .arg(&root)
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+        out
+    }
+
+    fn unpack_all(debs: &[(String, PathBuf)]) -> Result<Vec<TreeEntry>, RootError> {
+        let mut put = |b: &[u8]| Ok(Digest::of(b));
+        unpack(debs, &mut put)
+    }
+
+    #[test]
+    fn real_debs_make_a_merged_usr_tree() {
+        let d = tempfile::tempdir().unwrap();
+        let a = deb(d.path(), "aa", &[("lib/x86_64-linux-gnu/libz.so.1", "z"), ("bin/tool", "#!/bin/sh\n")]);
+        let b = deb(d.path(), "bb", &[("usr/lib/x86_64-linux-gnu/libz.so", "->libz.so.1"), ("etc/bb.conf", "b")]);
+        let entries = unpack_all(&[("bb".into(), b), ("aa".into(), a)]).unwrap();
+        let find = |p: &str| entries.iter().find(|e| e.path == p).unwrap_or_else(|| panic!("no {p}")).kind.clone();
+        assert!(matches!(find("usr/lib/x86_64-linux-gnu/libz.so.1"), EntryKind::File { .. }));
+        assert!(matches!(find("usr/bin/tool"), EntryKind::File { .. }));
+        assert_eq!(find("lib"), EntryKind::Symlink { target: "usr/lib".into() });
+        assert_eq!(find("bin"), EntryKind::Symlink { target: "usr/bin".into() });
+        assert_eq!(find("usr/lib/x86_64-linux-gnu/libz.so"), EntryKind::Symlink { target: "libz.so.1".into() });
+        for m in MOUNT_POINTS {
+            assert_eq!(find(m), EntryKind::Dir);
+        }
+        assert!(hb_store::Tree::new(entries).is_ok(), "a valid tree");
+    }
+
+    #[test]
+    fn a_path_under_another_packages_symlink_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let a = deb(d.path(), "aa", &[("opt/x/file", "f")]);
+        let b = deb(d.path(), "bb", &[("opt/x", "->/etc")]);
+        let err = unpack_all(&[("aa".into(), a), ("bb".into(), b)]).unwrap_err().to_string();
+        assert!(err.contains("/opt/x/file would be under /opt/x"), "{err}");
+    }
 
     #[test]
     fn merged_usr_placement() {

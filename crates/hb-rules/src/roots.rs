@@ -83,8 +83,9 @@ pub fn root_input(cx: &mut Cx) -> Result<Input<()>, RulesError> {
     }
     let apt_dir: Option<PathBuf> = cx.opts.apt_dir.clone();
     let mut debs = Vec::new();
+    let batch = std::sync::Arc::new(root.package.clone());
     for p in &root.package {
-        let job = || DebFetchJob { package: p.clone(), platform, apt_dir: apt_dir.clone() };
+        let job = || DebFetchJob { package: p.clone(), batch: batch.clone(), platform, apt_dir: apt_dir.clone() };
         debs.push((p.name.clone(), cx.actions.shared(format!("fetch {}", p.file), job)));
     }
     Ok(cx.actions.shared(format!("root {}", platform.name), || RootJob { platform, debs }))

@@ -24,6 +24,9 @@ pub fn apt_base(store: &Store, configured: Option<&Path>) -> PathBuf {
 /// `deb_fetch`: one root package.
 pub struct DebFetchJob {
     pub package: RootPackage,
+    /// The root's other packages, downloaded in the same apt run when missing (not in
+    /// the key).
+    pub batch: std::sync::Arc<Vec<RootPackage>>,
     pub platform: &'static Platform,
     /// Where the private apt keeps its state (not in the key: where bytes come from
     /// never decides what they are).
@@ -68,7 +71,7 @@ impl Action for DebFetchJob {
                         p.name, p.version, p.architecture
                     ))
                 };
-                let Some(got) = apt.download(p, tmp.path()).map_err(named)? else {
+                let Some(got) = apt.download(p, &self.batch, tmp.path()).map_err(named)? else {
                     return Err(root_error(hb_root::RootError::Vanished {
                         package: p.name.clone(),
                         version: p.version.clone(),
