@@ -118,6 +118,23 @@ fn bad_service_settings_are_rejected_with_their_location() {
     let ws = with_service(|t| t.replace("bind = \"127.0.0.1\"", "bind = \"localhost:80\""));
     let err = ws.fails(&["build", "//demosite:deb"]);
     assert!(err.contains("IP address") && err.contains("demosite/BUILD.toml:"), "{err}");
+
+    // Config modes and secrets.
+    for (setting, says) in [
+        ("config_mode = \"0666\"", "may not let every user write"),
+        ("config_mode = \"rw-r-----\"", "octal mode"),
+        ("config_group = \"www-data\"", "goes with `config_mode`"),
+        ("secrets = [\"../etc/shadow\"]", "plain file name"),
+        ("secrets = [\"key\", \"key\"]", "listed twice"),
+    ] {
+        let ws = with_service(|t| t.replace("port = 8000", &format!("port = 8000\n{setting}")));
+        let err = ws.fails(&["build", "//demosite:deb"]);
+        assert!(
+            err.contains(says) && err.contains(&format!("demosite/BUILD.toml:{}:", line_of(&ws, setting))),
+            "{setting}: {err}"
+        );
+        assert_no_outputs(&ws);
+    }
 }
 
 #[test]

@@ -155,3 +155,40 @@ fn a_service_that_dies_at_start_is_reported_as_failed() {
     assert!(err.contains("exited right after it started"), "{}", show(&out));
     assert!(err.contains("broken on purpose"), "the log's end is shown:\n{}", show(&out));
 }
+
+#[test]
+fn a_config_with_secrets_is_not_world_readable_and_a_generated_secret_stays_until_purge() {
+    let ws = Ws::demosite();
+    let build = std::fs::read_to_string(ws.path("demosite/BUILD.toml")).unwrap();
+    // A port of its own: other tests serve demosite on 8000 meanwhile.
+    let build = build.replace("port = 8000", "port = 8061").replace(
+        "config = \"config.cfg\"",
+        "config = \"config.cfg\"\nconfig_mode = \"0640\"\nsecrets = [\"secret_key\", \"api.token\"]",
+    );
+    ws.write("demosite/BUILD.toml", &build);
+    ws.ok(&["build", "//demosite:deb"]);
+    let chroot = Chroot::new();
+    std::fs::copy(ws.path("hb-out/demosite/demosite_0.1.0_amd64.deb"), chroot.path("/tmp/demosite.deb")).unwrap();
+    chroot.ok("dpkg -i /tmp/demosite.deb");
+    let stat = |p: &str| chroot.ok(&format!("stat -c '%U:%G %a' {p}")).trim().to_string();
+    assert_eq!(stat("/etc/demosite/config.cfg"), "root:demosite 640");
+    assert_eq!(
+        chroot.ok("dpkg-statoverride --list /etc/demosite/config.cfg").trim(),
+        "root demosite 640 /etc/demosite/config.cfg"
+    );
+    let secret = chroot.ok("cat /var/lib/demosite/secret_key");
+    assert!(secret.len() == 64 && secret.bytes().all(|b| b.is_ascii_hexdigit()), "{secret:?}");
+    assert_eq!(stat("/var/lib/demosite/secret_key"), "demosite:demosite 600");
+    assert_ne!(secret, chroot.ok("cat /var/lib/demosite/api.token"), "each secret is its own");
+    // The service user still reads its config (the group grants it).
+    chroot.ok("/etc/init.d/demosite start");
+    assert!(get("http://127.0.0.1:8061/").contains("Built by hb, byte for byte."));
+    chroot.ok("/etc/init.d/demosite stop");
+    // Reinstalling keeps the secret; purge removes it and the override.
+    chroot.ok("dpkg -i /tmp/demosite.deb");
+    assert_eq!(chroot.ok("cat /var/lib/demosite/secret_key"), secret);
+    assert_eq!(stat("/etc/demosite/config.cfg"), "root:demosite 640");
+    chroot.ok("dpkg --purge demosite");
+    assert!(!chroot.path("/var/lib/demosite").exists());
+    assert_eq!(chroot.sh("dpkg-statoverride --list /etc/demosite/config.cfg").status.code(), Some(1));
+}

@@ -251,9 +251,26 @@ impl Apt {
     }
 
     fn update_locked(&self) -> Result<(), RootError> {
+        // One failed update per directory and process is enough: without a network
+        // every root package would otherwise wait for its own (each takes seconds).
+        static FAILED: std::sync::Mutex<Vec<(PathBuf, String)>> = std::sync::Mutex::new(Vec::new());
+        let failed = |dir: &Path| {
+            FAILED.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|(d, _)| d == dir).map(|(_, e)| e.clone())
+        };
+        if let Some(detail) = failed(&self.dir) {
+            return Err(RootError::Apt {
+                platform: self.platform.name.to_string(),
+                what: "updating the package lists (already failed in this build)".into(),
+                detail,
+            });
+        }
         let mut c = self.apt_get();
         c.args(["-q", "update"]);
-        self.run(c, "updating the package lists").map(|_| ())
+        let out = self.run(c, "updating the package lists").map(|_| ());
+        if let Err(RootError::Apt { detail, .. }) = &out {
+            FAILED.lock().unwrap_or_else(|p| p.into_inner()).push((self.dir.clone(), detail.clone()));
+        }
+        out
     }
 
     fn has_lists(&self) -> bool {

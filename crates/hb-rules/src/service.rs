@@ -62,6 +62,11 @@ pub struct ServiceContext {
     pub unit_dir: String,
     /// The systemd unit confines the service (see rules/deb/systemd.service.j2).
     pub hardening: bool,
+    /// The config file's mode (four octal digits) and group, when not 0644 root:root.
+    pub config_mode: Option<String>,
+    pub config_group: String,
+    /// Secrets generated at configure in the state directory (file names).
+    pub secrets: Vec<String>,
 }
 
 #[derive(Serialize)]

@@ -86,6 +86,17 @@ pub struct ServiceSettings {
     /// The app's configuration file in the package, installed as /etc/NAME/config.cfg
     /// (default: a generated one).
     pub config: Option<Spanned<String>>,
+    /// The installed config file's mode, octal (`"0640"` for one holding secrets); set
+    /// with `config_group` through dpkg-statoverride at configure (an administrator's
+    /// own override wins). Default: 0644 root:root, as shipped.
+    pub config_mode: Option<Spanned<String>>,
+    /// The config file's group (with `config_mode`; default: the service user's).
+    pub config_group: Option<Spanned<String>>,
+    /// Secrets generated once at install, never shipped: file names in /var/lib/NAME,
+    /// each 64 hex digits from /dev/urandom, mode 0600, owned by the service user;
+    /// kept on upgrade and removal, removed on purge.
+    #[serde(default)]
+    pub secrets: Vec<Spanned<String>>,
     /// Confine the service in its systemd unit (read-only system, no privileges, a
     /// system call filter, no W+X memory); `false` leaves the unit unconfined.
     #[serde(default = "default_true")]
@@ -375,8 +386,12 @@ fn service_context(
             format!("--host {ip} --port {port} --workers {workers} --log-config {logging_path} --app-dir / {module}")
         }
     };
+    let user = svc.user.as_ref().map_or_else(|| package.to_string(), |u| u.get_ref().clone());
     Ok(ServiceContext {
-        user: svc.user.as_ref().map_or_else(|| package.to_string(), |u| u.get_ref().clone()),
+        config_mode: svc.config_mode.as_ref().map(|m| format!("{:0>4}", m.get_ref())),
+        config_group: svc.config_group.as_ref().map_or_else(|| user.clone(), |g| g.get_ref().clone()),
+        secrets: svc.secrets.iter().map(|s| s.get_ref().clone()).collect(),
+        user,
         bind,
         host: ip.to_string(),
         port,
@@ -485,6 +500,53 @@ fn valid_maintainer(m: &str) -> bool {
     !name.trim().is_empty() && !name.contains(['>', '\n']) && email_ok
 }
 
+/// `config_mode`: three or four octal digits, no set-id or sticky bits, not writable
+/// by others; `config_group`: a system group name; `secrets`: distinct plain names.
+fn check_config_and_secrets(pkg: &Package, s: &ServiceSettings) -> Result<(), ConfigError> {
+    if let Some(m) = &s.config_mode {
+        let digits = m.get_ref().strip_prefix('0').filter(|d| d.len() == 3).unwrap_or(m.get_ref());
+        let mode = (digits.len() == 3 && digits.bytes().all(|b| (b'0'..=b'7').contains(&b)))
+            .then(|| u32::from_str_radix(digits, 8).ok())
+            .flatten();
+        match mode {
+            None => return Err(pkg.error(m.span(), "`config_mode` is an octal mode like \"0640\"")),
+            Some(mode) if mode & 0o002 != 0 => {
+                return Err(pkg.error(m.span(), "`config_mode` may not let every user write the config file"));
+            }
+            Some(mode) if mode & 0o400 == 0 => {
+                return Err(pkg.error(m.span(), "`config_mode` must let root read the config file"));
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(g) = &s.config_group {
+        if s.config_mode.is_none() {
+            return Err(pkg.error(g.span(), "`config_group` goes with `config_mode`, e.g. config_mode = \"0640\""));
+        }
+        if !hb_config::build_file::valid_system_user(g.get_ref()) {
+            return Err(pkg.error(g.span(), "`config_group` is a system group name, like the service user's"));
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for secret in &s.secrets {
+        let name = secret.get_ref();
+        let plain = !name.is_empty()
+            && name.len() <= 64
+            && !name.starts_with('.')
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !plain {
+            return Err(pkg.error(
+                secret.span(),
+                "a secret is a plain file name in /var/lib/NAME (letters, digits, `.`, `_`, `-`), like \"secret_key\"",
+            ));
+        }
+        if !seen.insert(name) {
+            return Err(pkg.error(secret.span(), format!("secret `{name}` is listed twice")));
+        }
+    }
+    Ok(())
+}
+
 fn check_service(pkg: &Package, s: &ServiceSettings) -> Result<(), ConfigError> {
     if let Some(w) = &s.worker_class {
         if *s.server.get_ref() != Server::Gunicorn {
@@ -514,6 +576,7 @@ fn check_service(pkg: &Package, s: &ServiceSettings) -> Result<(), ConfigError> 
             "adduser refuses this system user name: use lowercase letters, digits, `_` and `-`, starting with a letter or `_`, at most 32 characters",
         ));
     }
+    check_config_and_secrets(pkg, s)?;
     for (key, value) in &s.environment {
         let ok_key = key.bytes().next().is_some_and(|b| b.is_ascii_uppercase() || b == b'_')
             && key.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
