@@ -3,8 +3,9 @@
 //! path shipped twice keeps the later package's), `/bin`, `/sbin` and `/lib*` are the
 //! merged-/usr symlinks into `/usr` and what packages ship there lands under `/usr`,
 //! hard links become copies, devices and fifos are dropped, and modes are normalized
-//! to 0755/0644 (no setuid in a build root). Directories a sandbox mounts over (`proc`,
-//! `dev`, `tmp`, the work directory) are added, empty.
+//! to 0755/0644 (no setuid in a build root), documentation, manual pages and
+//! translations are left out. Directories a sandbox mounts over (`proc`, `dev`, `tmp`,
+//! the work directory) are added, empty.
 
 use std::collections::BTreeMap;
 
@@ -15,6 +16,16 @@ use crate::RootError;
 
 /// Top-level directories that are symlinks into `/usr` in a merged-/usr system.
 const MERGED: &[&str] = &["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
+
+/// What a build root leaves out, like a minimal image's dpkg `path-exclude`:
+/// documentation, manual pages and translations (builds run with `LANG=C.UTF-8`).
+const EXCLUDED: &[&str] =
+    &["usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "usr/share/lintian"];
+
+/// Whether `rel` is left out of a root.
+fn excluded(rel: &str) -> bool {
+    EXCLUDED.iter().any(|x| rel.strip_prefix(x).is_some_and(|rest| rest.is_empty() || rest.starts_with('/')))
+}
 
 /// Empty directories every root has, for the sandbox's mounts.
 pub const MOUNT_POINTS: &[&str] = &["dev", "proc", "tmp", "hb", "hb/build", "hb/home", "root", "run", "var/tmp"];
@@ -49,6 +60,9 @@ pub fn unpack(
         let mut contents: BTreeMap<&str, (Digest, u64, bool)> = BTreeMap::new();
         for (dpkg_path, e) in &deb.data {
             let Some(rel) = place(dpkg_path) else { continue };
+            if excluded(&rel) {
+                continue;
+            }
             if !hb_store::tree::is_clean_relative(&rel) {
                 return Err(RootError::Unpack {
                     package: name.clone(),
@@ -206,5 +220,7 @@ mod tests {
         assert_eq!(place("/usr/bin/python3.11").as_deref(), Some("usr/bin/python3.11"));
         assert_eq!(place("/libexec/x").as_deref(), Some("libexec/x"));
         assert_eq!(place("/"), None);
+        assert!(excluded("usr/share/doc/libc6/copyright") && excluded("usr/share/locale"));
+        assert!(!excluded("usr/share/docs-not") && !excluded("usr/share/python3"));
     }
 }
