@@ -334,6 +334,47 @@ fn lock(cwd: &Path, cache_dir: &Path, texts: &[String], update_root: bool) -> Re
     Ok(ExitCode::SUCCESS)
 }
 
+/// Builds `labels` for each of `platforms` in turn (`base` with each platform's name),
+/// stopping after a failing platform unless `-k`. Outputs of another platform than the
+/// default, or of several, go to hb-out/<platform>/.
+fn build_platforms(
+    ws: &mut Workspace,
+    store: &Store,
+    labels: &[Label],
+    platforms: &[&'static str],
+    base: Options,
+    sandbox: hb_sandbox::Mode,
+    reporter: &progress::Progress,
+) -> Result<hb_rules::build::Outcome> {
+    // The default platform is the first of the workspace's.
+    let default = ws.platforms.first().map_or(ws.platform.name, |p| p.name);
+    let rules = hb_rules::Rules::builtin();
+    let mut outcome = hb_rules::build::Outcome::default();
+    for name in platforms {
+        ws.set_platform(name)?;
+        if platforms.len() > 1 {
+            progress::note(&format!("building for {name}"));
+        }
+        let opts = Options { platform: name.to_string(), remote: base.remote.clone(), ..base };
+        let plan_opts = hb_rules::PlanOptions {
+            sandbox,
+            apt_dir: apt_dir_setting(),
+            platform_out_dir: platforms.len() > 1 || *name != default,
+        };
+        let one = hb_rules::build::build(ws, &rules, store, labels, &opts, &plan_opts, reporter)?;
+        let failed = !one.failures.is_empty();
+        outcome.records.extend(one.records);
+        outcome.outputs.extend(one.outputs);
+        outcome.failures.extend(one.failures);
+        outcome.skipped.extend(one.skipped);
+        outcome.warnings.extend(one.warnings);
+        if failed && !base.keep_going {
+            break;
+        }
+    }
+    Ok(outcome)
+}
+
 fn build(cwd: &Path, cache_dir: &Path, args: &BuildArgs) -> Result<ExitCode> {
     let off = args.no_sandbox || std::env::var("HB_SANDBOX").is_ok_and(|v| v == "off" || v == "0");
     let sandbox = if off { hb_sandbox::Mode::Off } else { hb_sandbox::Mode::Bwrap };
@@ -362,36 +403,14 @@ fn build(cwd: &Path, cache_dir: &Path, args: &BuildArgs) -> Result<ExitCode> {
     if sandbox == hb_sandbox::Mode::Off {
         progress::warning("building without the sandbox (--no-sandbox): PEP 517 builds can see this machine");
     }
-    let rules = hb_rules::Rules::builtin();
-    let mut outcome = hb_rules::build::Outcome::default();
-    for name in &platforms {
-        ws.set_platform(name)?;
-        if platforms.len() > 1 {
-            progress::note(&format!("building for {name}"));
-        }
-        let opts = Options {
-            started: start,
-            jobs,
-            keep_going,
-            platform: name.to_string(),
-            remote: remote.clone().map(|r| r as std::sync::Arc<dyn hb_engine::RemoteCache>),
-        };
-        let plan_opts = hb_rules::PlanOptions {
-            sandbox,
-            apt_dir: apt_dir_setting(),
-            platform_out_dir: platforms.len() > 1 || *name != default,
-        };
-        let one = hb_rules::build::build(&mut ws, &rules, &store, &labels, &opts, &plan_opts, &reporter)?;
-        let failed = !one.failures.is_empty();
-        outcome.records.extend(one.records);
-        outcome.outputs.extend(one.outputs);
-        outcome.failures.extend(one.failures);
-        outcome.skipped.extend(one.skipped);
-        outcome.warnings.extend(one.warnings);
-        if failed && !keep_going {
-            break;
-        }
-    }
+    let base = Options {
+        started: start,
+        jobs,
+        keep_going,
+        platform: String::new(),
+        remote: remote.clone().map(|r| r as std::sync::Arc<dyn hb_engine::RemoteCache>),
+    };
+    let mut outcome = build_platforms(&mut ws, &store, &labels, &platforms, base, sandbox, &reporter)?;
     reporter.finish();
     if let Some(file) = &args.profile {
         let trace = hb_check::profile::chrome_trace(&outcome.records);
@@ -418,38 +437,7 @@ fn build(cwd: &Path, cache_dir: &Path, args: &BuildArgs) -> Result<ExitCode> {
     let shown: Vec<String> =
         outcome.outputs.iter().map(|p| format!("{}{}", "../".repeat(below_root), p.display())).collect();
     if json {
-        let actions: Vec<_> = outcome
-            .records
-            .iter()
-            .map(|r| {
-                serde_json::json!({
-                    "name": r.name,
-                    "kind": r.kind,
-                    "status": match r.status {
-                        Status::Executed => "executed",
-                        Status::Cached => "cached",
-                        Status::Remote => "remote",
-                    },
-                    "key": r.key.hex(),
-                    "result": r.result.hex(),
-                })
-            })
-            .collect();
-        let failures: Vec<_> = outcome
-            .failures
-            .iter()
-            .map(|f| serde_json::json!({"name": f.name, "error": f.error.to_string()}))
-            .collect();
-        let doc = serde_json::json!({
-            "executed": executed,
-            "cached": cached,
-            "remote": remote_hits,
-            "outputs": shown,
-            "actions": actions,
-            "failures": failures,
-            "warnings": outcome.warnings,
-        });
-        println!("{doc}");
+        println!("{}", json_report(&outcome, &shown));
     } else {
         for s in &shown {
             println!("{s}");
@@ -462,6 +450,40 @@ fn build(cwd: &Path, cache_dir: &Path, args: &BuildArgs) -> Result<ExitCode> {
         start.elapsed().as_secs_f64()
     ));
     Ok(if outcome.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// `hb build --json`: counts, outputs, every action with its key and result, failures
+/// and warnings.
+fn json_report(outcome: &hb_rules::build::Outcome, shown: &[String]) -> serde_json::Value {
+    let remote_hits = outcome.count(Status::Remote);
+    let actions: Vec<_> = outcome
+        .records
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "name": r.name,
+                "kind": r.kind,
+                "status": match r.status {
+                    Status::Executed => "executed",
+                    Status::Cached => "cached",
+                    Status::Remote => "remote",
+                },
+                "key": r.key.hex(),
+                "result": r.result.hex(),
+            })
+        })
+        .collect();
+    let failures: Vec<_> =
+        outcome.failures.iter().map(|f| serde_json::json!({"name": f.name, "error": f.error.to_string()})).collect();
+    serde_json::json!({
+        "executed": outcome.count(Status::Executed),
+        "cached": outcome.count(Status::Cached) + remote_hits,
+        "remote": remote_hits,
+        "outputs": shown,
+        "actions": actions,
+        "failures": failures,
+        "warnings": outcome.warnings,
+    })
 }
 
 fn verify(cwd: &Path, cache_dir: &Path, label: &str, vary: &str, json: bool, keep: bool) -> Result<ExitCode> {
