@@ -125,6 +125,9 @@ impl Action for RootJob {
             let tree = inputs.tree(*input)?;
             for e in tree.entries() {
                 if let EntryKind::File { digest, .. } = &e.kind {
+                    // The deb reader opens the blob's file itself: check it first, so a
+                    // corrupt blob is removed and its fetch runs again (invariant 2).
+                    ctx.store.verify_blob(digest)?;
                     debs.push((name.clone(), ctx.store.blob_path(digest)));
                 }
             }
