@@ -13,4 +13,5 @@ mod remote;
 mod reproducible;
 mod service;
 mod snapshots;
+mod steps;
 mod systemd;

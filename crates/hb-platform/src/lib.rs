@@ -37,10 +37,11 @@ pub struct Platform {
 }
 
 /// What the target root of every platform holds: the release's interpreter (its
-/// dependencies bring the C library and the standard library). Compilers join it when
-/// sdists are built.
-const ROOT_PACKAGES_311: &[&str] = &["python3.11"];
-const ROOT_PACKAGES_313: &[&str] = &["python3.13"];
+/// dependencies bring the C library and the standard library) and the basic tools a
+/// build step's command line expects (`/bin/sh`, coreutils, sed, grep, gzip, find).
+/// Compilers join it when sdists are built.
+const ROOT_PACKAGES_311: &[&str] = &["python3.11", "dash", "coreutils", "sed", "grep", "gzip", "findutils"];
+const ROOT_PACKAGES_313: &[&str] = &["python3.13", "dash", "coreutils", "sed", "grep", "gzip", "findutils"];
 
 /// Debian 12 on x86-64.
 pub const BOOKWORM_AMD64: Platform = Platform {

@@ -208,6 +208,7 @@ impl Rules {
         Rules::default()
             .with(crate::rules::files::Files)
             .with(crate::rules::python_app::PythonApp)
+            .with(crate::rules::build_step::BuildStep)
             .with(crate::rules::deb::Deb)
     }
 

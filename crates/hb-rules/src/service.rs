@@ -67,6 +67,22 @@ pub struct ServiceContext {
     pub config_group: String,
     /// Secrets generated at configure in the state directory (file names).
     pub secrets: Vec<String>,
+    /// Commands run at configure as the service user (`on_configure`).
+    pub hooks: Vec<Hook>,
+}
+
+/// An `on_configure` command.
+#[derive(Clone, Debug, Serialize)]
+pub struct Hook {
+    /// As written, placeholders replaced.
+    pub command: String,
+    /// The same as one single-quoted shell word.
+    pub quoted: String,
+}
+
+/// `text` as one shell word in single quotes (`'` written as `'\''`).
+pub fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
 }
 
 #[derive(Serialize)]
@@ -231,6 +247,13 @@ pub fn rfc2822(t: u64) -> (i64, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shell_quoting() {
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
 
     #[test]
     fn dates() {

@@ -9,8 +9,13 @@
 //! `pip download` in a fetch, whose output is verified by hash instead.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub mod layers;
+pub use layers::Layer;
 
 /// Where the work directory appears inside the sandbox.
 pub const WORK: &str = "/hb/build";
@@ -37,6 +42,12 @@ pub enum SandboxError {
     Unavailable { why: String },
     #[error("could not start {program}: {source}")]
     Spawn { program: String, source: std::io::Error },
+    #[error("cannot place {at} in the sandbox: {why}")]
+    Layer { at: String, why: String },
+    #[error(
+        "{what} needs the sandbox: it runs in the target root with its tools at their install paths, which only a sandbox can show; drop `--no-sandbox` (HB_SANDBOX=off)"
+    )]
+    Needed { what: String },
 }
 
 /// How subprocess actions are isolated.
@@ -60,15 +71,25 @@ pub struct Spec<'a> {
     /// A root directory to mount read-only as `/` (it must have the mount points
     /// `proc`, `dev`, `tmp`, `hb/build` and `hb/home`); `None`: the host's `/usr`.
     pub root: Option<&'a Path>,
+    /// Directories of the build machine placed read-only over the root (needs a root).
+    pub layers: Vec<Layer>,
+    /// The command and everything it started are killed after this long.
+    pub timeout: Option<Duration>,
 }
 
 /// What a sandboxed command did.
 pub struct Outcome {
     pub success: bool,
     pub code: Option<i32>,
+    /// Killed because it ran past [`Spec::timeout`].
+    pub timed_out: bool,
+    /// Its output (the last [`OUTPUT_KEPT`] bytes of each stream).
     pub stdout: String,
     pub stderr: String,
 }
+
+/// How much of each output stream is kept: the end, where failures are told.
+pub const OUTPUT_KEPT: usize = 1 << 20;
 
 /// Checks that the sandbox can be created here; an error says how to fix it.
 pub fn probe(mode: Mode) -> Result<(), SandboxError> {
@@ -110,10 +131,19 @@ pub fn run(mode: Mode, spec: &Spec) -> Result<Outcome, SandboxError> {
             // LD_PRELOAD) may reach the sandbox, even through the launcher.
             cmd.env_clear();
             cmd.args(["--unshare-all", "--die-with-parent", "--new-session", "--hostname", "hb"]);
+            let mut remount = Vec::new();
             match spec.root {
                 Some(root) => {
-                    cmd.arg("--ro-bind").arg(root).arg("/");
+                    let (mounts, ro) = layers::mount_args(root, &spec.layers)?;
+                    cmd.args(mounts);
+                    remount = ro;
                     cmd.args(["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/hb/home"]);
+                }
+                None if !spec.layers.is_empty() => {
+                    return Err(SandboxError::Layer {
+                        at: spec.layers.iter().map(|l| l.at.as_str()).collect::<Vec<_>>().join(", "),
+                        why: "layers need a target root (a bug in hb)".to_string(),
+                    });
                 }
                 None => {
                     cmd.args(["--ro-bind", "/usr", "/usr"]);
@@ -127,12 +157,18 @@ pub fn run(mode: Mode, spec: &Spec) -> Result<Outcome, SandboxError> {
                 }
             }
             cmd.arg("--bind").arg(spec.work).arg(WORK);
+            for dir in &remount {
+                cmd.args(["--remount-ro", dir]);
+            }
             cmd.args(["--chdir", spec.cwd, "--clearenv"]);
             for (k, v) in &env {
                 cmd.args(["--setenv", k, v]);
             }
             cmd.arg("--");
             cmd.args(inner);
+        }
+        Mode::Off if !spec.layers.is_empty() => {
+            return Err(SandboxError::Needed { what: "a command with tools".to_string() });
         }
         Mode::Off => {
             // Without namespaces the fixed path cannot exist; paths in `spec` that
@@ -153,6 +189,8 @@ pub fn run(mode: Mode, spec: &Spec) -> Result<Outcome, SandboxError> {
     }
     {
         use std::os::unix::process::CommandExt;
+        // Its own process group, so a timeout kills everything it started.
+        cmd.process_group(0);
         // SAFETY: umask is async-signal-safe and touches no memory of the parent.
         unsafe {
             cmd.pre_exec(|| {
@@ -161,16 +199,63 @@ pub fn run(mode: Mode, spec: &Spec) -> Result<Outcome, SandboxError> {
             });
         }
     }
-    let out = cmd
+    let program = format!("{:?}", cmd.get_program());
+    let mut child = cmd
         .stdin(Stdio::null())
-        .output()
-        .map_err(|source| SandboxError::Spawn { program: format!("{:?}", cmd.get_program()), source })?;
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| SandboxError::Spawn { program: program.clone(), source })?;
+    let stdout = child.stdout.take().map(|s| std::thread::spawn(move || keep_tail(s)));
+    let stderr = child.stderr.take().map(|s| std::thread::spawn(move || keep_tail(s)));
+    let deadline = spec.timeout.map(|t| Instant::now() + t);
+    let mut timed_out = false;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => {}
+            Err(source) => return Err(SandboxError::Spawn { program, source }),
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) && !timed_out {
+            timed_out = true;
+            // SAFETY: kill has no memory effects; the group is the child's own.
+            unsafe {
+                libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let joined = |h: Option<std::thread::JoinHandle<Vec<u8>>>| {
+        h.and_then(|h| h.join().ok()).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+    };
     Ok(Outcome {
-        success: out.status.success(),
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        success: status.success() && !timed_out,
+        code: status.code(),
+        timed_out,
+        stdout: joined(stdout),
+        stderr: joined(stderr),
     })
+}
+
+/// Reads a stream to its end, keeping the last [`OUTPUT_KEPT`] bytes.
+fn keep_tail(mut r: impl Read) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                kept.extend_from_slice(buf.get(..n).unwrap_or_default());
+                if kept.len() > 2 * OUTPUT_KEPT {
+                    kept.drain(..kept.len() - OUTPUT_KEPT);
+                }
+            }
+        }
+    }
+    if kept.len() > OUTPUT_KEPT {
+        kept.drain(..kept.len() - OUTPUT_KEPT);
+    }
+    kept
 }
 
 #[cfg(test)]
@@ -185,6 +270,8 @@ mod tests {
             argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
             env: BTreeMap::from([("EXTRA".to_string(), "1".to_string())]),
             root: None,
+            layers: Vec::new(),
+            timeout: None,
         };
         run(Mode::Bwrap, &spec).unwrap()
     }
@@ -211,5 +298,41 @@ mod tests {
         assert_eq!(lines[0], "0", "/etc is empty");
         assert_eq!(lines[1], "1", "/root is not visible");
         assert_eq!(lines[2], "1", "only the loopback interface exists");
+    }
+
+    #[test]
+    fn layers_appear_over_a_read_only_root_and_timeouts_kill() {
+        probe(Mode::Bwrap).expect("bubblewrap works here (scripts/deps.sh installs it)");
+        let work = tempfile::tempdir().unwrap();
+        let tool = tempfile::tempdir().unwrap();
+        std::fs::write(tool.path().join("hello"), "from the tool").unwrap();
+        let run_sh = |script: &str, timeout: Option<Duration>| {
+            let spec = Spec {
+                work: work.path(),
+                cwd: WORK,
+                argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
+                env: BTreeMap::new(),
+                // The build machine's own `/` stands in for a target root.
+                root: Some(Path::new("/")),
+                layers: vec![Layer { host: tool.path().to_path_buf(), at: "/usr/lib/hb-layer-test".into() }],
+                timeout,
+            };
+            run(Mode::Bwrap, &spec).unwrap()
+        };
+        let o = run_sh(
+            "cat /usr/lib/hb-layer-test/hello; echo; test -x /usr/bin/sh && echo root-visible; \
+             touch /usr/lib/x 2>/dev/null || echo usr-read-only; touch /x 2>/dev/null || echo slash-read-only; \
+             touch /usr/lib/hb-layer-test/y 2>/dev/null || echo layer-read-only; touch /hb/build/ok && echo work-writable",
+            None,
+        );
+        assert!(o.success, "{}", o.stderr);
+        assert_eq!(
+            o.stdout.lines().collect::<Vec<_>>(),
+            ["from the tool", "root-visible", "usr-read-only", "slash-read-only", "layer-read-only", "work-writable"]
+        );
+        let started = Instant::now();
+        let o = run_sh("sleep 30 & sleep 30", Some(Duration::from_millis(300)));
+        assert!(o.timed_out && !o.success);
+        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
     }
 }

@@ -8,3 +8,4 @@ pub mod python;
 pub mod render;
 pub mod root;
 pub mod sources;
+pub mod step;

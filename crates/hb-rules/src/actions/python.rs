@@ -243,7 +243,15 @@ impl Action for WheelJob {
             format!("{base}/out"),
         ];
         let env = BTreeMap::from([("SOURCE_DATE_EPOCH".to_string(), self.mtime.to_string())]);
-        let spec = hb_sandbox::Spec { work, cwd: &format!("{base}/src"), argv, env, root: root.as_deref() };
+        let spec = hb_sandbox::Spec {
+            work,
+            cwd: &format!("{base}/src"),
+            argv,
+            env,
+            root: root.as_deref(),
+            layers: Vec::new(),
+            timeout: None,
+        };
         let out = hb_sandbox::run(self.sandbox, &spec).map_err(|e| JobError::Failed(format!("{}: {e}", self.label)))?;
         if let Some(why) = out.stdout.lines().find_map(|l| l.strip_prefix("HB_ERROR=")) {
             return Err(JobError::Failed(format!("{}: {why}", self.label)));

@@ -19,7 +19,10 @@ use crate::actions::render::RenderJob;
 use crate::providers::{DebPackage, InstallTree, PythonApp};
 use crate::rule::{Cx, Providers, Rule};
 use crate::service::{self, Rendered, ServiceContext};
-use crate::{RulesError, short};
+use crate::{RulesError, placeholders, short};
+
+/// The placeholders of `on_configure` commands.
+const HOOK_PLACEHOLDERS: &[&str] = &["prefix", "config", "state", "bind", "port"];
 
 /// The `deb` rule.
 pub struct Deb;
@@ -97,6 +100,12 @@ pub struct ServiceSettings {
     /// kept on upgrade and removal, removed on purge.
     #[serde(default)]
     pub secrets: Vec<Spanned<String>>,
+    /// Commands `postinst configure` runs after the user, directories and secrets
+    /// exist, each with `sh -c` as the service user, with the service's environment,
+    /// in the state directory (Django's `migrate --noinput`). Placeholders: `{prefix}`,
+    /// `{config}`, `{state}`, `{bind}`, `{port}`. A failing one fails the configure.
+    #[serde(default)]
+    pub on_configure: Vec<Spanned<String>>,
     /// Confine the service in its systemd unit (read-only system, no privileges, a
     /// system call filter, no W+X memory); `false` leaves the unit unconfined.
     #[serde(default = "default_true")]
@@ -387,7 +396,23 @@ fn service_context(
         }
     };
     let user = svc.user.as_ref().map_or_else(|| package.to_string(), |u| u.get_ref().clone());
+    let (config_path, state_dir) = (format!("/etc/{package}/config.cfg"), format!("/var/lib/{package}"));
+    let mut hooks = Vec::new();
+    for hook in &svc.on_configure {
+        let command = placeholders::expand(hook.get_ref(), HOOK_PLACEHOLDERS, |name| {
+            Ok(match name {
+                "prefix" => app.prefix.clone(),
+                "config" => config_path.clone(),
+                "state" => state_dir.clone(),
+                "bind" => ip.to_string(),
+                _ => port.to_string(),
+            })
+        })
+        .map_err(|why| cx.invalid(hook.span(), why))?;
+        hooks.push(service::Hook { quoted: service::shell_quote(&command), command });
+    }
     Ok(ServiceContext {
+        hooks,
         config_mode: svc.config_mode.as_ref().map(|m| format!("{:0>4}", m.get_ref())),
         config_group: svc.config_group.as_ref().map_or_else(|| user.clone(), |g| g.get_ref().clone()),
         secrets: svc.secrets.iter().map(|s| s.get_ref().clone()).collect(),
@@ -402,10 +427,10 @@ fn service_context(
         module: module.clone(),
         prefix: app.prefix.clone(),
         environment: svc.environment.iter().map(|(k, v)| (k.clone(), v.get_ref().clone())).collect(),
-        config_path: format!("/etc/{package}/config.cfg"),
+        config_path,
         logging_path,
         log_dir: format!("/var/log/{package}"),
-        state_dir: format!("/var/lib/{package}"),
+        state_dir,
         pidfile: format!("/run/{package}.pid"),
         run_dir: format!("/run/{package}"),
         unit: format!("{package}.service"),
@@ -577,6 +602,12 @@ fn check_service(pkg: &Package, s: &ServiceSettings) -> Result<(), ConfigError> 
         ));
     }
     check_config_and_secrets(pkg, s)?;
+    for hook in &s.on_configure {
+        if hook.get_ref().trim().is_empty() || hook.get_ref().contains('\0') {
+            return Err(pkg.error(hook.span(), "an `on_configure` command is a non-empty shell command line"));
+        }
+        placeholders::split(hook.get_ref(), HOOK_PLACEHOLDERS).map_err(|why| pkg.error(hook.span(), why))?;
+    }
     for (key, value) in &s.environment {
         let ok_key = key.bytes().next().is_some_and(|b| b.is_ascii_uppercase() || b == b'_')
             && key.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');

@@ -1,5 +1,6 @@
 //! hb's rule kinds, one module each, registered in [`crate::Rules::builtin`].
 
+pub mod build_step;
 pub mod deb;
 pub mod files;
 pub mod python_app;

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class DjdemoConfig(AppConfig):
+    name = "djdemo"
+    verbose_name = "django-demo"
