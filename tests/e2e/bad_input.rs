@@ -126,6 +126,8 @@ fn bad_service_settings_are_rejected_with_their_location() {
         ("config_group = \"www-data\"", "goes with `config_mode`"),
         ("secrets = [\"../etc/shadow\"]", "plain file name"),
         ("secrets = [\"key\", \"key\"]", "listed twice"),
+        ("on_configure = [\"{prefix}/bin/python -m {modul}\"]", "unknown placeholder `{modul}`"),
+        ("on_configure = [\"  \"]", "non-empty shell command"),
     ] {
         let ws = with_service(|t| t.replace("port = 8000", &format!("port = 8000\n{setting}")));
         let err = ws.fails(&["build", "//demosite:deb"]);
@@ -135,6 +137,26 @@ fn bad_service_settings_are_rejected_with_their_location() {
         );
         assert_no_outputs(&ws);
     }
+}
+
+#[test]
+fn own_maintainer_scripts_without_a_place_for_hbs_part_are_rejected_with_their_location() {
+    let add = |t: &str| format!("{t}\n[deb.scripts]\npostinst = \"postinst.sh\"\n");
+    for (script, says) in [
+        ("#!/bin/sh\nset -e\necho mine\n", "has no `#HB#` line"),
+        ("#!/bin/sh\n#HB#\n#HB#\n", "has 2 `#HB#` lines"),
+        ("set -e\n#HB#\n", "must start with an interpreter line"),
+    ] {
+        let ws = with_service(add);
+        ws.write("demosite/postinst.sh", script);
+        let err = ws.fails(&["build", "//demosite:deb"]);
+        let line = line_of(&ws, "postinst = \"postinst.sh\"");
+        assert!(err.contains(says) && err.contains(&format!("demosite/BUILD.toml:{line}:")), "{script}: {err}");
+        assert_no_outputs(&ws);
+    }
+    let ws = with_service(|t| format!("{t}\n[deb.scripts]\nconfig = \"x.sh\"\n"));
+    let err = ws.fails(&["build", "//demosite:deb"]);
+    assert!(err.contains("unknown field `config`") && err.contains("postinst"), "{err}");
 }
 
 #[test]

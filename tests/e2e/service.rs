@@ -192,3 +192,83 @@ fn a_config_with_secrets_is_not_world_readable_and_a_generated_secret_stays_unti
     assert!(!chroot.path("/var/lib/demosite").exists());
     assert_eq!(chroot.sh("dpkg-statoverride --list /etc/demosite/config.cfg").status.code(), Some(1));
 }
+
+#[test]
+fn a_django_app_collects_static_at_build_migrates_at_install_and_serves() {
+    let ws = Ws::example("django");
+    ws.ok(&["build", "//examples/django:deb"]);
+    let chroot = Chroot::new();
+    let deb = "django-demo_0.1.0_amd64.deb";
+    std::fs::copy(ws.path(&format!("hb-out/examples/django/{deb}")), chroot.path(&format!("/tmp/{deb}"))).unwrap();
+    let installed = chroot.ok(&format!("dpkg -i /tmp/{deb} 2>&1"));
+    // migrate ran at configure, as the service user, into the state directory.
+    assert!(installed.contains("Applying djdemo.0001_initial"), "{installed}");
+    let stat = |p: &str| chroot.ok(&format!("stat -c '%U:%G %a' {p}")).trim().to_string();
+    assert!(stat("/var/lib/django-demo/db.sqlite3").starts_with("django-demo:django-demo "));
+    assert_eq!(stat("/var/lib/django-demo/secret_key"), "django-demo:django-demo 600");
+    assert_eq!(stat("/etc/django-demo/config.cfg"), "root:django-demo 640");
+    chroot.ok("/etc/init.d/django-demo start");
+    let page = get("http://127.0.0.1:8043/");
+    assert!(page.contains("hello from django") && page.contains("visits: 1"), "{page}");
+    assert!(get("http://127.0.0.1:8043/").contains("visits: 2"));
+    assert_eq!(get("http://127.0.0.1:8043/health").trim(), "ok");
+    // The static files collected at build time are installed and served.
+    let css = std::fs::read_to_string(ws.path("examples/django/djdemo/static/djdemo/site.css")).unwrap();
+    assert_eq!(std::fs::read_to_string(chroot.path("/usr/share/django-demo/static/djdemo/site.css")).unwrap(), css);
+    assert_eq!(get("http://127.0.0.1:8043/static/djdemo/site.css"), css);
+    let uid = uid_of(&chroot, "django-demo");
+    let servers: Vec<_> = chroot.processes().into_iter().filter(|(_, _, c)| c.contains("gunicorn")).collect();
+    assert!(!servers.is_empty() && servers.iter().all(|(_, u, _)| *u == uid), "{servers:?} should run as {uid}");
+    chroot.ok("/etc/init.d/django-demo stop");
+    // Reconfiguring runs migrate again, harmlessly; the data stays.
+    chroot.ok(&format!("dpkg -i /tmp/{deb}"));
+    chroot.ok("/etc/init.d/django-demo start");
+    assert!(get("http://127.0.0.1:8043/").contains("visits: 3"));
+    chroot.ok("/etc/init.d/django-demo stop");
+    chroot.ok("dpkg --purge django-demo");
+    for gone in ["/usr/lib/django-demo", "/usr/share/django-demo", "/etc/django-demo", "/var/lib/django-demo"] {
+        assert!(!chroot.path(gone).exists(), "{gone} is left after purge");
+    }
+}
+
+#[test]
+fn a_failing_configure_hook_fails_the_install_with_its_output_and_a_rerun_succeeds_after_the_fix() {
+    let ws = Ws::demosite();
+    let build = std::fs::read_to_string(ws.path("demosite/BUILD.toml")).unwrap();
+    // A port of its own: other tests serve demosite on 8000 meanwhile.
+    let hook = "on_configure = [\"test -e {state}/ready || { echo \\\"the database is not ready\\\" >&2; exit 3; }\", \"id -un >{state}/hook-ran-as\"]";
+    let scripts = "\n[deb.scripts]\npreinst = \"preinst.sh\"\npostinst = \"postinst.sh\"\n";
+    ws.write(
+        "demosite/BUILD.toml",
+        &format!("{}{scripts}", build.replace("port = 8000", &format!("port = 8062\n{hook}"))),
+    );
+    // The package's own scripts around hb's part (debhelper's #DEBHELPER# model).
+    ws.write("demosite/preinst.sh", "#!/bin/sh\nset -e\necho \"preinst $1\" >/var/tmp/demosite-preinst\n");
+    ws.write(
+        "demosite/postinst.sh",
+        "#!/bin/sh\nset -e\necho \"before hb: $1\" >>/var/tmp/demosite-order\n#HB#\necho \"after hb: $(id -un demosite)\" >>/var/tmp/demosite-order\n",
+    );
+    ws.ok(&["build", "//demosite:deb"]);
+    let chroot = Chroot::new();
+    std::fs::copy(ws.path("hb-out/demosite/demosite_0.1.0_amd64.deb"), chroot.path("/tmp/demosite.deb")).unwrap();
+    let out = chroot.sh("dpkg -i /tmp/demosite.deb");
+    assert!(!out.status.success(), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the database is not ready") && err.contains("the configure hook failed"), "{}", show(&out));
+    assert!(chroot.ok("dpkg-query -W -f '${Status}' demosite").contains("half-configured"));
+    // hb's part failed, so the package's script stopped there.
+    assert_eq!(chroot.ok("cat /var/tmp/demosite-order"), "before hb: configure\n");
+    assert_eq!(chroot.ok("cat /var/tmp/demosite-preinst"), "preinst install\n");
+    // The administrator fixes what the hook needs; configuring again succeeds.
+    chroot.ok("touch /var/lib/demosite/ready");
+    chroot.ok("dpkg --configure demosite");
+    assert_eq!(chroot.ok("cat /var/lib/demosite/hook-ran-as").trim(), "demosite");
+    assert_eq!(
+        chroot.ok("cat /var/tmp/demosite-order"),
+        "before hb: configure\nbefore hb: configure\nafter hb: demosite\n"
+    );
+    chroot.ok("/etc/init.d/demosite start");
+    assert!(get("http://127.0.0.1:8062/").contains("Built by hb, byte for byte."));
+    chroot.ok("/etc/init.d/demosite stop");
+    chroot.ok("dpkg --purge demosite");
+}

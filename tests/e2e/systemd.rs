@@ -105,10 +105,15 @@ fn under_real_systemd_services_run_confined_and_leave_nothing_on_purge() {
     let fbuild = std::fs::read_to_string(fast.path("examples/fastapi/BUILD.toml")).unwrap();
     fast.write("examples/fastapi/BUILD.toml", &fbuild.replace("port = 8042", "port = 8032"));
     fast.ok(&["build", "//examples/fastapi:deb"]);
+    let django = Ws::example("django");
+    let dbuild = std::fs::read_to_string(django.path("examples/django/BUILD.toml")).unwrap();
+    django.write("examples/django/BUILD.toml", &dbuild.replace("port = 8043", "port = 8033"));
+    django.ok(&["build", "//examples/django:deb"]);
     // Outside /tmp: the container's /tmp is its own.
     let debs = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     copy_deb(&demo, "hb-out/demosite/demosite_0.1.0_amd64.deb", debs.path());
     copy_deb(&fast, "hb-out/examples/fastapi/fastapi-demo_0.1.0_amd64.deb", debs.path());
+    copy_deb(&django, "hb-out/examples/django/django-demo_0.1.0_amd64.deb", debs.path());
     demo.write("demosite/BUILD.toml", &build.replace("port = 8000", "port = 8031").replace("0.1.0", "0.1.1"));
     demo.ok(&["build", "//demosite:deb"]);
     copy_deb(&demo, "hb-out/demosite/demosite_0.1.1_amd64.deb", debs.path());
@@ -160,4 +165,18 @@ fn under_real_systemd_services_run_confined_and_leave_nothing_on_purge() {
     assert!(exposure <= 2.0, "fastapi-demo.service exposure {exposure} > 2.0");
     c.ok("dpkg --purge fastapi-demo");
     assert!(!c.run("test -e /usr/lib/fastapi-demo").status.success());
+
+    // Django: migrated at install, its confined service writes its sqlite database in
+    // its state directory and serves the static files collected at build time.
+    c.ok("dpkg -i /srv/hb/django-demo_0.1.0_amd64.deb");
+    assert_eq!(c.ok("systemctl is-active django-demo").trim(), "active");
+    assert!(get("http://127.0.0.1:8033/").contains("visits: 1"));
+    assert!(get("http://127.0.0.1:8033/").contains("visits: 2"));
+    assert!(get("http://127.0.0.1:8033/static/djdemo/site.css").contains("font-family"));
+    let exposure = c.exposure("django-demo.service");
+    assert!(exposure <= 2.0, "django-demo.service exposure {exposure} > 2.0");
+    c.ok("dpkg --purge django-demo");
+    for gone in ["/usr/lib/django-demo", "/usr/share/django-demo", "/var/lib/django-demo", "/etc/django-demo"] {
+        assert!(!c.run(&format!("test -e {gone}")).status.success(), "{gone} is left after purge");
+    }
 }

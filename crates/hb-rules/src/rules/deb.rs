@@ -59,6 +59,29 @@ pub struct DebAttrs {
     pub templates: BTreeMap<String, Spanned<String>>,
     /// Run an app of the package as a system service.
     pub service: Option<ServiceSettings>,
+    /// Maintainer scripts of the package's own (debhelper's `#DEBHELPER#` model): each
+    /// a whole shell script with one `#HB#` line, where hb's generated part goes.
+    #[serde(default)]
+    pub scripts: MaintainerScripts,
+}
+
+/// `[deb.scripts]`: files of the package, by maintainer script.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintainerScripts {
+    pub preinst: Option<Spanned<String>>,
+    pub postinst: Option<Spanned<String>>,
+    pub prerm: Option<Spanned<String>>,
+    pub postrm: Option<Spanned<String>>,
+}
+
+impl MaintainerScripts {
+    /// The scripts given, by name.
+    pub fn given(&self) -> impl Iterator<Item = (&'static str, &Spanned<String>)> {
+        [("preinst", &self.preinst), ("postinst", &self.postinst), ("prerm", &self.prerm), ("postrm", &self.postrm)]
+            .into_iter()
+            .filter_map(|(n, f)| Some((n, f.as_ref()?)))
+    }
 }
 
 /// `[deb.service]`: a WSGI or ASGI app served as a system service.
@@ -186,7 +209,14 @@ impl Rule for Deb {
         if let Some(svc) = &d.service {
             check_service(pkg, svc)?;
         }
-        for file in d.templates.values().chain(&d.copyright).chain(d.service.iter().filter_map(|s| s.config.as_ref())) {
+        let scripts = d.scripts.given().map(|(_, f)| f);
+        for file in d
+            .templates
+            .values()
+            .chain(&d.copyright)
+            .chain(d.service.iter().filter_map(|s| s.config.as_ref()))
+            .chain(scripts)
+        {
             hb_config::build_file::check_relative_file(pkg, file)?;
         }
         Ok(())
