@@ -119,6 +119,20 @@ fn bad_service_settings_are_rejected_with_their_location() {
     let err = ws.fails(&["build", "//demosite:deb"]);
     assert!(err.contains("IP address") && err.contains("demosite/BUILD.toml:"), "{err}");
 
+    // A server the app does not lock, or whose worker it does not lock.
+    for server in ["server = \"uvicorn\"", "server = \"gunicorn-uvicorn\""] {
+        let ws = with_service(|t| t.replace("port = 8000", &format!("port = 8000\n{server}")));
+        let err = ws.fails(&["build", "//demosite:deb"]);
+        assert!(err.contains("the service runs uvicorn, but //demosite:app does not depend on it"), "{err}");
+        assert!(err.contains("run `hb lock //demosite:app`") && err.contains("demosite/BUILD.toml:"), "{err}");
+    }
+    let ws = with_service(|t| t.replace("port = 8000", "port = 8000\ncommand = [\"bin/serve\"]"));
+    let err = ws.fails(&["build", "//demosite:deb"]);
+    assert!(err.contains("must be an absolute path"), "{err}");
+    let ws = with_service(|t| t.replace("port = 8000", "port = 8000\nserver = \"uvicorn\"\ncommand = [\"/x\"]"));
+    let err = ws.fails(&["build", "//demosite:deb"]);
+    assert!(err.contains("exclude each other"), "{err}");
+
     // Config modes and secrets.
     for (setting, says) in [
         ("config_mode = \"0666\"", "may not let every user write"),
@@ -128,11 +142,21 @@ fn bad_service_settings_are_rejected_with_their_location() {
         ("secrets = [\"key\", \"key\"]", "listed twice"),
         ("on_configure = [\"{prefix}/bin/python -m {modul}\"]", "unknown placeholder `{modul}`"),
         ("on_configure = [\"  \"]", "non-empty shell command"),
+        (
+            "command = [\"{prefix}/bin/waitress-serve\", \"--listen={bind}\", \"a b\"]",
+            "may not be empty or hold white space",
+        ),
+        ("command = [\"{prefix}/bin/x\", \"--app={app}\"]", "unknown placeholder `{app}`"),
+        ("options = { bind = \"0.0.0.0:80\" }", "set by hb from [deb.service]"),
+        ("options = { \"--timeout\" = 3 }", "written without `--`"),
+        ("options = { timeout = \"$(reboot)\" }", "may not be empty or hold white space"),
+        ("worker_class = \"x.Y\"\nserver = \"uvicorn\"", "setting of `server = \"gunicorn\"`"),
     ] {
         let ws = with_service(|t| t.replace("port = 8000", &format!("port = 8000\n{setting}")));
         let err = ws.fails(&["build", "//demosite:deb"]);
         assert!(
-            err.contains(says) && err.contains(&format!("demosite/BUILD.toml:{}:", line_of(&ws, setting))),
+            err.contains(says)
+                && err.contains(&format!("demosite/BUILD.toml:{}:", line_of(&ws, setting.lines().next().unwrap()))),
             "{setting}: {err}"
         );
         assert_no_outputs(&ws);

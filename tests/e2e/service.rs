@@ -272,3 +272,42 @@ fn a_failing_configure_hook_fails_the_install_with_its_output_and_a_rerun_succee
     chroot.ok("/etc/init.d/demosite stop");
     chroot.ok("dpkg --purge demosite");
 }
+
+#[test]
+fn an_asgi_app_runs_under_gunicorn_with_uvicorn_workers_and_under_a_command_of_its_own() {
+    let ws = Ws::example("fastapi");
+    let build = std::fs::read_to_string(ws.path("examples/fastapi/BUILD.toml")).unwrap();
+    let chroot = Chroot::new();
+    let deb = "fastapi-demo_0.1.0_amd64.deb";
+    // Ports of their own: the other FastAPI test serves on 8042 meanwhile.
+    let variants = [
+        ("server = \"gunicorn-uvicorn\"\noptions = { timeout = 45, graceful-timeout = 5 }", "8044", "gunicorn"),
+        (
+            "command = [\"{prefix}/bin/uvicorn\", \"--host\", \"{host}\", \"--port\", \"{port}\", \"--app-dir\", \"/\", \"{module}\"]",
+            "8045",
+            "uvicorn",
+        ),
+    ];
+    for (server, port, process) in variants {
+        let text = build.replace("server = \"uvicorn\"", server).replace("port = 8042", &format!("port = {port}"));
+        ws.write("examples/fastapi/BUILD.toml", &text);
+        ws.ok(&["build", "//examples/fastapi:deb"]);
+        std::fs::copy(ws.path(&format!("hb-out/examples/fastapi/{deb}")), chroot.path(&format!("/tmp/{deb}"))).unwrap();
+        chroot.ok(&format!("dpkg -i /tmp/{deb}"));
+        chroot.ok("/etc/init.d/fastapi-demo start");
+        assert!(get(&format!("http://127.0.0.1:{port}/items/5")).contains("\"square\":25"), "{server}");
+        let uid = uid_of(&chroot, "fastapi-demo");
+        let servers: Vec<_> = chroot.processes().into_iter().filter(|(_, _, c)| c.contains(process)).collect();
+        assert!(!servers.is_empty() && servers.iter().all(|(_, u, _)| *u == uid), "{server}: {servers:?}");
+        if process == "gunicorn" {
+            let cmdline = &servers[0].2;
+            assert!(cmdline.contains("UvicornWorker") && cmdline.contains("--timeout 45"), "{cmdline}");
+        } else {
+            // A command of its own logs to its output, which the init script keeps.
+            let log = std::fs::read_to_string(chroot.path("/var/log/fastapi-demo/fastapi-demo.log")).unwrap();
+            assert!(log.contains("Uvicorn running") || log.contains("Application startup complete"), "{log}");
+        }
+        chroot.ok("/etc/init.d/fastapi-demo stop");
+        chroot.ok("dpkg --purge fastapi-demo");
+    }
+}

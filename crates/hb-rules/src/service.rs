@@ -40,6 +40,8 @@ pub struct ServiceContext {
     /// The server program: `gunicorn` (WSGI, or ASGI with an ASGI worker class) or
     /// `uvicorn` (ASGI).
     pub server: String,
+    /// The server is the package's own `command`: its output goes to the log file.
+    pub custom_command: bool,
     /// The server's executable in the virtualenv.
     pub command: String,
     /// Its arguments, one line (bind, workers, logging, the app).

@@ -94,6 +94,13 @@ pub struct ServiceSettings {
     /// (ASGI). The app must depend on it.
     #[serde(default = "default_server")]
     pub server: Spanned<Server>,
+    /// Any other server: its argv, with `{prefix}`, `{bind}`, `{host}`, `{port}`,
+    /// `{workers}`, `{config}` and `{module}` placeholders (instead of `server`).
+    pub command: Option<Spanned<Vec<Spanned<String>>>>,
+    /// More options for gunicorn or uvicorn, passed as `--key value` (`true`: the bare
+    /// flag; `false`: left out), e.g. `{ timeout = 60, threads = 4 }`.
+    #[serde(default)]
+    pub options: BTreeMap<String, Spanned<OptionValue>>,
     /// gunicorn's worker class, e.g. `uvicorn.workers.UvicornWorker` for an ASGI app; its
     /// top-level module must be a locked distribution of the app.
     pub worker_class: Option<Spanned<String>>,
@@ -147,21 +154,44 @@ fn default_priority() -> String {
 }
 /// The programs that can serve an app.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Server {
+    /// gunicorn (WSGI; ASGI with `worker_class`).
     Gunicorn,
+    /// gunicorn with uvicorn's worker (ASGI).
+    GunicornUvicorn,
+    /// uvicorn (ASGI).
     Uvicorn,
 }
 
 impl Server {
-    /// Its name: the distribution that provides it, its executable and its loggers.
+    /// Its program: the distribution that provides it, its executable and its loggers.
     pub fn name(self) -> &'static str {
         match self {
-            Server::Gunicorn => "gunicorn",
+            Server::Gunicorn | Server::GunicornUvicorn => "gunicorn",
             Server::Uvicorn => "uvicorn",
         }
     }
 }
+
+/// A value of `[deb.service] options`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum OptionValue {
+    Flag(bool),
+    Integer(i64),
+    Float(f64),
+    Text(String),
+}
+
+/// Characters a server argument may not hold: the init script splits its arguments at
+/// white space with no quoting, and systemd reads `%` and quotes in `ExecStart=`.
+fn plain_argument(arg: &str) -> bool {
+    !arg.is_empty() && !arg.chars().any(|c| c.is_whitespace() || c.is_control() || "\"'\\$%`;&|<>*?".contains(c))
+}
+
+/// The placeholders of a service `command`.
+const COMMAND_PLACEHOLDERS: &[&str] = &["prefix", "bind", "host", "port", "workers", "config", "module"];
 
 fn default_server() -> Spanned<Server> {
     Spanned::new(0..0, Server::Gunicorn)
@@ -384,10 +414,20 @@ fn service_context(
         });
     };
     let server = *svc.server.get_ref();
-    let worker = svc.worker_class.as_ref().map(|w| w.get_ref().as_str());
+    let worker = match (server, svc.worker_class.as_ref()) {
+        (_, Some(w)) => Some(w.get_ref().clone()),
+        // uvicorn's worker moved to its own distribution; either provides it.
+        (Server::GunicornUvicorn, None) if app.requires("uvicorn-worker") => {
+            Some("uvicorn_worker.UvicornWorker".into())
+        }
+        (Server::GunicornUvicorn, None) => Some("uvicorn.workers.UvicornWorker".into()),
+        _ => None,
+    };
     // What the service needs installed: the server, and the worker class's distribution.
-    let needs = std::iter::once(server.name()).chain(worker.and_then(|w| w.split('.').next()));
+    let worker_dist = worker.as_deref().and_then(|w| w.split('.').next()).map(|m| m.replace('_', "-"));
+    let needs = svc.command.is_none().then(|| server.name().to_string()).into_iter().chain(worker_dist);
     for need in needs {
+        let need = need.as_str();
         if !app.requires(&hb_python::normalize(need)) {
             return Err(RulesError::Invalid {
                 message: format!(
@@ -416,17 +456,63 @@ fn service_context(
     };
     let logging_path = format!("/etc/{package}/logging.conf");
     let (workers, module) = (*svc.workers.get_ref(), &app.entry_point);
-    let args = match server {
-        Server::Gunicorn => {
-            let worker = worker.map(|w| format!(" --worker-class {w}")).unwrap_or_default();
-            format!("--bind {bind} --workers {workers}{worker} --log-config {logging_path} --chdir / {module}")
+    let (config_path, state_dir) = (format!("/etc/{package}/config.cfg"), format!("/var/lib/{package}"));
+    let mut options = String::new();
+    for (key, value) in &svc.options {
+        let flag = format!("--{}", key.replace('_', "-"));
+        match value.get_ref() {
+            OptionValue::Flag(true) => options.push_str(&format!(" {flag}")),
+            OptionValue::Flag(false) => {}
+            OptionValue::Integer(i) => options.push_str(&format!(" {flag} {i}")),
+            OptionValue::Float(f) => options.push_str(&format!(" {flag} {f}")),
+            OptionValue::Text(t) => options.push_str(&format!(" {flag} {t}")),
         }
-        Server::Uvicorn => {
-            format!("--host {ip} --port {port} --workers {workers} --log-config {logging_path} --app-dir / {module}")
+    }
+    let (command, args, server_name) = match (&svc.command, server) {
+        (Some(argv), _) => {
+            let mut expanded = Vec::new();
+            for arg in argv.get_ref() {
+                let value = placeholders::expand(arg.get_ref(), COMMAND_PLACEHOLDERS, |name| {
+                    Ok(match name {
+                        "prefix" => app.prefix.clone(),
+                        "bind" => bind.clone(),
+                        "host" => ip.to_string(),
+                        "port" => port.to_string(),
+                        "workers" => workers.to_string(),
+                        "config" => config_path.clone(),
+                        _ => module.clone(),
+                    })
+                })
+                .map_err(|why| cx.invalid(arg.span(), why))?;
+                expanded.push(value);
+            }
+            let Some((program, rest)) = expanded.split_first() else {
+                return Err(cx.invalid(argv.span(), "`command` is empty: give the program and its arguments"));
+            };
+            if !program.starts_with('/') {
+                return Err(cx.invalid(
+                    argv.span(),
+                    format!("the program `{program}` must be an absolute path, like \"{{prefix}}/bin/hypercorn\""),
+                ));
+            }
+            let name = program.rsplit('/').next().unwrap_or(program).to_string();
+            (program.clone(), rest.join(" "), name)
+        }
+        (None, Server::Gunicorn | Server::GunicornUvicorn) => {
+            let worker = worker.map(|w| format!(" --worker-class {w}")).unwrap_or_default();
+            let args = format!(
+                "--bind {bind} --workers {workers}{worker}{options} --log-config {logging_path} --chdir / {module}"
+            );
+            (format!("{}/bin/{}", app.prefix, server.name()), args, server.name().to_string())
+        }
+        (None, Server::Uvicorn) => {
+            let args = format!(
+                "--host {ip} --port {port} --workers {workers}{options} --log-config {logging_path} --app-dir / {module}"
+            );
+            (format!("{}/bin/{}", app.prefix, server.name()), args, server.name().to_string())
         }
     };
     let user = svc.user.as_ref().map_or_else(|| package.to_string(), |u| u.get_ref().clone());
-    let (config_path, state_dir) = (format!("/etc/{package}/config.cfg"), format!("/var/lib/{package}"));
     let mut hooks = Vec::new();
     for hook in &svc.on_configure {
         let command = placeholders::expand(hook.get_ref(), HOOK_PLACEHOLDERS, |name| {
@@ -451,8 +537,9 @@ fn service_context(
         host: ip.to_string(),
         port,
         workers,
-        server: server.name().to_string(),
-        command: format!("{}/bin/{}", app.prefix, server.name()),
+        server: server_name,
+        custom_command: svc.command.is_some(),
+        command,
         args,
         module: module.clone(),
         prefix: app.prefix.clone(),
@@ -603,9 +690,69 @@ fn check_config_and_secrets(pkg: &Package, s: &ServiceSettings) -> Result<(), Co
 }
 
 fn check_service(pkg: &Package, s: &ServiceSettings) -> Result<(), ConfigError> {
+    if let Some(argv) = &s.command {
+        if s.server.span() != (0..0) {
+            return Err(pkg.error(
+                s.server.span(),
+                "`server` and `command` exclude each other: `command` is the whole server command line",
+            ));
+        }
+        if let Some(w) = &s.worker_class {
+            return Err(
+                pkg.error(w.span(), "`worker_class` is a gunicorn setting; with `command`, write it in the command")
+            );
+        }
+        if let Some((key, v)) = s.options.iter().next() {
+            return Err(pkg.error(
+                v.span(),
+                format!("`options` ({key}) are gunicorn's or uvicorn's; with `command`, write them in the command"),
+            ));
+        }
+        if argv.get_ref().is_empty() {
+            return Err(pkg.error(argv.span(), "`command` is empty: give the program and its arguments"));
+        }
+        for arg in argv.get_ref() {
+            placeholders::split(arg.get_ref(), COMMAND_PLACEHOLDERS).map_err(|why| pkg.error(arg.span(), why))?;
+            if !plain_argument(arg.get_ref()) {
+                return Err(pkg.error(
+                    arg.span(),
+                    "a server argument may not be empty or hold white space, quotes, `\\`, `$`, `%`, `;`, `&`, `|`, `<`, `>`, `*`, `?` or backticks (the init script and systemd split the command line without a shell)",
+                ));
+            }
+        }
+    }
+    for (key, value) in &s.options {
+        let key_ok = !key.is_empty()
+            && key.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !key_ok || key.starts_with('-') {
+            return Err(pkg.error(
+                value.span(),
+                format!("option `{key}`: names are like `timeout` or `max-requests`, written without `--`"),
+            ));
+        }
+        let managed = ["bind", "workers", "worker-class", "log-config", "chdir", "host", "port", "app-dir"];
+        if managed.contains(&key.replace('_', "-").as_str()) {
+            return Err(
+                pkg.error(value.span(), format!("option `{key}` is set by hb from [deb.service]; use its own setting"))
+            );
+        }
+        if let OptionValue::Text(t) = value.get_ref()
+            && !plain_argument(t)
+        {
+            return Err(pkg.error(value.span(), format!("option `{key}`: the value may not be empty or hold white space, quotes, `$`, `%` or shell characters")));
+        }
+        if let OptionValue::Float(f) = value.get_ref()
+            && !f.is_finite()
+        {
+            return Err(pkg.error(value.span(), format!("option `{key}`: a number, not {f}")));
+        }
+    }
     if let Some(w) = &s.worker_class {
         if *s.server.get_ref() != Server::Gunicorn {
-            return Err(pkg.error(w.span(), "`worker_class` is a gunicorn setting; uvicorn has none"));
+            return Err(pkg.error(
+                w.span(),
+                "`worker_class` is a setting of `server = \"gunicorn\"` (gunicorn-uvicorn sets it, uvicorn has none)",
+            ));
         }
         let ok = !w.get_ref().is_empty() && w.get_ref().split('.').all(hb_config::build_file::is_identifier);
         if !ok {
