@@ -120,6 +120,28 @@ enum CacheCommand {
     },
 }
 
+#[derive(clap::Args)]
+struct TestArgs {
+    /// The deb target to test, e.g. //demosite:deb.
+    label: String,
+    /// Test the package of PLATFORM (default: the workspace's default). The root is of
+    /// that platform's release; its architecture must be this machine's.
+    #[arg(long, value_name = "PLATFORM")]
+    platform: Option<String>,
+    /// How to run the service: systemd (a root booted with systemd-nspawn), sysv (a
+    /// chroot and the init script) or auto (systemd when systemd-nspawn is installed).
+    #[arg(long, value_name = "INIT", default_value = "auto", value_parser = parse_init)]
+    init: InitChoice,
+    /// The path to request (default: `path` in [deb.test], else /).
+    #[arg(long, value_name = "PATH")]
+    path: Option<String>,
+    /// Text the answer must contain (default: `expect` in [deb.test]; else any 2xx).
+    #[arg(long, value_name = "TEXT")]
+    expect: Option<String>,
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Build targets and place their outputs in hb-out/<package path>/.
@@ -149,6 +171,17 @@ enum Command {
         #[arg(long)]
         update_root: bool,
     },
+    /// Build a deb and test it as an administrator would: in a fresh root of its
+    /// platform's release (made once by mmdebstrap from this machine's apt sources and
+    /// cached), booted under systemd when systemd-nspawn is there (else a chroot with
+    /// the init script): dpkg -i, the service running, a request answered (with the
+    /// text expected), restart, upgrade to the same version keeping an edited conffile,
+    /// dpkg --remove leaving no process, dpkg --purge leaving no file. Each step is
+    /// printed; the first that fails ends the test with what it saw (exit status 1).
+    /// Needs root.
+    ///
+    /// Example: hb test //demosite:deb --path /health --expect ok
+    Test(TestArgs),
     /// List targets with their rule and dependencies (`//...` for all).
     Query { labels: Vec<String> },
     /// Print the dependency graph of targets as Graphviz DOT.
@@ -244,6 +277,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let cache_dir = cache_dir(cli.cache_dir)?;
     match cli.command {
         Command::Build(args) => build(&cwd, &cache_dir, &args),
+        Command::Test(args) => install_test(&cwd, &cache_dir, &args),
         Command::Cache(c) => cache_command(c, &cache_dir),
         Command::Lock { labels, update_root } => lock(&cwd, &cache_dir, &labels, update_root),
         Command::Verify { label, vary, json, keep } => verify(&cwd, &cache_dir, &label, &vary, json, keep),
@@ -376,6 +410,11 @@ fn build_platforms(
 }
 
 fn build(cwd: &Path, cache_dir: &Path, args: &BuildArgs) -> Result<ExitCode> {
+    Ok(build_outputs(cwd, cache_dir, args)?.0)
+}
+
+/// Builds as `hb build` does; also returns the outputs written (absolute paths).
+fn build_outputs(cwd: &Path, cache_dir: &Path, args: &BuildArgs) -> Result<(ExitCode, Vec<PathBuf>)> {
     let off = args.no_sandbox || std::env::var("HB_SANDBOX").is_ok_and(|v| v == "off" || v == "0");
     let sandbox = if off { hb_sandbox::Mode::Off } else { hb_sandbox::Mode::Bwrap };
     let (texts, json, keep_going) = (&args.labels, args.json, args.keep_going);
@@ -449,7 +488,111 @@ fn build(cwd: &Path, cache_dir: &Path, args: &BuildArgs) -> Result<ExitCode> {
         executed + cached,
         start.elapsed().as_secs_f64()
     ));
-    Ok(if outcome.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    let written = outcome.outputs.iter().map(|p| ws.root.join(p)).collect();
+    Ok((if outcome.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }, written))
+}
+
+/// `hb test`: builds a deb target, then installs and exercises it in a fresh root.
+fn install_test(cwd: &Path, cache_dir: &Path, args: &TestArgs) -> Result<ExitCode> {
+    use hb_rules::rules::deb::Deb;
+    let mut ws = open_workspace(cwd)?;
+    let labels = resolve(&mut ws, cwd, std::slice::from_ref(&args.label))?;
+    let [label] = labels.as_slice() else {
+        bail!("`{}` names {} targets; hb test takes one deb target, like //demosite:deb", args.label, labels.len());
+    };
+    let target = ws.target(label)?;
+    let Some(d) = hb_rules::rule::attrs_of::<Deb>(target) else {
+        bail!("{label} is a {} target; hb test installs packages: give a deb target", target.rule.kind());
+    };
+    let d = d.clone();
+    let platform = match args.platform.as_deref() {
+        Some(name) => ws.set_platform(name)?,
+        None => ws.platform,
+    };
+    let build_args = BuildArgs {
+        labels: vec![label.to_string()],
+        json: false,
+        platform: Some(platform.name.to_string()),
+        jobs: None,
+        keep_going: false,
+        no_sandbox: false,
+        profile: None,
+        remote: args.remote.clone(),
+    };
+    let (code, outputs) = build_outputs(cwd, cache_dir, &build_args)?;
+    if code != ExitCode::SUCCESS {
+        return Ok(code);
+    }
+    let Some(deb) = outputs.iter().find(|p| p.extension().is_some_and(|e| e == "deb")) else {
+        bail!("building {label} wrote no .deb");
+    };
+    let file = deb.file_name().and_then(|f| f.to_str()).unwrap_or_default();
+    let package = file.split('_').next().unwrap_or_default().to_string();
+    let settings = d.test.clone().unwrap_or_default();
+    let service = d.service.as_ref().map(|svc| {
+        let bind = svc.bind.get_ref().as_str();
+        // A service on every address is requested on loopback.
+        let host = match bind {
+            "0.0.0.0" => "127.0.0.1",
+            "::" => "::1",
+            other => other,
+        };
+        hb_install::Service {
+            name: package.clone(),
+            user: svc.user.as_ref().map_or_else(|| package.clone(), |u| u.get_ref().clone()),
+            host: host.to_string(),
+            port: *svc.port.get_ref(),
+            path: args.path.clone().unwrap_or_else(|| settings.path.get_ref().clone()),
+            expect: args.expect.clone().or(settings.expect.clone()),
+        }
+    });
+    let plan = hb_install::Plan {
+        deb: deb.clone(),
+        package,
+        suite: platform.suite.to_string(),
+        architecture: platform.architecture.to_string(),
+        service,
+        init: args.init.0,
+        roots_dir: hb_install::roots_dir(
+            cache_dir,
+            std::env::var_os("HB_TEST_ROOTS").filter(|v| !v.is_empty()).map(PathBuf::from).as_deref(),
+        ),
+    };
+    progress::note(&format!(
+        "testing {file} in a fresh {} {} root (making one takes a minute, once)",
+        platform.suite, platform.architecture
+    ));
+    let started = Instant::now();
+    let mut n = 0;
+    let result = hb_install::run(&plan, &mut |done| {
+        n += 1;
+        let detail = if done.detail.is_empty() { String::new() } else { format!(": {}", done.detail) };
+        progress::note(&format!("test step {n} ok ({:.1}s) {}{detail}", done.took.as_secs_f64(), done.step));
+    });
+    match result {
+        Ok(()) => {
+            progress::note(&format!("{label} passed its install test in {:.1}s", started.elapsed().as_secs_f64()));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ hb_install::InstallError::Step { .. }) => {
+            progress::error(&format!("{label} failed its install test: {e}"));
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `--init`'s values.
+#[derive(Clone, Copy)]
+struct InitChoice(hb_install::Init);
+
+fn parse_init(s: &str) -> std::result::Result<InitChoice, String> {
+    match s {
+        "auto" => Ok(InitChoice(hb_install::Init::Auto)),
+        "systemd" => Ok(InitChoice(hb_install::Init::Systemd)),
+        "sysv" => Ok(InitChoice(hb_install::Init::Sysv)),
+        other => Err(format!("`{other}`: use auto, systemd or sysv")),
+    }
 }
 
 /// `hb build --json`: counts, outputs, every action with its key and result, failures

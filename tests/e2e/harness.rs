@@ -139,7 +139,8 @@ impl Ws {
             .env("HB_CACHE_DIR", &self.cache)
             .env("NO_COLOR", "1")
             .env("PIP_FIND_LINKS", wheelhouse())
-            .env("HB_APT_DIR", apt_dir());
+            .env("HB_APT_DIR", apt_dir())
+            .env("HB_TEST_ROOTS", repo().join("target/e2e-test-roots"));
         c
     }
 

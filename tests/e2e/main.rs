@@ -7,6 +7,7 @@ mod bad_input;
 mod build;
 mod cache;
 mod check;
+mod install_test;
 mod platforms;
 mod python;
 mod remote;

@@ -63,6 +63,29 @@ pub struct DebAttrs {
     /// a whole shell script with one `#HB#` line, where hb's generated part goes.
     #[serde(default)]
     pub scripts: MaintainerScripts,
+    /// What `hb test` requests of the service.
+    pub test: Option<TestSettings>,
+}
+
+/// `[deb.test]`: the request `hb test` makes once the service runs.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestSettings {
+    /// The path requested, like "/health".
+    #[serde(default = "default_test_path")]
+    pub path: Spanned<String>,
+    /// Text the answer must contain (default: any 2xx answer passes).
+    pub expect: Option<String>,
+}
+
+impl Default for TestSettings {
+    fn default() -> Self {
+        TestSettings { path: default_test_path(), expect: None }
+    }
+}
+
+fn default_test_path() -> Spanned<String> {
+    Spanned::new(0..0, "/".into())
 }
 
 /// `[deb.scripts]`: files of the package, by maintainer script.
@@ -238,6 +261,17 @@ impl Rule for Deb {
         }
         if let Some(svc) = &d.service {
             check_service(pkg, svc)?;
+        }
+        if let Some(t) = &d.test {
+            let path = t.path.get_ref();
+            if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(pkg.error(t.path.span(), "`path` is the URL path to request, like \"/health\""));
+            }
+            if d.service.is_none() {
+                return Err(
+                    pkg.error(t.path.span(), "[deb.test] says what to request of the service: it needs [deb.service]")
+                );
+            }
         }
         let scripts = d.scripts.given().map(|(_, f)| f);
         for file in d
