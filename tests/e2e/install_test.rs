@@ -60,10 +60,12 @@ fn hb_test_names_the_failing_step_of_broken_packages() {
             "workers = 2\ncommand = [\"{prefix}/bin/gunicorn\", \"--bind\", \"127.0.0.1:8074\", \"{module}\"]",
         )
     });
+    // Under systemd the unit's start check fails it; with the init script, the request.
     let (ok, out) = hb_test(&ws, &["--init", "systemd"]);
     assert!(!ok, "{out}");
-    assert!(out.contains("step `request http://127.0.0.1:8073/` failed"), "{out}");
-    assert!(out.contains("the service's processes listen on: 8074"), "{out}");
+    assert!(out.contains("step `service running` failed"), "{out}");
+    assert!(out.contains("its processes listen on: 8074"), "{out}");
+    assert!(out.contains("did not listen on port 8073"), "the unit says why: {out}");
 
     // A purge that leaves a file.
     let ws = demosite(8075, |b| format!("{b}\n[deb.scripts]\npostinst = \"postinst.sh\"\n"));

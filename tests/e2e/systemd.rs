@@ -32,8 +32,13 @@ impl Booted {
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         let init = loop {
+            // The child of systemd-nspawn that runs systemd (a short-lived helper comes first).
             let out = Command::new("pgrep").args(["-P", &nspawn.id().to_string()]).output().unwrap();
-            if let Some(pid) = String::from_utf8_lossy(&out.stdout).lines().next().and_then(|l| l.trim().parse().ok()) {
+            let init = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| l.trim().parse::<u32>().ok())
+                .find(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "systemd"));
+            if let Some(pid) = init {
                 break pid;
             }
             assert!(Instant::now() < deadline, "systemd-nspawn started no init");

@@ -270,19 +270,22 @@ impl Tester<'_> {
         self.step(&format!("service running{when}"), |_| {
             match init {
                 Init::Systemd => {
-                    let deadline = Instant::now() + Duration::from_secs(30);
+                    let deadline = Instant::now() + Duration::from_secs(45);
                     loop {
                         let state = m.sh(&format!("systemctl is-active {}", svc.name)).text.trim().to_string();
                         if state == "active" {
                             break;
                         }
                         if state == "failed" || Instant::now() > deadline {
+                            let ports = service_ports(m, &svc.user);
                             return Err(format!(
-                                "{}.service is {state}:\n{}",
+                                "{}.service is {state} (the package says it listens on {}; its processes listen on: {}):\n{}\n{}",
                                 svc.name,
-                                indent(&m.sh(&format!("systemctl status --no-pager --lines=0 {} 2>&1", svc.name)).text)
-                            ) + "\n"
-                                + &log_of(m, svc, init));
+                                host_port(&svc.host, svc.port),
+                                if ports.is_empty() { "none".to_string() } else { ports.join(", ") },
+                                indent(&m.sh(&format!("systemctl status --no-pager --lines=0 {} 2>&1", svc.name)).text),
+                                log_of(m, svc, init)
+                            ));
                         }
                         std::thread::sleep(Duration::from_millis(300));
                     }

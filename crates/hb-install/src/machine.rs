@@ -100,9 +100,16 @@ impl Booted {
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut booted = Booted { nspawn, init: 0 };
         booted.init = loop {
+            // The container's init is the child of systemd-nspawn that runs systemd (a
+            // short-lived helper child comes first).
             let out = Command::new("pgrep").args(["-P", &booted.nspawn.id().to_string()]).output();
-            let pid = out.ok().and_then(|o| String::from_utf8_lossy(&o.stdout).lines().next()?.trim().parse().ok());
-            if let Some(pid) = pid {
+            let children: Vec<u32> = out
+                .map(|o| String::from_utf8_lossy(&o.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect())
+                .unwrap_or_default();
+            let init = children
+                .into_iter()
+                .find(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "systemd"));
+            if let Some(pid) = init {
                 break pid;
             }
             if let Ok(Some(status)) = booted.nspawn.try_wait() {
