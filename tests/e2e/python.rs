@@ -429,3 +429,41 @@ fn a_build_backend_that_is_not_locked_is_named() {
     assert!(err.contains("the build backend `nosuch_backend.build` cannot be imported"), "{err}");
     assert!(err.contains("[build-system] requires") && !err.contains("Traceback"), "{err}");
 }
+
+#[test]
+fn sources_default_to_what_the_pyproject_names_and_left_out_files_are_named() {
+    // Without `srcs`: the package and its package data, as the pyproject says; the same
+    // wheel, so the same deb, as with demosite's own `srcs`.
+    let ws = Ws::demosite();
+    ws.ok(&["build", "//demosite:deb"]);
+    let deb = ws.path("hb-out/demosite/demosite_0.1.0_amd64.deb");
+    let listed = sha256(&deb);
+    let build = std::fs::read_to_string(ws.path("demosite/BUILD.toml")).unwrap();
+    let srcs = build.lines().find(|l| l.starts_with("srcs = ")).unwrap().to_string();
+    ws.write("demosite/BUILD.toml", &build.replace(&srcs, ""));
+    ws.ok(&["build", "//demosite:deb"]);
+    assert_eq!(sha256(&deb), listed, "the derived sources give another wheel");
+
+    // `srcs` that leave out the templates the pyproject's package-data names.
+    ws.write("demosite/BUILD.toml", &build.replace(&srcs, "srcs = [\"demosite/**/*.py\"]"));
+    let err = ws.fails(&["build", "//demosite:deb"]);
+    assert!(err.contains("demosite/pyproject.toml refers to files `srcs` does not provide"), "{err}");
+    assert!(err.contains("`demosite/templates/index.html` ([tool.setuptools.package-data] demosite"), "{err}");
+    assert!(err.contains("demosite/BUILD.toml:"), "{err}");
+
+    // A readme the pyproject names: missing, then present but not in `srcs`.
+    let pyproject = std::fs::read_to_string(ws.path("demosite/pyproject.toml")).unwrap();
+    ws.write(
+        "demosite/pyproject.toml",
+        &pyproject.replace("requires-python", "readme = \"README.md\"\nrequires-python"),
+    );
+    ws.write("demosite/BUILD.toml", &build);
+    let err = ws.fails(&["build", "//demosite:deb"]);
+    assert!(err.contains("[project] readme names `README.md`, which does not exist"), "{err}");
+    ws.write("demosite/README.md", "# demosite\n");
+    let err = ws.fails(&["build", "//demosite:deb"]);
+    assert!(err.contains("`README.md` ([project] readme) is not in srcs"), "{err}");
+    // Left out of `srcs`, it comes with the derived sources.
+    ws.write("demosite/BUILD.toml", &build.replace(&srcs, ""));
+    ws.ok(&["build", "//demosite:deb"]);
+}

@@ -9,6 +9,7 @@ pub mod build;
 pub mod placeholders;
 pub mod plan;
 pub mod providers;
+pub mod pyproject;
 pub mod roots;
 pub mod rule;
 pub mod rules;

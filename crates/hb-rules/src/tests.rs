@@ -409,7 +409,9 @@ fn the_server_and_its_worker_class_must_be_locked() {
     let cases = [
         ("server = \"uvicorn\"\n", "the service runs uvicorn, but //app:app does not depend on it"),
         ("worker_class = \"uvicorn.workers.UvicornWorker\"\n", "the service runs uvicorn, but"),
-        ("server = \"uvicorn\"\nworker_class = \"x.Y\"\n", "`worker_class` is a gunicorn setting"),
+        ("server = \"uvicorn\"\nworker_class = \"x.Y\"\n", "`worker_class` is a setting of `server = \"gunicorn\"`"),
+        ("server = \"gunicorn-uvicorn\"\n", "the service runs uvicorn, but //app:app does not depend on it"),
+        ("command = [\"{prefix}/bin/x\", \"{bnd}\"]\n", "unknown placeholder `{bnd}`"),
         ("worker_class = \"not a path\"\n", "dotted Python path"),
         ("server = \"apache\"\n", "unknown variant `apache`"),
     ];

@@ -77,6 +77,17 @@ fn matches(pats: &[Pattern], rel: &[&str], prefix: bool) -> bool {
     at[0][0]
 }
 
+/// Whether `pattern` matches the relative path `rel` (a file's path, never a pattern).
+pub fn pattern_matches(pattern: &str, rel: &str) -> Result<bool, SourceError> {
+    let s = split(pattern)?;
+    let comps: Vec<&str> = rel.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    let Some(rest) = comps.strip_prefix(s.literal.as_slice()) else { return Ok(false) };
+    if s.rest.is_empty() {
+        return Ok(rest.is_empty());
+    }
+    Ok(!rest.is_empty() && matches(&s.rest, rest, false))
+}
+
 /// `dir` joined with the literal components, `None` when something is missing; a
 /// symlink among them is an error.
 fn literal_path(dir: &Path, comps: &[&str]) -> Result<Option<PathBuf>, SourceError> {
@@ -153,6 +164,23 @@ fn symlink(rel: &str, path: &Path) -> SourceError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pattern_matches_paths_as_find_does() {
+        for (pattern, rel, want) in [
+            ("src/**", "src/a/b.py", true),
+            ("src/**", "src", false),
+            ("src/**/*.py", "src/x.py", true),
+            ("src/**/*.py", "src/a/x.html", false),
+            ("README.md", "README.md", true),
+            ("README.md", "docs/README.md", false),
+            ("*.md", "README.md", true),
+            ("*.md", "a/README.md", false),
+            ("LICEN[CS]E*", "LICENSE.txt", true),
+        ] {
+            assert_eq!(pattern_matches(pattern, rel).unwrap(), want, "{pattern} {rel}");
+        }
+    }
     use std::os::unix::ffi::OsStrExt;
 
     fn tree(files: &[&str]) -> tempfile::TempDir {

@@ -3,7 +3,8 @@
 //! (checking the lock is current for the platform); expansion adds one shared `fetch` per
 //! locked file, the `py_wheel` build of the app and the `py_venv` that installs it all.
 //! Provides an [`InstallTree`] and a [`PythonApp`]. `hb lock` ([`lock`]) writes the
-//! lock.
+//! lock. Its sources are `srcs`, which must hold every file the pyproject refers to, or
+//! else what the pyproject names (`crate::pyproject`).
 
 use std::path::{Path, PathBuf};
 
@@ -26,8 +27,9 @@ pub struct PythonApp;
 #[serde(deny_unknown_fields)]
 pub struct PythonAppAttrs {
     pub name: Spanned<String>,
-    /// Source globs relative to the package directory (the pyproject is always included).
-    pub srcs: Vec<Spanned<String>>,
+    /// Source globs relative to the package directory (the pyproject is always
+    /// included). Default: what the pyproject names (see `crate::pyproject`).
+    pub srcs: Option<Spanned<Vec<Spanned<String>>>>,
     /// WSGI entry point, `module:attribute`.
     pub module: Spanned<String>,
     #[serde(default = "default_pyproject")]
@@ -47,6 +49,9 @@ pub struct Analysis {
     project: Project,
     lock: Lock,
     prefix: String,
+    /// The source patterns, each with where it comes from (a BUILD.toml location, or
+    /// the pyproject and why).
+    sources: Vec<(String, String)>,
 }
 
 impl Rule for PythonApp {
@@ -77,14 +82,22 @@ impl Rule for PythonApp {
         {
             return Err(pkg.error(lock.span(), "`lock` is a file name relative to the package directory"));
         }
-        hb_config::build_file::check_globs(pkg, &p.srcs)
+        match &p.srcs {
+            Some(srcs) if srcs.get_ref().is_empty() => Err(pkg.error(
+                srcs.span(),
+                "`srcs` is empty: list the app's source patterns, or leave `srcs` out to take what pyproject.toml names",
+            )),
+            Some(srcs) => hb_config::build_file::check_globs(pkg, srcs.get_ref()),
+            None => Ok(()),
+        }
     }
 
     fn analyse(&self, cx: &Cx, p: &PythonAppAttrs) -> Result<Analysis, RulesError> {
         let project = project(cx.package, p)?;
         let lock = read_lock(cx.package, p, &project, cx.platforms, &cx.label())?;
         let prefix = prefix(p, &project);
-        Ok(Analysis { project, lock, prefix })
+        let sources = sources(cx, p, &project)?;
+        Ok(Analysis { project, lock, prefix, sources })
     }
 
     fn expand(&self, cx: &mut Cx, p: &PythonAppAttrs, a: Analysis) -> Result<Providers, RulesError> {
@@ -94,8 +107,7 @@ impl Rule for PythonApp {
         let id = target_id(&target);
         let build = a.lock.files_for(Role::Build, &id).map(|f| fetch(cx, f)).collect();
         let runtime = a.lock.files_for(Role::Runtime, &id).map(|f| fetch(cx, f)).collect();
-        let mut patterns: Vec<(String, String)> =
-            p.srcs.iter().map(|s| (s.get_ref().clone(), short(&cx.locate(s.span())))).collect();
+        let mut patterns = a.sources;
         patterns.push((p.pyproject.get_ref().clone(), short(&cx.locate(p.pyproject.span()))));
         let files = FilesJob {
             label: name.clone(),
@@ -149,6 +161,38 @@ impl Rule for PythonApp {
     }
 }
 
+/// The app's source patterns: `srcs` (every file the pyproject refers to must be among
+/// them), else what the pyproject names.
+fn sources(cx: &Cx, p: &PythonAppAttrs, project: &Project) -> Result<Vec<(String, String)>, RulesError> {
+    let dir = &cx.package.dir;
+    let shown = Path::new(&cx.package.path).join(p.pyproject.get_ref());
+    match &p.srcs {
+        Some(srcs) => {
+            let written: Vec<String> = srcs.get_ref().iter().map(|s| s.get_ref().clone()).collect();
+            let problems = crate::pyproject::missing_from(&project.doc, dir, &written)
+                .map_err(|why| cx.invalid(srcs.span(), why))?;
+            if !problems.is_empty() {
+                let list: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+                return Err(cx.invalid(
+                    srcs.span(),
+                    format!(
+                        "{} refers to files `srcs` does not provide:\n{}\nadd them to `srcs`, or leave `srcs` out to take what {} names",
+                        shown.display(),
+                        list.join("\n"),
+                        shown.display()
+                    ),
+                ));
+            }
+            Ok(srcs.get_ref().iter().map(|s| (s.get_ref().clone(), short(&cx.locate(s.span())))).collect())
+        }
+        None => {
+            let derived = crate::pyproject::sources(&project.doc, dir, &project.name, &project.build_backend)
+                .map_err(|why| cx.invalid(p.name.span(), format!("{}: {why}", shown.display())))?;
+            Ok(derived.into_iter().map(|d| (d.pattern, format!("{} ({})", shown.display(), d.why))).collect())
+        }
+    }
+}
+
 /// The shared fetch of one locked file.
 fn fetch(cx: &mut Cx, f: &hb_fetch::LockedFile) -> hb_engine::Input<()> {
     let extra: Vec<PathBuf> = cx.settings.wheelhouse.iter().map(|w| cx.workspace_root.join(w)).collect();
@@ -183,6 +227,8 @@ pub struct Project {
     pub build_requires: Vec<String>,
     pub build_backend: String,
     pub backend_path: Vec<String>,
+    /// The whole document, for what it says about files (`crate::pyproject`).
+    pub doc: toml::Value,
 }
 
 /// The parts of pyproject.toml hb reads (other keys are the backend's business).
@@ -223,6 +269,8 @@ pub fn project(pkg: &Package, p: &PythonAppAttrs) -> Result<Project, RulesError>
     };
     let file: PyProjectFile = toml::from_str(&text)
         .map_err(|e| inside(e.span().unwrap_or(0..0), format!("{}: {}", shown.display(), e.message())))?;
+    let doc: toml::Value = toml::from_str(&text)
+        .map_err(|e| inside(e.span().unwrap_or(0..0), format!("{}: {}", shown.display(), e.message())))?;
     let project = file.project.ok_or_else(|| inside(0..0, format!("{} has no [project] table", shown.display())))?;
     let name = project.name.ok_or_else(|| inside(0..0, format!("{} has no [project] name", shown.display())))?;
     let build = file.build_system;
@@ -239,6 +287,7 @@ pub fn project(pkg: &Package, p: &PythonAppAttrs) -> Result<Project, RulesError>
             .and_then(|b| b.build_backend.clone())
             .unwrap_or_else(|| "setuptools.build_meta:__legacy__".to_string()),
         backend_path: build.map(|b| b.backend_path).unwrap_or_default(),
+        doc,
     })
 }
 
