@@ -231,12 +231,17 @@ impl Tester<'_> {
             let Some(svc) = &self.plan.service else { return Ok(String::new()) };
             let deadline = Instant::now() + Duration::from_secs(15);
             loop {
-                let left = m.sh(&format!("ps -o pid=,args= -u {} 2>/dev/null", svc.user));
-                if left.stdout.trim().is_empty() {
+                let left = m.processes_of(&svc.user);
+                if left.is_empty() {
                     return Ok(format!("no process of {} left", svc.user));
                 }
                 if Instant::now() > deadline {
-                    return Err(format!("processes of {} still run after removal:\n{}", svc.user, indent(&left.text)));
+                    let shown: Vec<String> = left.iter().map(|(pid, cmd)| format!("{pid} {cmd}")).collect();
+                    return Err(format!(
+                        "processes of {} still run after removal:\n{}",
+                        svc.user,
+                        indent(&shown.join("\n"))
+                    ));
                 }
                 std::thread::sleep(Duration::from_millis(200));
             }
@@ -402,8 +407,10 @@ fn log_of(m: &dyn Machine, svc: &Service, init: Init) -> String {
 /// The TCP ports the processes of `user` listen on (their sockets' inodes looked up in
 /// /proc/net/tcp*), as the service sees them.
 fn service_ports(m: &dyn Machine, user: &str) -> Vec<String> {
+    let pids: Vec<String> = m.processes_of(user).iter().map(|(pid, _)| pid.to_string()).collect();
     let inodes = m.sh(&format!(
-        "for p in $(ps -o pid= -u {user} 2>/dev/null); do ls -l /proc/$p/fd 2>/dev/null; done | sed -n 's/.*socket:\\[\\([0-9]*\\)\\]$/\\1/p'"
+        "for p in {}; do ls -l /proc/$p/fd 2>/dev/null; done | sed -n 's/.*socket:\\[\\([0-9]*\\)\\]$/\\1/p'",
+        pids.join(" ")
     ));
     let inodes: Vec<&str> = inodes.stdout.lines().map(str::trim).collect();
     listening_ports(&m.sh("cat /proc/net/tcp /proc/net/tcp6 2>/dev/null").stdout, &inodes)

@@ -42,6 +42,20 @@ pub struct Out {
 pub trait Machine {
     /// Runs a shell command line in the machine, as root.
     fn sh(&self, script: &str) -> Out;
+    /// The processes of `user` in the machine (and no other's): pid as the machine
+    /// sees it, and command line.
+    fn processes_of(&self, user: &str) -> Vec<(u32, String)>;
+}
+
+/// `ps` lines (`PID ARGS`) as (pid, args).
+fn parse_ps(text: &str) -> Vec<(u32, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let (pid, args) = l.split_once(char::is_whitespace).unwrap_or((l, ""));
+            Some((pid.parse().ok()?, args.trim().to_string()))
+        })
+        .collect()
 }
 
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -150,6 +164,11 @@ impl Machine for Booted {
                 .env("LANG", "C.UTF-8"),
         )
     }
+
+    fn processes_of(&self, user: &str) -> Vec<(u32, String)> {
+        // The container has its own PID namespace: its ps sees only its processes.
+        parse_ps(&self.sh(&format!("ps -o pid=,args= -u {user} 2>/dev/null")).stdout)
+    }
 }
 
 impl Drop for Booted {
@@ -205,14 +224,18 @@ impl Chroot {
         Ok(())
     }
 
-    /// Processes whose root is this chroot.
-    fn processes(&self) -> Vec<i32> {
+    /// Processes whose root is this chroot: pid and owner's uid. (A chroot shares the
+    /// machine's PID namespace, so its `ps` would also show other containers' processes
+    /// of a user with the same uid.)
+    fn processes(&self) -> Vec<(i32, u32)> {
+        use std::os::unix::fs::MetadataExt;
         let Ok(want) = std::fs::canonicalize(&self.merged) else { return Vec::new() };
         let mut out = Vec::new();
         for e in hb_fs::read_dir_sorted(Path::new("/proc")).unwrap_or_default() {
             let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
             if std::fs::read_link(e.path().join("root")).is_ok_and(|r| r == want) {
-                out.push(pid);
+                let uid = std::fs::metadata(e.path()).map(|m| m.uid()).unwrap_or(u32::MAX);
+                out.push((pid, uid));
             }
         }
         out
@@ -230,6 +253,24 @@ impl Machine for Chroot {
                 .env("LANG", "C.UTF-8"),
         )
     }
+
+    fn processes_of(&self, user: &str) -> Vec<(u32, String)> {
+        let passwd = std::fs::read_to_string(self.merged.join("etc/passwd")).unwrap_or_default();
+        let Some(uid) = passwd.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.first() == Some(&user)).then(|| f.get(2)?.parse::<u32>().ok())?
+        }) else {
+            return Vec::new();
+        };
+        self.processes()
+            .into_iter()
+            .filter(|(_, u)| *u == uid)
+            .map(|(pid, _)| {
+                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                (pid as u32, String::from_utf8_lossy(&cmd).replace('\0', " ").trim().to_string())
+            })
+            .collect()
+    }
 }
 
 impl Drop for Chroot {
@@ -239,7 +280,7 @@ impl Drop for Chroot {
             if pids.is_empty() {
                 break;
             }
-            for pid in pids {
+            for (pid, _) in pids {
                 // SAFETY: kill has no memory effects.
                 unsafe {
                     libc::kill(pid, libc::SIGKILL);
@@ -250,5 +291,16 @@ impl Drop for Chroot {
         for m in self.mounts.iter().rev() {
             let _ = Command::new("umount").arg("-l").arg(m).status();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ps_lines_are_parsed() {
+        let text = "  12 /usr/bin/python3 -m x\n 7 sleep\nnot a line\n";
+        assert_eq!(parse_ps(text), [(12, "/usr/bin/python3 -m x".to_string()), (7, "sleep".to_string())]);
     }
 }

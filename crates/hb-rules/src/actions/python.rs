@@ -319,9 +319,16 @@ fn serde_json_array(items: &[String]) -> String {
     format!("[{}]", quoted.join(","))
 }
 
-fn tail(s: &str, n: usize) -> String {
+/// The last `n` lines of a command's output, each indented as quoted output.
+pub(crate) fn tail(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].iter().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n")
+    lines
+        .get(lines.len().saturating_sub(n)..)
+        .unwrap_or_default()
+        .iter()
+        .map(|l| format!("  | {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// What a virtualenv holds besides its files.

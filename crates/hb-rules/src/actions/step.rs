@@ -17,7 +17,7 @@ use hb_store::{Digest, Tree, TreeEntry};
 use serde::Serialize;
 
 use crate::actions::files::FilesJob;
-use crate::actions::python::materialize;
+use crate::actions::python::{materialize, tail};
 
 /// Where the step's sources are, inside the sandbox (its working directory).
 pub const SRC_DIR: &str = "/hb/build/src";
@@ -273,15 +273,4 @@ impl StepJob {
         }
         Tree::new(entries).map_err(|e| fail(e.to_string()))
     }
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines
-        .get(lines.len().saturating_sub(n)..)
-        .unwrap_or_default()
-        .iter()
-        .map(|l| format!("  | {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
