@@ -13,6 +13,7 @@ mod python;
 mod remote;
 mod reproducible;
 mod service;
+mod shlibs;
 mod snapshots;
 mod steps;
 mod systemd;

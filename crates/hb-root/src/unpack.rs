@@ -5,7 +5,9 @@
 //! hard links become copies, devices and fifos are dropped, and modes are normalized
 //! to 0755/0644 (no setuid in a build root), documentation, manual pages and
 //! translations are left out. Directories a sandbox mounts over (`proc`, `dev`, `tmp`,
-//! the work directory) are added, empty.
+//! the work directory) are added, empty. Of the control members only the `symbols` and
+//! `shlibs` files are kept, as `var/lib/dpkg/info/PACKAGE.{symbols,shlibs}`: Depends are
+//! computed from them.
 
 use std::collections::BTreeMap;
 
@@ -26,6 +28,12 @@ const EXCLUDED: &[&str] =
 fn excluded(rel: &str) -> bool {
     EXCLUDED.iter().any(|x| rel.strip_prefix(x).is_some_and(|rest| rest.is_empty() || rest.starts_with('/')))
 }
+
+/// Where a root keeps its packages' control files (dpkg's own place).
+pub const INFO_DIR: &str = "var/lib/dpkg/info";
+
+/// The control files a root keeps: what mapping a library to its package needs.
+const KEPT_CONTROL_FILES: &[&str] = &["shlibs", "symbols"];
 
 /// Empty directories every root has, for the sandbox's mounts.
 pub const MOUNT_POINTS: &[&str] = &["dev", "proc", "tmp", "hb", "hb/build", "hb/home", "root", "run", "var/tmp"];
@@ -111,6 +119,22 @@ pub fn unpack(
                 _ => {
                     entries.insert(rel, entry);
                 }
+            }
+        }
+        // What dpkg-shlibdeps reads of an installed library package: its symbols and
+        // shlibs control files, where dpkg keeps them.
+        let package = deb.field("Package").unwrap_or(name.as_str()).to_string();
+        for control in KEPT_CONTROL_FILES {
+            if let Some(Content::Bytes(bytes)) = deb.control_files.get(*control).and_then(|e| e.content.as_ref()) {
+                let rel = format!("{INFO_DIR}/{package}.{control}");
+                if !hb_store::tree::is_clean_relative(&rel) {
+                    return Err(RootError::Unpack {
+                        package: name.clone(),
+                        detail: format!("unsafe package name {package:?}"),
+                    });
+                }
+                let digest = put(bytes)?;
+                entries.insert(rel.clone(), TreeEntry::file(rel, digest, bytes.len() as u64, false));
             }
         }
     }

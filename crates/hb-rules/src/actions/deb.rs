@@ -22,6 +22,12 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::actions::python::VenvFacts;
+use crate::actions::shlibs::ShlibsFacts;
+
+/// Whether `depends` holds `relation` already.
+fn facts_has(depends: &[String], relation: &str) -> bool {
+    depends.iter().any(|d| d == relation)
+}
 
 /// Control-file metadata of a package, in the order fields are written.
 #[derive(Clone, Debug, Serialize)]
@@ -209,8 +215,11 @@ pub struct ControlJob {
     pub scripts: Vec<(String, String)>,
     /// The package's file system.
     pub layout: Input<()>,
-    /// The virtualenvs in it, whose native code decides the C library dependency.
+    /// The virtualenvs in it, whose native code decides the C library dependency
+    /// when no `shlibs` is given.
     pub venvs: Vec<Input<VenvFacts>>,
+    /// The Depends its ELF objects need (`deb_shlibdeps`), when computed.
+    pub shlibs: Option<Input<ShlibsFacts>>,
     /// The target platform (its C library package).
     pub platform: &'static hb_platform::Platform,
 }
@@ -223,7 +232,10 @@ impl Action for ControlJob {
         encode_args(&(&self.meta, &self.policy, &self.scripts, self.platform.libc_package))
     }
     fn inputs(&self) -> Vec<AnyInput> {
-        std::iter::once(self.layout.any()).chain(self.venvs.iter().map(Input::any)).collect()
+        std::iter::once(self.layout.any())
+            .chain(self.venvs.iter().map(Input::any))
+            .chain(self.shlibs.iter().map(Input::any))
+            .collect()
     }
     fn run(&self, ctx: &Ctx, inputs: &Inputs, _: &[Source]) -> Result<Output<MemberFacts>, JobError> {
         let layout = inputs.tree(self.layout)?;
@@ -296,9 +308,20 @@ impl ControlJob {
         fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
     }
 
-    /// `Depends`: the declared relationships, after the C library when the package holds
-    /// compiled code (as new as the newest glibc its wheels' manylinux tags need).
+    /// `Depends`: the declared relationships, after what the package's compiled code
+    /// needs: computed from its ELF files (`deb_shlibdeps`), or without a target root,
+    /// the C library as new as the newest glibc its wheels' manylinux tags need.
     fn depends(&self, inputs: &Inputs) -> Result<Vec<String>, JobError> {
+        if let Some(s) = &self.shlibs {
+            let (_, facts) = inputs.get(s)?;
+            let mut depends = facts.depends;
+            for d in &self.meta.depends {
+                if !facts_has(&depends, d) {
+                    depends.push(d.clone());
+                }
+            }
+            return Ok(depends);
+        }
         let mut native = false;
         let mut glibc: Option<(u32, u32)> = None;
         for v in &self.venvs {

@@ -7,5 +7,6 @@ pub mod files;
 pub mod python;
 pub mod render;
 pub mod root;
+pub mod shlibs;
 pub mod sources;
 pub mod step;

@@ -100,7 +100,7 @@ impl Action for DebFetchJob {
 }
 
 /// How roots are unpacked; a change here changes every root's key.
-const UNPACK_FORMAT: u32 = 2;
+const UNPACK_FORMAT: u32 = 3;
 
 /// `root`: a platform's root tree from its packages.
 pub struct RootJob {

@@ -16,6 +16,7 @@ use crate::actions::deb::{ChunkTuning, ControlJob, DataJob, DebMeta, LayoutJob, 
 use crate::actions::files::FilesJob;
 use crate::actions::python::VenvFacts;
 use crate::actions::render::RenderJob;
+use crate::actions::shlibs::ShlibsJob;
 use crate::providers::{DebPackage, InstallTree, PythonApp};
 use crate::rule::{Cx, Providers, Rule};
 use crate::service::{self, Rendered, ServiceContext};
@@ -348,6 +349,15 @@ impl Rule for Deb {
         let policy = a.policy;
         let actions = &mut *cx.actions;
         let layout = actions.add(format!("{name} layout"), LayoutJob { label: name.clone(), parts });
+        // Depends from the ELF files, against the target root's libraries (without the
+        // sandbox there is no root: the manylinux tags' glibc is the guess then).
+        let shlibs = if !a.venvs.is_empty() && cx.opts.sandbox == hb_sandbox::Mode::Bwrap {
+            let root = crate::roots::root_input(cx)?;
+            Some(cx.actions.add(format!("{name} shlibdeps"), ShlibsJob { label: name.clone(), layout, root }))
+        } else {
+            None
+        };
+        let actions = &mut *cx.actions;
         let control = ControlJob {
             label: name.clone(),
             meta: a.meta.clone(),
@@ -355,6 +365,7 @@ impl Rule for Deb {
             scripts: a.rendered.scripts,
             layout,
             venvs: a.venvs,
+            shlibs,
             platform: cx.platform,
         };
         let control = actions.add(format!("{name} control"), control);
