@@ -1,13 +1,14 @@
 //! `deb_shlibdeps`: the Depends a package's compiled code needs, computed from its ELF
 //! files the way `dpkg-shlibdeps` does (`hb-shlibs`), against the `symbols` and `shlibs`
-//! files of the platform's target root. Its inputs are the package's layout and the
-//! root, so it runs only when either changes; a library no root package provides, and
-//! the package does not ship, fails it with the object named.
+//! files of the platform's target root. The scan is a sub-action keyed by the files
+//! that may be ELF objects and the root, so an edit elsewhere in the package (a config
+//! file) reads nothing again; a library no root package provides, and the package does
+//! not ship, fails it with the object named.
 
 use std::collections::BTreeSet;
 
-use hb_engine::{Action, AnyInput, Ctx, Input, Inputs, JobError, Output, Source, encode_args};
-use hb_store::{EntryKind, Tree};
+use hb_engine::{Action, AnyInput, Ctx, Input, Inputs, JobError, Output, Source, Step, encode_args};
+use hb_store::{Digest, EntryKind, Tree};
 use serde::{Deserialize, Serialize};
 
 /// The relations the package's ELF objects need, sorted (`libc6 (>= 2.14)`).
@@ -45,30 +46,46 @@ impl Action for ShlibsJob {
     fn run(&self, ctx: &Ctx, inputs: &Inputs, _: &[Source]) -> Result<Output<ShlibsFacts>, JobError> {
         let fail = |e: hb_shlibs::ShlibsError| JobError::Failed(format!("{}: {e}", self.label));
         let layout = inputs.tree(self.layout)?;
-        let mut objects = Vec::new();
-        let mut shipped = BTreeSet::new();
-        for e in layout.entries() {
-            let EntryKind::File { digest, .. } = &e.kind else { continue };
-            if !candidate(&e.path, e.mode & 0o111 != 0) {
-                continue;
+        let root = inputs.tree(self.root)?;
+        // The files that may be ELF objects, and the root: a sub-action keyed by them
+        // alone, so a package edit that touches no such file (a config) reads nothing.
+        let candidates: Vec<(String, Digest)> = layout
+            .entries()
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EntryKind::File { digest, .. } if candidate(&e.path, e.mode & 0o111 != 0) => {
+                    Some((format!("/{}", e.path), *digest))
+                }
+                _ => None,
+            })
+            .collect();
+        let mut keyed = candidates.clone();
+        keyed.push(("root".to_string(), root.digest()));
+        let name = format!("{} (ELF files)", self.label);
+        let args = encode_args(&());
+        let step =
+            Step { name: &name, kind: "deb_shlibdeps_scan", version: 1, args: &args, inputs: &keyed, bytes_in: 0 };
+        ctx.memo::<ShlibsFacts>(&step, || {
+            let mut objects = Vec::new();
+            let mut shipped = BTreeSet::new();
+            for (path, digest) in &candidates {
+                let bytes = ctx.store.read_blob(digest)?;
+                if let Some(obj) = hb_shlibs::read(path, &bytes).map_err(fail)? {
+                    shipped.insert(path.rsplit('/').next().unwrap_or(path).to_string());
+                    shipped.extend(obj.soname.clone());
+                    objects.push((path.clone(), obj));
+                }
             }
-            let bytes = ctx.store.read_blob(digest)?;
-            let shown = format!("/{}", e.path);
-            if let Some(obj) = hb_shlibs::read(&shown, &bytes).map_err(fail)? {
-                shipped.insert(e.path.rsplit('/').next().unwrap_or(&e.path).to_string());
-                shipped.extend(obj.soname.clone());
-                objects.push((shown, obj));
+            let mut db = hb_shlibs::Db::default();
+            if !objects.is_empty() {
+                read_db(ctx, root, &mut db)?;
             }
-        }
-        let mut db = hb_shlibs::Db::default();
-        if !objects.is_empty() {
-            read_db(ctx, inputs.tree(self.root)?, &mut db)?;
-        }
-        let depends = hb_shlibs::depends(&objects, &shipped, &db).map_err(fail)?;
-        Ok(Output {
-            tree: Tree::default(),
-            facts: ShlibsFacts { depends, objects: objects.len() },
-            exports: Vec::new(),
+            let depends = hb_shlibs::depends(&objects, &shipped, &db).map_err(fail)?;
+            Ok(Output {
+                tree: Tree::default(),
+                facts: ShlibsFacts { depends, objects: objects.len() },
+                exports: Vec::new(),
+            })
         })
     }
 }
