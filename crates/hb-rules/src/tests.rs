@@ -181,7 +181,8 @@ fn deb_with_a_service_and_shared_fetches() {
             "//app:other (py_venv) <- fetch gunicorn-1.0-py3-none-any.whl, //app:other wheel",
             "//app:deb render (render)",
             "//app:deb layout (deb_layout) <- //app:app, //app:other, //app:deb render",
-            "//app:deb control (deb_control) <- //app:deb layout, //app:app, //app:other",
+            "//app:deb shlibdeps (deb_shlibdeps) <- //app:deb layout, root bookworm-amd64",
+            "//app:deb control (deb_control) <- //app:deb layout, //app:app, //app:other, //app:deb shlibdeps",
             "//app:deb data (deb_data) <- //app:deb layout",
             "//app:deb (deb_pack) <- //app:deb control, //app:deb data",
         ]
@@ -235,7 +236,8 @@ fn demosite_plans_without_pip_or_bwrap() {
             "//demosite:deb config (files)",
             "//demosite:deb render (render)",
             "//demosite:deb layout (deb_layout) <- //demosite:app, //demosite:deb config, //demosite:deb render",
-            "//demosite:deb control (deb_control) <- //demosite:deb layout, //demosite:app",
+            "//demosite:deb shlibdeps (deb_shlibdeps) <- //demosite:deb layout, root bookworm-amd64",
+            "//demosite:deb control (deb_control) <- //demosite:deb layout, //demosite:app, //demosite:deb shlibdeps",
             "//demosite:deb data (deb_data) <- //demosite:deb layout",
             "//demosite:deb (deb_pack) <- //demosite:deb control, //demosite:deb data",
         ]
