@@ -182,6 +182,19 @@ enum Command {
     ///
     /// Example: hb test //demosite:deb --path /health --expect ok
     Test(TestArgs),
+    /// Write a first BUILD.toml for the Python project in the current directory (its
+    /// pyproject.toml), then lock it.
+    ///
+    /// The sources are what the pyproject names; the entry point and server are guessed
+    /// from the code (a Django wsgi.py, a FastAPI/Starlette or Flask object); the deb
+    /// target runs it as a service on port 8000. Where no workspace encloses the
+    /// directory, the BUILD.toml also starts one (`[workspace]`). Prints every guess and
+    /// what to check. An existing BUILD.toml is never overwritten.
+    Init {
+        /// Write the BUILD.toml but do not run `hb lock`.
+        #[arg(long)]
+        no_lock: bool,
+    },
     /// List targets with their rule and dependencies (`//...` for all).
     Query { labels: Vec<String> },
     /// Print the dependency graph of targets as Graphviz DOT.
@@ -278,6 +291,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Build(args) => build(&cwd, &cache_dir, &args),
         Command::Test(args) => install_test(&cwd, &cache_dir, &args),
+        Command::Init { no_lock } => init(&cwd, &cache_dir, no_lock),
         Command::Cache(c) => cache_command(c, &cache_dir),
         Command::Lock { labels, update_root } => lock(&cwd, &cache_dir, &labels, update_root),
         Command::Verify { label, vary, json, keep } => verify(&cwd, &cache_dir, &label, &vary, json, keep),
@@ -580,6 +594,43 @@ fn install_test(cwd: &Path, cache_dir: &Path, args: &TestArgs) -> Result<ExitCod
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// `hb init`: a BUILD.toml for the project in `cwd`, then its lock.
+fn init(cwd: &Path, cache_dir: &Path, no_lock: bool) -> Result<ExitCode> {
+    let pyproject = cwd.join("pyproject.toml");
+    let build_file = cwd.join("BUILD.toml");
+    if build_file.exists() {
+        bail!("{} exists already; hb init writes a new one only", build_file.display());
+    }
+    let text = hb_fs::read_to_string(&pyproject).with_context(|| {
+        format!("hb init works in a directory with a pyproject.toml; {} cannot be read", pyproject.display())
+    })?;
+    let doc: toml::Value =
+        toml::from_str(&text).with_context(|| format!("{} is not valid TOML", pyproject.display()))?;
+    // A workspace above the directory is kept; otherwise the directory starts one.
+    let enclosing = Workspace::discover(cwd, &hb_rules::Rules::builtin().schemas()).ok();
+    let made = hb_rules::init::init(&doc, cwd, enclosing.is_none()).map_err(|why| anyhow::anyhow!("{why}"))?;
+    hb_fs::write_atomic(&build_file, made.build_file.as_bytes(), None)?;
+    println!("{}", build_file.display());
+    for note in &made.notes {
+        progress::note(note);
+    }
+    let package = match &enclosing {
+        Some(ws) => cwd.strip_prefix(&ws.root).map(|p| p.display().to_string()).unwrap_or_default(),
+        None => String::new(),
+    };
+    let (app, deb) = (format!("//{package}:app"), format!("//{package}:deb"));
+    if no_lock {
+        progress::note(&format!("next: `hb lock {app}`, then `hb build {deb}`"));
+        return Ok(ExitCode::SUCCESS);
+    }
+    progress::note(&format!("locking {app} (hb lock {app})"));
+    let code = lock(cwd, cache_dir, std::slice::from_ref(&app), false)?;
+    if code == ExitCode::SUCCESS {
+        progress::note(&format!("next: `hb build {deb}`, then `sudo hb test {deb}`"));
+    }
+    Ok(code)
 }
 
 /// `--init`'s values.

@@ -7,6 +7,7 @@ mod bad_input;
 mod build;
 mod cache;
 mod check;
+mod init;
 mod install_test;
 mod platforms;
 mod python;

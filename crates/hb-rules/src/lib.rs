@@ -6,6 +6,7 @@
 
 pub mod actions;
 pub mod build;
+pub mod init;
 pub mod placeholders;
 pub mod plan;
 pub mod providers;
