@@ -51,7 +51,10 @@ fn hb_test_names_the_failing_step_of_broken_packages() {
     ws.write("demosite/demosite/__init__.py", &format!("{init}\nraise RuntimeError('broken on purpose')\n"));
     let (ok, out) = hb_test(&ws, &["--init", "systemd"]);
     assert!(!ok, "{out}");
-    assert!(out.contains("step `service running` failed") && out.contains("broken on purpose"), "{out}");
+    assert!(out.contains("step `service running` failed"), "{out}");
+    // The unit's start check says why, and the journal shows the server's end.
+    assert!(out.contains("the server exited right after it started"), "{out}");
+    assert!(out.contains("Worker failed to boot") || out.contains("broken on purpose"), "{out}");
 
     // A server listening on another port than the package's.
     let ws = demosite(8073, |b| {

@@ -398,8 +398,8 @@ fn files(m: &dyn Machine) -> Result<Vec<String>, String> {
 /// The service's log: the journal under systemd, else its log directory's files.
 fn log_of(m: &dyn Machine, svc: &Service, init: Init) -> String {
     let cmd = match init {
-        Init::Systemd => format!("journalctl --no-pager -n 30 -u {} 2>&1", svc.name),
-        _ => format!("tail -n 30 /var/log/{}/*.log 2>&1", svc.name),
+        Init::Systemd => format!("journalctl --no-pager -n 80 -u {} 2>&1", svc.name),
+        _ => format!("tail -n 80 /var/log/{}/*.log 2>&1", svc.name),
     };
     format!("the service's log (`{cmd}`):\n{}", indent(&m.sh(&cmd).text))
 }
