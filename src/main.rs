@@ -171,14 +171,15 @@ enum Command {
         #[arg(long)]
         update_root: bool,
     },
-    /// Build a deb and test it as an administrator would: in a fresh root of its
-    /// platform's release (made once by mmdebstrap from this machine's apt sources and
-    /// cached), booted under systemd when systemd-nspawn is there (else a chroot with
-    /// the init script): dpkg -i, the service running, a request answered (with the
-    /// text expected), restart, upgrade to the same version keeping an edited conffile,
-    /// dpkg --remove leaving no process, dpkg --purge leaving no file. Each step is
-    /// printed; the first that fails ends the test with what it saw (exit status 1).
-    /// Needs root.
+    /// Build a deb target and test its install, service, upgrade and purge in a fresh root.
+    ///
+    /// The root is of the platform's release (made once by mmdebstrap from this
+    /// machine's apt sources and cached), booted under systemd when systemd-nspawn is
+    /// there (else a chroot with the init script). The steps: dpkg -i, the service
+    /// running, a request answered (with the text expected), restart, upgrade to the
+    /// same version keeping an edited conffile, dpkg --remove leaving no process, dpkg
+    /// --purge leaving no file. Each step is printed; the first that fails ends the test
+    /// with what it saw (exit status 1). Needs root.
     ///
     /// Example: hb test //demosite:deb --path /health --expect ok
     Test(TestArgs),

@@ -79,9 +79,12 @@ fn config_edit_reruns_only_what_depends_on_it() {
             "//demosite:deb data",
             "//demosite:deb data chunk 0",
             "//demosite:deb layout",
+            "//demosite:deb shlibdeps",
         ],
         "{second}"
     );
+    // Depends are not computed again: no ELF file changed.
+    assert!(actions(&second, "cached").contains(&"//demosite:deb (ELF files)".to_string()), "{second}");
     // The other chunks were reused from the cache.
     let reused = actions(&second, "cached").iter().filter(|n| n.contains("data chunk")).count();
     assert_eq!(reused, chunks - 1, "{second}");
