@@ -24,11 +24,6 @@ use serde::{Deserialize, Serialize};
 use crate::actions::python::VenvFacts;
 use crate::actions::shlibs::ShlibsFacts;
 
-/// Whether `depends` holds `relation` already.
-fn facts_has(depends: &[String], relation: &str) -> bool {
-    depends.iter().any(|d| d == relation)
-}
-
 /// Control-file metadata of a package, in the order fields are written.
 #[derive(Clone, Debug, Serialize)]
 pub struct DebMeta {
@@ -316,7 +311,7 @@ impl ControlJob {
             let (_, facts) = inputs.get(s)?;
             let mut depends = facts.depends;
             for d in &self.meta.depends {
-                if !facts_has(&depends, d) {
+                if !depends.contains(d) {
                     depends.push(d.clone());
                 }
             }

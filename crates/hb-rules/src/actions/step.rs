@@ -156,6 +156,9 @@ impl StepJob {
             }
         }
         let expected: BTreeMap<&str, &Source> = sources.iter().map(|s| (s.name.as_str(), s)).collect();
+        // Every directory the sources sit in (a directory holding none is the command's).
+        let source_dirs: std::collections::BTreeSet<&str> =
+            sources.iter().flat_map(|s| s.name.match_indices('/').map(|(i, _)| &s.name[..i])).collect();
         let mut seen = 0usize;
         for entry in hb_fs::walk_sorted(&work.join("src")).min_depth(1) {
             let entry =
@@ -163,7 +166,7 @@ impl StepJob {
             let rel = entry.path().strip_prefix(work.join("src")).unwrap_or(entry.path());
             let rel = rel.to_string_lossy().into_owned();
             if entry.file_type().is_dir() {
-                if !sources.iter().any(|s| s.name.starts_with(&format!("{rel}/"))) {
+                if !source_dirs.contains(rel.as_str()) {
                     stray.push(format!("{SRC_DIR}/{rel}/"));
                 }
                 continue;
