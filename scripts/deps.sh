@@ -15,6 +15,8 @@ packages=(
   qemu-user-static binfmt-support arch-test  # arm64 roots and builds run under qemu-user
   systemd-container      # tests boot that root with systemd-nspawn (the systemd path)
   nginx-light            # tests serve the remote cache from a stock nginx (WebDAV)
+  postgresql             # the PostgreSQL example's test runs a private server on loopback
+  libpq-dev              # `hb lock` prepares psycopg2's sdist metadata with pip, which runs pg_config
   xz-utils zstd gzip tar # format cross-checks in tests
   ca-certificates curl git bc
 )

@@ -365,20 +365,24 @@ fn lock(cwd: &Path, cache_dir: &Path, texts: &[String], update_root: bool) -> Re
     let labels = resolve(&mut ws, cwd, texts)?;
     let store = Store::open(cache_dir).with_context(|| format!("cannot open the cache in {}", cache_dir.display()))?;
     let apt_dir = hb_rules::actions::root::apt_base(&store, apt_dir_setting().as_deref());
-    let done = hb_rules::roots::lock_roots(&ws, &apt_dir, update_root, &|m| progress::note(m))?;
-    if !done.is_empty() {
-        println!("{}", hb_rules::roots::ROOT_LOCK);
-        progress::note(&format!("locked the root of {}", done.join(", ")));
-    }
     for label in labels {
         let (path, lock) = python_app::lock(&mut ws, &label, &|m| progress::note(m))?;
         let runtime = lock.files(hb_fetch::Role::Runtime).count();
         let build = lock.files(hb_fetch::Role::Build).count();
+        let sdists = lock.sdists().count();
         println!("{}", path.display());
         progress::note(&format!(
-            "locked {runtime} runtime and {build} build file(s) for {} target(s)",
-            lock.targets.len()
+            "locked {runtime} runtime and {build} build file(s) for {} target(s){}",
+            lock.targets.len(),
+            if sdists > 0 { format!(", {sdists} of them sdists compiled in the target root") } else { String::new() }
         ));
+    }
+    // The roots last: an app whose lock now holds sdists needs a compile root.
+    let compile = python_app::compile_roots(&mut ws)?;
+    let done = hb_rules::roots::lock_roots(&ws, &compile, &apt_dir, update_root, &|m| progress::note(m))?;
+    if !done.is_empty() {
+        println!("{}", hb_rules::roots::ROOT_LOCK);
+        progress::note(&format!("locked the {}", done.join(", the ")));
     }
     Ok(ExitCode::SUCCESS)
 }

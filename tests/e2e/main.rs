@@ -9,6 +9,7 @@ mod cache;
 mod check;
 mod init;
 mod install_test;
+mod native;
 mod platforms;
 mod python;
 mod remote;

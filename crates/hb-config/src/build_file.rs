@@ -334,6 +334,15 @@ pub fn is_identifier(s: &str) -> bool {
     chars.next().is_some_and(|c| c == '_' || c.is_alphabetic()) && chars.all(|c| c == '_' || c.is_alphanumeric())
 }
 
+/// A Python distribution name as PEP 508 allows it: ASCII letters and digits, with
+/// `-`, `_` and `.` inside.
+pub fn valid_python_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    b.first().is_some_and(u8::is_ascii_alphanumeric)
+        && b.last().is_some_and(u8::is_ascii_alphanumeric)
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
 /// Debian policy 5.6.1.
 pub fn valid_debian_package_name(name: &str) -> bool {
     name.len() >= 2

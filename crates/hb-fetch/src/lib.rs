@@ -2,9 +2,13 @@
 //! (delegated to `pip download`, which reads the user's own index configuration:
 //! `PIP_INDEX_URL`, `PIP_FIND_LINKS`, pip.conf), and fetching one locked file, from a
 //! local wheelhouse or through pip, verified against its sha256 before anything else
-//! sees it. This crate is the only part of hb that reaches the network.
+//! sees it. Wheels are binary-only for the target; a dependency the app allows to come
+//! from source is locked as its sdist ([`sdist`]: pip resolves the rest around a
+//! stand-in wheel carrying the sdist's metadata). This crate is the only part of hb that
+//! reaches the network.
 
 pub mod lock;
+pub mod sdist;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -53,6 +57,7 @@ impl Pip {
         let mut cmd = Command::new(&self.python);
         cmd.args(["-m", "pip", "download", "--disable-pip-version-check", "--no-input", "--quiet"]);
         cmd.arg("--dest").arg(dest);
+        cmd.env("PIP_PROGRESS_BAR", "off");
         cmd.args(["--only-binary=:all:", "--implementation", "cp"]);
         cmd.args(["--python-version", &format!("{major}.{minor}")]);
         cmd.args(["--abi", &format!("cp{major}{minor}"), "--abi", "abi3", "--abi", "none"]);
@@ -69,6 +74,81 @@ impl Pip {
         })?;
         if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).trim().to_string()) }
     }
+
+    /// `pip download` of the sdist of one requirement into `dest`, without its
+    /// dependencies. pip prepares the sdist's metadata on this machine to check it,
+    /// which runs its build backend (as pip and uv do whenever they meet an sdist).
+    fn download_sdist(&self, requirement: &str, dest: &Path) -> Result<(), String> {
+        let mut cmd = Command::new(&self.python);
+        cmd.args(["-m", "pip", "download", "--disable-pip-version-check", "--no-input", "--quiet"]);
+        cmd.args(["--no-deps", "--no-binary=:all:", "--ignore-requires-python"]);
+        cmd.arg("--dest").arg(dest);
+        cmd.env("PIP_PROGRESS_BAR", "off");
+        cmd.arg("--").arg(requirement);
+        let out = cmd.output().map_err(|e| {
+            format!("could not run `{} -m pip`: {e} (install pip: apt install python3-pip)", self.python)
+        })?;
+        if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).trim().to_string()) }
+    }
+}
+
+/// Which dependencies may come from an sdist, compiled in the target root, when they
+/// publish no wheel for the target (`allow_sdist` of a python_app).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum SdistPolicy {
+    /// Wheels only (the default).
+    #[default]
+    None,
+    /// Any dependency.
+    All,
+    /// These (PEP 503-normalized names).
+    Only(Vec<String>),
+}
+
+impl SdistPolicy {
+    pub fn allows(&self, name: &str) -> bool {
+        match self {
+            SdistPolicy::None => false,
+            SdistPolicy::All => true,
+            SdistPolicy::Only(names) => names.iter().any(|n| *n == hb_python::normalize(name)),
+        }
+    }
+
+    /// How the policy enters a lock's `inputs` (empty for the default, so locks written
+    /// before sdists existed stay current).
+    pub fn describe(&self) -> String {
+        match self {
+            SdistPolicy::None => String::new(),
+            SdistPolicy::All => "*".to_string(),
+            SdistPolicy::Only(names) => {
+                let mut v = names.clone();
+                v.sort();
+                v.join(",")
+            }
+        }
+    }
+}
+
+/// What a resolution found: the locked files, and for each sdist among them what hb
+/// read from it (its build requirements are resolved next, with the app's).
+pub struct Resolution {
+    pub files: Vec<LockedFile>,
+    pub sdists: Vec<sdist::SdistInfo>,
+}
+
+/// The requirement pip found nothing for, from its error (`No matching distribution
+/// found for psycopg2>=2.8`).
+fn unmatched_requirement(detail: &str) -> Option<String> {
+    let line =
+        detail.lines().rev().find_map(|l| l.split_once("No matching distribution found for ").map(|(_, r)| r))?;
+    let req = line.trim().to_string();
+    (!req.is_empty()).then_some(req)
+}
+
+/// The distribution name at the start of a requirement.
+fn requirement_name(req: &str) -> String {
+    let name: String = req.chars().take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')).collect();
+    hb_python::normalize(&name)
 }
 
 /// Local directories holding wheels: `PIP_FIND_LINKS` entries that are directories,
@@ -91,25 +171,95 @@ pub fn sha256_file(path: &Path) -> Result<String, FetchError> {
     Ok(hb_fs::sha256_file(path)?)
 }
 
-/// Resolves `requirements` for `target` into locked files with `role`.
-pub fn resolve(pip: &Pip, target: &Target, requirements: &[String], role: Role) -> Result<Vec<LockedFile>, FetchError> {
+/// Resolves `requirements` for `target` into locked files with `role`: wheels for the
+/// target, and the sdist of each dependency with no wheel that `allow` admits. Each
+/// such sdist is fetched, read, and stands in for itself as a pure wheel with its
+/// metadata while pip resolves again, so its dependencies are resolved for the target
+/// like any other's.
+pub fn resolve(
+    pip: &Pip,
+    target: &Target,
+    requirements: &[String],
+    role: Role,
+    allow: &SdistPolicy,
+) -> Result<Resolution, FetchError> {
     if requirements.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Resolution { files: Vec::new(), sdists: Vec::new() });
     }
-    let tmp =
-        tempfile::tempdir().map_err(|e| FetchError::Other(format!("cannot create a temporary directory: {e}")))?;
+    let tmp_err = |e: std::io::Error| FetchError::Other(format!("cannot create a temporary directory: {e}"));
     let what = match role {
         Role::Runtime => "the app's dependencies",
-        Role::Build => "the app's build requirements",
+        Role::Build => "the build requirements (of the app and of its sdists)",
     };
-    pip.download(target, requirements, false, tmp.path()).map_err(|detail| FetchError::Resolve {
-        what: format!("{what} ({})", requirements.join(", ")),
-        target: target.describe(),
-        detail: with_available_tags(&detail, requirements, target),
-    })?;
+    let stand_ins = tempfile::tempdir().map_err(tmp_err)?;
+    let mut reqs: Vec<String> = requirements.to_vec();
+    let mut sdists: Vec<(LockedFile, sdist::SdistInfo, String)> = Vec::new();
+    let tmp = loop {
+        let tmp = tempfile::tempdir().map_err(tmp_err)?;
+        let Err(detail) = pip.download(target, &reqs, false, tmp.path()) else { break tmp };
+        let unmatched = unmatched_requirement(&detail);
+        let name = unmatched.as_deref().map(requirement_name).unwrap_or_default();
+        let fail = |detail: String| FetchError::Resolve {
+            what: format!("{what} ({})", requirements.join(", ")),
+            target: target.describe(),
+            detail: with_available_tags(&detail, &reqs, target),
+        };
+        let Some(req) = unmatched.filter(|_| !name.is_empty()) else { return Err(fail(detail)) };
+        if !allow.allows(&name) {
+            let hint = if role == Role::Runtime {
+                format!(
+                    "\n  {name} has no wheel for {}. To compile it from its sdist in the target root, allow it on the python_app: `allow_sdist = [\"{name}\"]`, and list the Debian packages its build needs in `build_depends` (headers, libraries, tools such as pg_config).",
+                    target.describe()
+                )
+            } else {
+                String::new()
+            };
+            return Err(fail(format!("{detail}{hint}")));
+        }
+        if sdists.iter().any(|(f, _, _)| f.name == name) {
+            return Err(fail(detail));
+        }
+        let dir = tempfile::tempdir().map_err(tmp_err)?;
+        pip.download_sdist(&req, dir.path()).map_err(|d| FetchError::Resolve {
+            what: format!("the sdist of {req} (allowed by `allow_sdist`)"),
+            target: "any target (an sdist is the same for all)".to_string(),
+            detail: d,
+        })?;
+        let found = hb_fs::read_dir_sorted(dir.path())?;
+        let Some(entry) = found.iter().find(|e| sdist::is_sdist(&e.file_name().to_string_lossy())) else {
+            let got: Vec<String> = found.iter().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+            return Err(FetchError::Other(format!(
+                "pip fetched no .tar.gz sdist for {req} (it fetched: {}); hb compiles only PEP 517 sdists (`NAME-VERSION.tar.gz`)",
+                got.join(", ")
+            )));
+        };
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let info = sdist::read(&entry.path())?;
+        if info.name != name {
+            return Err(FetchError::Other(format!("{file}: its PKG-INFO names `{}`, not `{name}`", info.name)));
+        }
+        let stand_in = sdist::write_stand_in(stand_ins.path(), &info)?;
+        // A direct reference by name, so pip takes it for every requirement of the
+        // name; first, since pip 23 looks the name up in the index when a plain
+        // requirement of it comes before.
+        reqs.insert(0, format!("{} @ file://{}", info.name, stand_in.display().to_string().replace(' ', "%20")));
+        let stand_in_file = stand_in.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let locked = LockedFile {
+            name: info.name.clone(),
+            version: info.version.clone(),
+            role,
+            file,
+            sha256: sha256_file(&entry.path())?,
+            targets: Vec::new(),
+        };
+        sdists.push((locked, info, stand_in_file));
+    };
     let mut out = Vec::new();
     for entry in hb_fs::read_dir_sorted(tmp.path())? {
         let file = entry.file_name().to_string_lossy().into_owned();
+        if sdists.iter().any(|(_, _, stand_in)| *stand_in == file) {
+            continue;
+        }
         let wheel = WheelName::parse(&file)
             .map_err(|e| FetchError::Other(format!("pip downloaded {file}, which hb cannot use: {e}")))?;
         if target.rank(&wheel).is_none() {
@@ -128,7 +278,12 @@ pub fn resolve(pip: &Pip, target: &Target, requirements: &[String], role: Role) 
             targets: Vec::new(),
         });
     }
-    Ok(out)
+    let mut infos = Vec::new();
+    for (locked, info, _) in sdists {
+        out.push(locked);
+        infos.push(info);
+    }
+    Ok(Resolution { files: out, sdists: infos })
 }
 
 /// When pip finds nothing for a requirement, the wheels a wheelhouse does have for it,
@@ -186,7 +341,12 @@ pub fn fetch(
         }
     }
     let pin = format!("{}=={}", f.name, f.version);
-    pip.download(target, std::slice::from_ref(&pin), true, dest_dir).map_err(|detail| FetchError::NotFound {
+    let got = if sdist::is_sdist(&f.file) {
+        pip.download_sdist(&pin, dest_dir)
+    } else {
+        pip.download(target, std::slice::from_ref(&pin), true, dest_dir)
+    };
+    got.map_err(|detail| FetchError::NotFound {
         file: f.file.clone(),
         name: f.name.clone(),
         version: f.version.clone(),

@@ -192,14 +192,20 @@ impl Lock {
         out
     }
 
+    /// The locked sdists (compiled in the target root; the same file for every target).
+    pub fn sdists(&self) -> impl Iterator<Item = &LockedFile> {
+        self.packages.iter().filter(|p| crate::sdist::is_sdist(&p.file))
+    }
+
     pub fn files(&self, role: Role) -> impl Iterator<Item = &LockedFile> {
         self.packages.iter().filter(move |p| p.role == role)
     }
 }
 
 /// Digest of the requirement lists a lock is resolved from (order-insensitive), for
-/// its targets (in order; one target gives the digest format 1 always had).
-pub fn inputs_digest(runtime: &[String], build: &[String], targets: &[String]) -> String {
+/// its targets (in order; one target gives the digest format 1 always had), and which
+/// sdists it may hold (`SdistPolicy::describe`; empty adds nothing).
+pub fn inputs_digest(runtime: &[String], build: &[String], targets: &[String], sdists: &str) -> String {
     let target = targets.join(",");
     use sha2::Digest as _;
     let norm = |reqs: &[String]| {
@@ -207,7 +213,10 @@ pub fn inputs_digest(runtime: &[String], build: &[String], targets: &[String]) -
         v.sort();
         v.join("\n")
     };
-    let text = format!("target={target}\nruntime:\n{}\nbuild:\n{}\n", norm(runtime), norm(build));
+    let mut text = format!("target={target}\nruntime:\n{}\nbuild:\n{}\n", norm(runtime), norm(build));
+    if !sdists.is_empty() {
+        text.push_str(&format!("sdists:\n{sdists}\n"));
+    }
     let h = sha2::Sha256::digest(text.as_bytes());
     h.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -283,10 +292,11 @@ mod tests {
 
     #[test]
     fn inputs_digest_ignores_order() {
-        let a = inputs_digest(&["flask>=2".into(), "gunicorn".into()], &[], &["t".into()]);
-        let b = inputs_digest(&["gunicorn".into(), "flask>=2".into()], &[], &["t".into()]);
+        let a = inputs_digest(&["flask>=2".into(), "gunicorn".into()], &[], &["t".into()], "");
+        let b = inputs_digest(&["gunicorn".into(), "flask>=2".into()], &[], &["t".into()], "");
         assert_eq!(a, b);
-        assert_ne!(a, inputs_digest(&["flask>=3".into(), "gunicorn".into()], &[], &["t".into()]));
+        assert_ne!(a, inputs_digest(&["flask>=3".into(), "gunicorn".into()], &[], &["t".into()], ""));
+        assert_ne!(a, inputs_digest(&["flask>=2".into(), "gunicorn".into()], &[], &["t".into()], "psycopg2"));
     }
 
     mod hostile {

@@ -117,6 +117,19 @@ impl Platform {
         format!("/usr/bin/python{}.{}", self.python.0, self.python.1)
     }
 
+    /// What a root needs, besides its own packages, to compile a Python extension from
+    /// an sdist: the C compiler, the C library's headers, the interpreter's headers, and
+    /// the tools build scripts take for granted on Debian (Essential's bash, perl and
+    /// tar, which packages never declare, plus make and pkg-config). A package's own
+    /// `build_depends` come on top.
+    pub fn compile_packages(&self) -> Vec<String> {
+        let python_dev = format!("python{}.{}-dev", self.python.0, self.python.1);
+        ["gcc", "libc6-dev", &python_dev, "make", "pkgconf", "bash", "perl-base", "tar", "diffutils"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    }
+
     /// `python3 (>= 3.11~), python3 (<< 3.12)`: a venv works only with the minor
     /// version it was written for.
     pub fn python_depends(&self) -> [String; 2] {

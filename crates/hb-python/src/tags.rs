@@ -212,6 +212,22 @@ impl Target {
         w.tags().iter().filter_map(|t| index.get(&t.to_ascii_lowercase()).copied()).min()
     }
 
+    /// [`Target::rank`] for a wheel built in the target's own root: its `linux_<arch>`
+    /// tag (what a backend writes when it compiles) stands for this very platform, so
+    /// it ranks as the target's newest manylinux tag. Only wheels hb compiled itself are
+    /// ranked this way; locked wheels from an index need a portable tag.
+    pub fn rank_built(&self, w: &WheelName) -> Option<usize> {
+        let native = format!("linux_{}", self.arch);
+        let newest = format!("manylinux_{}_{}_{}", self.glibc.0, self.glibc.1, self.arch);
+        let mut mapped = w.clone();
+        for p in &mut mapped.platform {
+            if p.eq_ignore_ascii_case(&native) {
+                p.clone_from(&newest);
+            }
+        }
+        self.rank(&mapped)
+    }
+
     /// The `--platform` values to give `pip download` (every manylinux tag, newest first).
     pub fn pip_platforms(&self) -> Vec<String> {
         self.platforms()
@@ -311,6 +327,12 @@ mod tests {
         assert_eq!(Target::from_id(&t.id()), Some(t.clone()));
         assert_eq!(Target::from_id("cp313-manylinux_2_41_aarch64").map(|t| t.arch), Some("aarch64".into()));
         assert_eq!(Target::from_id("cp313-linux_aarch64"), None);
+        let built = WheelName::parse("psycopg2-2.9.10-cp311-cp311-linux_x86_64.whl").unwrap();
+        let t = Target::bookworm_amd64((3, 11));
+        assert_eq!(t.rank(&built), None, "not portable: never locked from an index");
+        assert_eq!(t.rank_built(&built), Some(0));
+        let other = WheelName::parse("psycopg2-2.9.10-cp311-cp311-linux_aarch64.whl").unwrap();
+        assert_eq!(t.rank_built(&other), None);
         let tags = t.supported_tags();
         assert_eq!(tags[0], "cp311-cp311-manylinux_2_36_x86_64");
         let pos = |s: &str| tags.iter().position(|t| t == s).unwrap_or_else(|| panic!("{s} missing"));

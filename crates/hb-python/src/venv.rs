@@ -231,7 +231,8 @@ pub fn install(
         )));
     }
     for w in wheels {
-        if target.rank(w.name()).is_none() {
+        // A wheel compiled in the target root (a locked sdist) carries `linux_<arch>`.
+        if target.rank_built(w.name()).is_none() {
             return Err(PyError::Incompatible {
                 wheel: w.filename().to_string(),
                 tags: w.name().tags().join(", "),

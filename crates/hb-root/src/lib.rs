@@ -14,7 +14,7 @@ use std::path::Path;
 use hb_config::Location;
 use hb_platform::Platform;
 
-pub use lock::{ROOT_LOCK, Root, RootLock, RootPackage, inputs_digest};
+pub use lock::{ROOT_LOCK, Root, RootLock, RootPackage, canonical_extra, inputs_digest, inputs_digest_with};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RootError {

@@ -33,6 +33,9 @@ pub struct PythonApp {
     /// The venv action; its facts say whether it holds native code, the glibc it needs
     /// and its console scripts.
     pub venv: Input<VenvFacts>,
+    /// The root its sdists were compiled in (the base root plus the compiler and its
+    /// `build_depends`), when it has any: the libraries they link are described there.
+    pub compile_root: Option<Input<()>>,
 }
 impl Provider for PythonApp {}
 

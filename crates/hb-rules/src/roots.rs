@@ -1,7 +1,9 @@
 //! Target roots in the build: `hb lock` resolves each platform's root into
-//! `hb-root.lock` ([`lock_roots`]); a rule whose actions run in the root asks
-//! [`root_input`] for it, which checks the lock is current and adds the shared
-//! `deb_fetch` and `root` actions once per platform.
+//! `hb-root.lock` ([`lock_roots`]), and the compile roots the workspace's locked sdists
+//! need (the base root plus a compiler, the Python headers and an app's
+//! `build_depends`); a rule whose actions run in a root asks [`root_input`] (or
+//! [`root_input_with`]) for it, which checks the lock is current and adds the shared
+//! `deb_fetch` and `root` actions once per root.
 
 use std::path::PathBuf;
 
@@ -19,15 +21,17 @@ fn root_error(e: hb_root::RootError) -> RulesError {
     RulesError::Other(e.to_string())
 }
 
-/// `hb lock`: resolves the root of every platform the workspace builds that has none
-/// in the lock or whose lock is stale (all of them with `update`), and writes
-/// `hb-root.lock`. Returns the platforms resolved.
+/// `hb lock`: resolves the root of every platform the workspace builds, and each
+/// compile root in `compile` (platform, extra packages), that has none in the lock or
+/// whose lock is stale (all of them with `update`), and writes `hb-root.lock`. Roots
+/// nothing needs any more are dropped. Returns the roots resolved, by name.
 pub fn lock_roots(
     ws: &Workspace,
+    compile: &[(&'static Platform, Vec<String>)],
     apt_dir: &std::path::Path,
     update: bool,
     progress: &dyn Fn(&str),
-) -> Result<Vec<&'static str>, RulesError> {
+) -> Result<Vec<String>, RulesError> {
     let mut lock = match RootLock::load(&ws.root) {
         Ok(l) => l.unwrap_or_default(),
         Err(e) if update => {
@@ -37,19 +41,30 @@ pub fn lock_roots(
         Err(e) => return Err(root_error(e)),
     };
     let mut done = Vec::new();
-    for p in &ws.platforms {
-        let want = hb_root::inputs_digest(p);
-        if !update && lock.root(p.name).is_some_and(|r| r.inputs == want) {
+    let mut wanted: Vec<(&'static Platform, Vec<String>)> = ws.platforms.iter().map(|p| (*p, Vec::new())).collect();
+    for (p, extra) in compile {
+        let extra = hb_root::canonical_extra(extra);
+        if ws.platforms.iter().any(|w| w.name == p.name) && !wanted.iter().any(|(q, e)| q.name == p.name && *e == extra)
+        {
+            wanted.push((p, extra));
+        }
+    }
+    for (p, extra) in &wanted {
+        let want = hb_root::inputs_digest_with(p, extra);
+        if !update && lock.root_with(p.name, extra).is_some_and(|r| r.inputs == want) {
             continue;
         }
-        progress(&format!("resolving the {} root ({}) through apt", p.name, p.root_packages.join(", ")));
+        let name = root_name(p, extra);
+        let mut packages: Vec<&str> = p.root_packages.to_vec();
+        packages.extend(extra.iter().map(String::as_str));
+        progress(&format!("resolving the {name} ({}) through apt", packages.join(", ")));
         let apt = hb_root::apt::Apt::new(apt_dir, p);
-        let package = apt.resolve(p.root_packages).map_err(root_error)?;
-        lock.set(Root { platform: p.name.to_string(), inputs: want, package });
-        done.push(p.name);
+        let package = apt.resolve(&packages).map_err(root_error)?;
+        lock.set(Root { platform: p.name.to_string(), extra: extra.clone(), inputs: want, package });
+        done.push(name);
     }
-    // Roots of platforms the workspace no longer builds are dropped.
-    lock.roots.retain(|r| ws.platforms.iter().any(|p| p.name == r.platform));
+    // Roots nothing builds in any more are dropped.
+    lock.roots.retain(|r| wanted.iter().any(|(p, e)| p.name == r.platform && *e == r.extra));
     let text = lock.render();
     let path = ws.root.join(ROOT_LOCK);
     if hb_fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
@@ -58,9 +73,25 @@ pub fn lock_roots(
     Ok(done)
 }
 
+/// How a root is named in messages and action names: `bookworm-amd64 root`, or
+/// `bookworm-amd64 compile root (+ gcc, libc6-dev, ...)`.
+pub fn root_name(p: &Platform, extra: &[String]) -> String {
+    if extra.is_empty() {
+        format!("{} root", p.name)
+    } else {
+        format!("{} compile root (+ {})", p.name, extra.join(", "))
+    }
+}
+
 /// The root of the platform being built, as an action input (shared by every target
 /// that runs in it).
 pub fn root_input(cx: &mut Cx) -> Result<Input<()>, RulesError> {
+    root_input_with(cx, &[])
+}
+
+/// The root of the platform being built with `extra` packages (canonical form), as an
+/// action input shared by every target that runs in it.
+pub fn root_input_with(cx: &mut Cx, extra: &[String]) -> Result<Input<()>, RulesError> {
     let platform: &'static Platform = cx.platform;
     let at = cx.target.location.clone();
     let lock = RootLock::load(cx.workspace_root)
@@ -72,13 +103,13 @@ pub fn root_input(cx: &mut Cx) -> Result<Input<()>, RulesError> {
     let Some(lock) = lock else {
         return Err(stale(&format!("no target root is locked for {} ({ROOT_LOCK} is missing)", platform.name)));
     };
-    let Some(root) = lock.root(platform.name) else {
-        return Err(stale(&format!("{ROOT_LOCK} has no root for {}", platform.name)));
+    let name = root_name(platform, extra);
+    let Some(root) = lock.root_with(platform.name, extra) else {
+        return Err(stale(&format!("{ROOT_LOCK} has no {name}")));
     };
-    if root.inputs != hb_root::inputs_digest(platform) {
+    if root.inputs != hb_root::inputs_digest_with(platform, extra) {
         return Err(stale(&format!(
-            "the {} root in {ROOT_LOCK} was resolved for other packages than this hb's platform table names",
-            platform.name
+            "the {name} in {ROOT_LOCK} was resolved for other packages than this hb's platform table names"
         )));
     }
     let apt_dir: Option<PathBuf> = cx.opts.apt_dir.clone();
@@ -88,5 +119,6 @@ pub fn root_input(cx: &mut Cx) -> Result<Input<()>, RulesError> {
         let job = || DebFetchJob { package: p.clone(), batch: batch.clone(), platform, apt_dir: apt_dir.clone() };
         debs.push((p.name.clone(), cx.actions.shared(format!("fetch {}", p.file), job)));
     }
-    Ok(cx.actions.shared(format!("root {}", platform.name), || RootJob { platform, debs }))
+    let action = if extra.is_empty() { format!("root {}", platform.name) } else { name };
+    Ok(cx.actions.shared(action, || RootJob { platform, debs }))
 }

@@ -36,6 +36,7 @@ fn fake_root_lock() -> String {
     hb_root::RootLock {
         roots: vec![hb_root::Root {
             platform: p.name.to_string(),
+            extra: Vec::new(),
             inputs: hb_root::inputs_digest(p),
             package: vec![hb_root::RootPackage {
                 name: "libc6".into(),
@@ -93,7 +94,7 @@ impl Ws {
         packages.extend(build.iter().map(|n| file(n, hb_fetch::Role::Build)));
         let targets = vec![id];
         let lock =
-            hb_fetch::Lock { inputs: hb_fetch::inputs_digest(&s(runtime), &s(build), &targets), targets, packages };
+            hb_fetch::Lock { inputs: hb_fetch::inputs_digest(&s(runtime), &s(build), &targets, ""), targets, packages };
         ws.write("app/hb.lock", &lock.render("//app:app"));
         ws.write(hb_root::ROOT_LOCK, &fake_root_lock());
         ws

@@ -226,7 +226,7 @@ impl Action for WheelJob {
             Mode::Bwrap => hb_sandbox::WORK.to_string(),
             Mode::Off => work.display().to_string(),
         };
-        self.build_env(ctx, inputs, &base, &work.join("env"))?;
+        self.build_env().write(ctx, inputs, &base, &work.join("env"))?;
         // The sources, with one mtime and normalized modes.
         let src: Vec<TreeEntry> =
             sources.iter().map(|s| TreeEntry::file(s.name.clone(), s.digest, s.size, s.executable)).collect();
@@ -281,21 +281,46 @@ impl Action for WheelJob {
 }
 
 impl WheelJob {
-    /// Writes the build environment under `dir` (seen as `{base}/env`): the backend's
-    /// wheels in a venv of their own. Its files are scaffolding, not outputs: they stay
-    /// in memory and never enter the store.
-    fn build_env(&self, ctx: &Ctx, inputs: &Inputs, base: &str, dir: &Path) -> Result<(), JobError> {
+    fn build_env(&self) -> BuildEnv<'_> {
+        BuildEnv {
+            label: &self.label,
+            build: &self.build,
+            python: self.python,
+            interpreter: &self.interpreter,
+            target: &self.target,
+            mtime: self.mtime,
+            limits: &self.limits,
+        }
+    }
+}
+
+/// A PEP 517 build environment: the locked build requirements' wheels in a venv of
+/// their own.
+struct BuildEnv<'a> {
+    label: &'a str,
+    build: &'a [Input<()>],
+    python: (u32, u32),
+    interpreter: &'a str,
+    target: &'a Target,
+    mtime: u64,
+    limits: &'a Limits,
+}
+
+impl BuildEnv<'_> {
+    /// Writes the environment under `dir` (seen as `{base}/env`). Its files are
+    /// scaffolding, not outputs: they stay in memory and never enter the store.
+    fn write(&self, ctx: &Ctx, inputs: &Inputs, base: &str, dir: &Path) -> Result<(), JobError> {
         let trees = self.build.iter().map(|b| inputs.tree(*b)).collect::<Result<Vec<_>, _>>()?;
-        let build_wheels = wheels_of(ctx.store, &trees, &self.limits)?;
+        let build_wheels = wheels_of(ctx.store, &trees, self.limits)?;
         let spec =
-            VenvSpec { prefix: format!("{base}/env"), python: self.python, interpreter: self.interpreter.clone() };
+            VenvSpec { prefix: format!("{base}/env"), python: self.python, interpreter: self.interpreter.to_string() };
         let mut blobs: BTreeMap<Digest, Vec<u8>> = BTreeMap::new();
         let mut put = |b: &[u8]| {
             let d = Digest::of(b);
             blobs.entry(d).or_insert_with(|| b.to_vec());
             Ok(d)
         };
-        let env = hb_python::install(&spec, &self.target, &build_wheels, &mut put)
+        let env = hb_python::install(&spec, self.target, &build_wheels, &mut put)
             .map_err(|e| JobError::Failed(format!("{}: {e}", self.label)))?;
         let env_entries: Vec<TreeEntry> = env
             .entries
@@ -387,5 +412,252 @@ impl Action for VenvJob {
             VenvFacts { native_code: venv.has_native_code, required_glibc: venv.required_glibc, console_scripts };
         let tree = Tree::new(venv.entries).map_err(|e| JobError::Failed(format!("{}: {e}", self.label)))?;
         Ok(Output { tree, facts, exports: Vec::new() })
+    }
+}
+
+/// The sdist front end run in the sandbox: unpacks the sdist (refusing members that
+/// would land outside the build directory), then calls its backend's `build_wheel`.
+/// Written by hb; its text is part of the action's key.
+const SDIST_FRONTEND: &str = r#"import importlib, os, sys, tarfile
+
+def fail(why):
+    print("HB_ERROR=" + why)
+    sys.exit(3)
+
+def unpack(sdist, dest):
+    with tarfile.open(sdist, "r:gz") as t:
+        members = t.getmembers()
+        for m in members:
+            parts = m.name.split("/")
+            if m.name.startswith("/") or ".." in parts:
+                fail("the sdist member %r would land outside its directory" % m.name)
+            if not (m.isfile() or m.isdir() or m.issym()):
+                fail("the sdist member %r is neither a file, a directory nor a symlink" % m.name)
+            if m.issym() and (m.linkname.startswith("/") or os.path.normpath(
+                    os.path.join(os.path.dirname(m.name), m.linkname)).split("/")[0] == ".."):
+                fail("the sdist symlink %r points outside its directory" % m.name)
+        if hasattr(tarfile, "data_filter"):
+            t.extractall(dest, members=members, filter="data")
+        else:
+            t.extractall(dest, members=members)
+    tops = sorted(os.listdir(dest))
+    if len(tops) != 1 or not os.path.isdir(os.path.join(dest, tops[0])):
+        fail("the sdist holds %s at its top, not one directory" % (", ".join(tops) or "nothing"))
+    return os.path.join(dest, tops[0])
+
+def main():
+    sdist, out_dir = sys.argv[1], sys.argv[2]
+    src = unpack(sdist, os.path.abspath("src"))
+    os.chdir(src)
+    backend_spec = "setuptools.build_meta:__legacy__"
+    if os.path.exists("pyproject.toml"):
+        import tomllib
+        with open("pyproject.toml", "rb") as f:
+            bs = tomllib.load(f).get("build-system", {})
+        if "build-backend" in bs:
+            backend_spec = bs["build-backend"]
+    sys.path.insert(0, src)
+    module, _, attrs = backend_spec.partition(":")
+    try:
+        backend = importlib.import_module(module)
+    except ImportError as e:
+        fail("the sdist's build backend `%s` cannot be imported (%s): run `hb lock` again so its build "
+             "requirements are locked" % (module, e))
+    for attr in filter(None, attrs.split(".")):
+        backend = getattr(backend, attr)
+    os.makedirs(out_dir, exist_ok=True)
+    name = backend.build_wheel(out_dir, {}, None)
+    print("HB_WHEEL=" + name)
+
+main()
+"#;
+
+/// Flags of a compile in the root, after Debian's reproducible builds: build paths
+/// mapped away, `__DATE__` from `SOURCE_DATE_EPOCH` (GCC reads it), and objects
+/// stripped at link time (so the wheel's RECORD stays true). Part of the key.
+const COMPILE_ENV: &[(&str, &str)] = &[
+    ("CFLAGS", "-O2 -ffile-prefix-map=/hb/build=. -Wdate-time"),
+    ("CXXFLAGS", "-O2 -ffile-prefix-map=/hb/build=. -Wdate-time"),
+    ("LDFLAGS", "-Wl,--strip-all"),
+    ("MAKEFLAGS", "-j1"),
+];
+
+/// `py_sdist`: the wheel of a locked sdist, compiled in the platform's compile root
+/// (its base root plus the compiler, the Python headers and the app's
+/// `build_depends`), without network. The result is a cached action like any other:
+/// a team compiles each sdist once per root.
+pub struct SdistJob {
+    pub label: String,
+    /// The sdist's name and version, as locked.
+    pub name: String,
+    pub version: String,
+    pub file: String,
+    pub sdist: Input<()>,
+    pub root: Input<()>,
+    pub platform: &'static hb_platform::Platform,
+    pub target: Target,
+    pub python: (u32, u32),
+    pub interpreter: String,
+    pub mtime: u64,
+    /// The locked build requirements' files.
+    pub build: Vec<Input<()>>,
+    /// Named in messages only: how to add a Debian package to the compile root.
+    pub build_depends: Vec<String>,
+    pub limits: Limits,
+}
+
+impl Action for SdistJob {
+    type Facts = ();
+    const KIND: &'static str = "py_sdist";
+    const VERSION: u32 = 1;
+    fn args(&self) -> Vec<u8> {
+        encode_args(&(
+            &self.name,
+            &self.version,
+            self.python,
+            self.mtime,
+            SDIST_FRONTEND,
+            hb_sandbox::BASE_ENV,
+            COMPILE_ENV,
+            target_id(&self.target),
+        ))
+    }
+    fn inputs(&self) -> Vec<hb_engine::AnyInput> {
+        self.build.iter().chain([&self.sdist, &self.root]).map(Input::any).collect()
+    }
+    fn run(&self, ctx: &Ctx, inputs: &Inputs, _: &[Source]) -> Result<Output<()>, JobError> {
+        let what = format!("{}: compiling {} {} from its sdist", self.label, self.name, self.version);
+        if let Err(why) = hb_sandbox::probe(Mode::Bwrap) {
+            return Err(JobError::Failed(format!("{what}: {why}")));
+        }
+        hb_root::check_emulation(self.platform).map_err(|e| JobError::Failed(format!("{what}: {e}")))?;
+        let store = ctx.store;
+        let root = crate::actions::root::materialized(store, inputs.tree(self.root)?)?;
+        let tmp = tempfile::tempdir_in(store.tmp_dir())
+            .map_err(|e| JobError::Fs(hb_fs::FsError::new("creating a directory in", &store.tmp_dir(), e)))?;
+        let work = tmp.path();
+        let base = hb_sandbox::WORK;
+        let env = BuildEnv {
+            label: &what,
+            build: &self.build,
+            python: self.python,
+            interpreter: &self.interpreter,
+            target: &self.target,
+            mtime: self.mtime,
+            limits: &self.limits,
+        };
+        env.write(ctx, inputs, base, &work.join("env"))?;
+        let sdist_tree = inputs.tree(self.sdist)?;
+        materialize(&|d: &Digest| store.read_blob(d), sdist_tree.entries(), work, self.mtime)?;
+        let frontend = work.join("sdist.py");
+        std::fs::write(&frontend, SDIST_FRONTEND)
+            .map_err(|e| JobError::Fs(hb_fs::FsError::new("writing", &frontend, e)))?;
+        hb_fs::create_dir_all(&work.join("home"))?;
+        let argv = vec![
+            format!("{base}/env/bin/python"),
+            format!("{base}/sdist.py"),
+            format!("{base}/{}", self.file),
+            format!("{base}/out"),
+        ];
+        let mut env = BTreeMap::from([("SOURCE_DATE_EPOCH".to_string(), self.mtime.to_string())]);
+        env.extend(COMPILE_ENV.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let spec =
+            hb_sandbox::Spec { work, cwd: base, argv, env, root: Some(&root), layers: Vec::new(), timeout: None };
+        let out = hb_sandbox::run(Mode::Bwrap, &spec).map_err(|e| JobError::Failed(format!("{what}: {e}")))?;
+        if let Some(why) = out.stdout.lines().find_map(|l| l.strip_prefix("HB_ERROR=")) {
+            return Err(JobError::Failed(format!("{what}: {why}")));
+        }
+        if !out.success {
+            let output = format!("{}{}", out.stdout, out.stderr);
+            return Err(JobError::Failed(format!(
+                "{what} failed (exit {}). Its output:\n{}{}",
+                out.code.map_or("by signal".to_string(), |c| c.to_string()),
+                tail(&output, 60),
+                missing_hint(&output, &self.build_depends)
+            )));
+        }
+        let name = out
+            .stdout
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("HB_WHEEL="))
+            .ok_or_else(|| JobError::Failed(format!("{what}: the build backend reported no wheel")))?
+            .to_string();
+        let wheel = hb_python::WheelName::parse(&name)
+            .map_err(|e| JobError::Failed(format!("{what}: the backend wrote {name}, which is not a wheel: {e}")))?;
+        if wheel.normalized_name() != self.name || wheel.version != self.version {
+            return Err(JobError::Failed(format!(
+                "{what}: the backend built {name}, which is not {} {} as locked",
+                self.name, self.version
+            )));
+        }
+        if self.target.rank_built(&wheel).is_none() {
+            return Err(JobError::Failed(format!(
+                "{what}: the backend built {name}, tagged {}, which does not run on {}",
+                wheel.tags().join(", "),
+                self.target.describe()
+            )));
+        }
+        let path = work.join("out").join(&name);
+        let (digest, size) = store.put_file(&path)?;
+        let tree =
+            Tree::new(vec![TreeEntry::file(name, digest, size, false)]).map_err(|e| JobError::Failed(e.to_string()))?;
+        Ok(Output::tree(tree))
+    }
+}
+
+/// What a failed compile's output says is missing from the root, as advice: a header
+/// (`fatal error: libpq-fe.h: No such file or directory`), a library
+/// (`cannot find -lpq`) or a program (`pg_config: not found`).
+fn missing_hint(output: &str, build_depends: &[String]) -> String {
+    let mut missing = Vec::new();
+    for line in output.lines() {
+        if let Some((_, rest)) = line.split_once("fatal error: ")
+            && let Some(header) = rest.strip_suffix(": No such file or directory")
+        {
+            missing.push(format!("the header `{header}`"));
+        } else if let Some((_, rest)) = line.split_once("cannot find -l") {
+            let lib: String = rest.chars().take_while(|c| !c.is_whitespace() && *c != ':').collect();
+            missing.push(format!("the library `lib{lib}.so`"));
+        } else if let Some(program) = line
+            .strip_suffix(": not found")
+            .or_else(|| line.strip_suffix(": command not found"))
+            .or_else(|| line.strip_suffix(" executable not found."))
+            .and_then(|l| l.rsplit([' ', ':']).find(|w| !w.is_empty()))
+        {
+            missing.push(format!("the program `{program}`"));
+        }
+    }
+    missing.dedup();
+    let Some(first) = missing.first() else { return String::new() };
+    let now = if build_depends.is_empty() {
+        "it has none".to_string()
+    } else {
+        format!("it has {}", build_depends.join(", "))
+    };
+    format!(
+        "\n  The compile root lacks {}. Add the Debian package that ships it to the python_app's `build_depends` ({now}; e.g. `build_depends = [\"libpq-dev\"]` for libpq-fe.h and pg_config; `apt-file search {}` names the package), then run `hb lock`.",
+        missing.join(", "),
+        first.split('`').nth(1).unwrap_or_default()
+    )
+}
+
+#[cfg(test)]
+mod sdist_tests {
+    use super::missing_hint;
+
+    #[test]
+    fn names_what_the_compile_lacked() {
+        let out = "gcc -c psycopg/psycopgmodule.c\npsycopg/psycopg.h:36:10: fatal error: libpq-fe.h: No such file or directory\ncompilation terminated.";
+        let hint = missing_hint(out, &[]);
+        assert!(
+            hint.contains("the header `libpq-fe.h`") && hint.contains("build_depends") && hint.contains("it has none"),
+            "{hint}"
+        );
+        let hint = missing_hint("/usr/bin/ld: cannot find -lffi: No such file or directory", &["libpq-dev".into()]);
+        assert!(hint.contains("the library `libffi.so`") && hint.contains("it has libpq-dev"), "{hint}");
+        let hint = missing_hint("Error: pg_config executable not found.", &[]);
+        assert!(hint.contains("the program `pg_config`"), "{hint}");
+        assert_eq!(missing_hint("error: a plain C error", &[]), "");
     }
 }

@@ -237,6 +237,8 @@ pub struct Analysis {
     /// The dependencies' trees, each named for conflict messages.
     parts: Vec<(String, AnyInput)>,
     venvs: Vec<Input<VenvFacts>>,
+    /// The first app's compile root, if it compiled sdists: shlibdeps reads it.
+    compile_root: Option<Input<()>>,
     meta: DebMeta,
     policy: Policy,
     rendered: Rendered,
@@ -318,7 +320,8 @@ impl Rule for Deb {
             hb_config::Compression::Zstd => hb_deb::Compression::Zstd,
         };
         let venvs = apps.iter().map(|(_, app)| app.venv).collect();
-        Ok(Analysis { package, parts, venvs, meta, policy: Policy { compression, mtime }, rendered })
+        let compile_root = apps.iter().find_map(|(_, app)| app.compile_root);
+        Ok(Analysis { package, parts, venvs, compile_root, meta, policy: Policy { compression, mtime }, rendered })
     }
 
     fn expand(&self, cx: &mut Cx, d: &DebAttrs, a: Analysis) -> Result<Providers, RulesError> {
@@ -352,7 +355,12 @@ impl Rule for Deb {
         // Depends from the ELF files, against the target root's libraries (without the
         // sandbox there is no root: the manylinux tags' glibc is the guess then).
         let shlibs = if !a.venvs.is_empty() && cx.opts.sandbox == hb_sandbox::Mode::Bwrap {
-            let root = crate::roots::root_input(cx)?;
+            // An app's compile root holds the libraries its compiled sdists link (and
+            // the whole base root); the base root is enough for everything else.
+            let root = match a.compile_root {
+                Some(r) => r,
+                None => crate::roots::root_input(cx)?,
+            };
             Some(cx.actions.add(format!("{name} shlibdeps"), ShlibsJob { label: name.clone(), layout, root }))
         } else {
             None

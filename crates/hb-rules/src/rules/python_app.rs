@@ -14,10 +14,11 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::actions::files::FilesJob;
-use crate::actions::python::{FetchJob, VenvJob, WheelJob, target_id};
+use crate::actions::python::{FetchJob, SdistJob, VenvJob, WheelJob, target_id};
 use crate::providers::{InstallTree, PythonApp as PythonAppInfo};
 use crate::rule::{Cx, Providers, Rule, attrs_of};
 use crate::{RulesError, short};
+use hb_fetch::sdist::is_sdist;
 
 /// The `python_app` rule.
 pub struct PythonApp;
@@ -38,6 +39,41 @@ pub struct PythonAppAttrs {
     pub prefix: Option<Spanned<String>>,
     /// The lock file, relative to the package; default `hb.lock`.
     pub lock: Option<Spanned<String>>,
+    /// Dependencies that may be locked as their sdist and compiled in the target root
+    /// when they publish no wheel for it: `true` for any, or a list of names.
+    pub allow_sdist: Option<Spanned<AllowSdist>>,
+    /// Debian packages the sdists' builds need besides the compiler and the Python
+    /// headers (`libpq-dev`), installed in the compile root and locked with it.
+    pub build_depends: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// `allow_sdist = true` or `allow_sdist = ["psycopg2"]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum AllowSdist {
+    All(bool),
+    Only(Vec<String>),
+}
+
+impl PythonAppAttrs {
+    /// Which dependencies may come from an sdist.
+    pub fn sdist_policy(&self) -> hb_fetch::SdistPolicy {
+        match self.allow_sdist.as_ref().map(|a| a.get_ref()) {
+            None | Some(AllowSdist::All(false)) => hb_fetch::SdistPolicy::None,
+            Some(AllowSdist::All(true)) => hb_fetch::SdistPolicy::All,
+            Some(AllowSdist::Only(names)) if names.is_empty() => hb_fetch::SdistPolicy::None,
+            Some(AllowSdist::Only(names)) => {
+                hb_fetch::SdistPolicy::Only(names.iter().map(|n| hb_python::normalize(n)).collect())
+            }
+        }
+    }
+
+    /// The packages of the root sdists compile in, on top of the platform's base root.
+    pub fn compile_extra(&self, platform: &Platform) -> Vec<String> {
+        let mut v = platform.compile_packages();
+        v.extend(self.build_depends.iter().flat_map(|b| b.get_ref().iter().map(|d| d.get_ref().clone())));
+        hb_root::canonical_extra(&v)
+    }
 }
 
 fn default_pyproject() -> Spanned<String> {
@@ -82,6 +118,25 @@ impl Rule for PythonApp {
         {
             return Err(pkg.error(lock.span(), "`lock` is a file name relative to the package directory"));
         }
+        if let Some(allow) = &p.allow_sdist
+            && let AllowSdist::Only(names) = allow.get_ref()
+            && let Some(bad) = names.iter().find(|n| !hb_config::build_file::valid_python_name(n))
+        {
+            return Err(pkg.error(
+                allow.span(),
+                format!("`{bad}` is not a Python distribution name (letters, digits, `-`, `_`, `.`)"),
+            ));
+        }
+        if let Some(deps) = &p.build_depends {
+            for d in deps.get_ref() {
+                if !hb_config::build_file::valid_debian_package_name(d.get_ref()) {
+                    return Err(pkg.error(
+                        d.span(),
+                        "a Debian package name: lowercase letters, digits, `+`, `-`, `.`, at least two characters, starting with a letter or digit (no version: the compile root is locked in hb-root.lock)",
+                    ));
+                }
+            }
+        }
         match &p.srcs {
             Some(srcs) if srcs.get_ref().is_empty() => Err(pkg.error(
                 srcs.span(),
@@ -105,8 +160,50 @@ impl Rule for PythonApp {
         let platform = cx.platform;
         let target = wheel_target(platform);
         let id = target_id(&target);
-        let build = a.lock.files_for(Role::Build, &id).map(|f| fetch(cx, f)).collect();
-        let runtime = a.lock.files_for(Role::Runtime, &id).map(|f| fetch(cx, f)).collect();
+        let build: Vec<_> = a.lock.files_for(Role::Build, &id).map(|f| fetch(cx, f)).collect();
+        let mut runtime: Vec<_> =
+            a.lock.files_for(Role::Runtime, &id).filter(|f| !is_sdist(&f.file)).map(|f| fetch(cx, f)).collect();
+        // Each locked sdist is compiled in the compile root; its wheel joins the venv.
+        let sdists: Vec<hb_fetch::LockedFile> =
+            a.lock.files_for(Role::Runtime, &id).filter(|f| is_sdist(&f.file)).cloned().collect();
+        let mut compile_root = None;
+        if let Some(first) = sdists.first() {
+            if cx.opts.sandbox == hb_sandbox::Mode::Off {
+                return Err(cx.invalid(
+                    p.name.span(),
+                    format!(
+                        "{name} compiles {} from its sdist, which needs the sandbox and the target root; build without --no-sandbox",
+                        first.name
+                    ),
+                ));
+            }
+            let extra = p.compile_extra(platform);
+            let root = crate::roots::root_input_with(cx, &extra)?;
+            compile_root = Some(root);
+            let build_depends: Vec<String> =
+                p.build_depends.iter().flat_map(|b| b.get_ref().iter().map(|d| d.get_ref().clone())).collect();
+            for f in &sdists {
+                let sdist = fetch(cx, f);
+                let job = SdistJob {
+                    label: name.clone(),
+                    name: f.name.clone(),
+                    version: f.version.clone(),
+                    file: f.file.clone(),
+                    sdist,
+                    root,
+                    platform,
+                    target: target.clone(),
+                    python: platform.python,
+                    interpreter: platform.interpreter(),
+                    mtime: cx.settings.source_date_epoch(),
+                    build: build.clone(),
+                    build_depends: build_depends.clone(),
+                    limits: wheel_limits(cx.settings),
+                };
+                // Shared: two apps with the same sdist, root and build files compile it once.
+                runtime.push(cx.actions.add(format!("{name} compile {}", f.file), job));
+            }
+        }
         let mut patterns = a.sources;
         patterns.push((p.pyproject.get_ref().clone(), short(&cx.locate(p.pyproject.span()))));
         let files = FilesJob {
@@ -156,6 +253,7 @@ impl Rule for PythonApp {
             entry_point: p.module.get_ref().clone(),
             requirements: a.lock.files(Role::Runtime).map(|f| f.name.clone()).collect(),
             venv,
+            compile_root,
         };
         Ok(Providers::new(venv).with(InstallTree { tree: venv.any() }).with(info))
     }
@@ -337,7 +435,12 @@ pub fn read_lock(
     })?;
     let lock =
         Lock::parse(&text, &shown).map_err(|e| RulesError::Invalid { message: e.to_string(), location: at.clone() })?;
-    let want = hb_fetch::inputs_digest(&proj.dependencies, &proj.build_requires, &lock_targets(platforms));
+    let want = hb_fetch::inputs_digest(
+        &proj.dependencies,
+        &proj.build_requires,
+        &lock_targets(platforms),
+        &p.sdist_policy().describe(),
+    );
     if lock.inputs != want {
         return Err(RulesError::Invalid {
             message: format!(
@@ -349,6 +452,32 @@ pub fn read_lock(
         });
     }
     Ok(lock)
+}
+
+/// The compile roots the workspace's python_apps need: for each app whose lock holds
+/// an sdist, its compile packages on every platform the workspace builds. Apps without
+/// a readable lock need none yet (building them asks for `hb lock` first).
+pub fn compile_roots(ws: &mut Workspace) -> Result<Vec<(&'static Platform, Vec<String>)>, RulesError> {
+    let mut out: Vec<(&'static Platform, Vec<String>)> = Vec::new();
+    for path in ws.package_paths()? {
+        let pkg = ws.package(&path)?.clone();
+        for t in pkg.targets.values() {
+            let Some(p) = attrs_of::<PythonApp>(t) else { continue };
+            let (file, shown) = lock_path(&pkg, p);
+            let Ok(text) = hb_fs::read_to_string(&file) else { continue };
+            let Ok(lock) = Lock::parse(&text, &shown) else { continue };
+            if lock.sdists().next().is_none() {
+                continue;
+            }
+            for platform in &ws.platforms {
+                let extra = p.compile_extra(platform);
+                if !out.iter().any(|(q, e)| q.name == platform.name && *e == extra) {
+                    out.push((*platform, extra));
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// `hb lock LABEL`: resolves the app's runtime and build requirements for the
@@ -365,6 +494,7 @@ pub fn lock(ws: &mut Workspace, label: &Label, progress: &dyn Fn(&str)) -> Resul
     let pkg = ws.package(&label.package)?.clone();
     let proj = project(&pkg, p)?;
     let pip = hb_fetch::Pip::default();
+    let policy = p.sdist_policy();
     let at = pkg.locate(p.name.span());
     let fail = |e: hb_fetch::FetchError| RulesError::Invalid { message: format!("{label}: {e}"), location: at.clone() };
     let mut resolved = Vec::new();
@@ -375,12 +505,31 @@ pub fn lock(ws: &mut Workspace, label: &Label, progress: &dyn Fn(&str)) -> Resul
             continue;
         }
         progress(&format!("resolving {label} for {}", target.describe()));
-        let mut packages = hb_fetch::resolve(&pip, &target, &proj.dependencies, Role::Runtime).map_err(fail)?;
-        packages.extend(hb_fetch::resolve(&pip, &target, &proj.build_requires, Role::Build).map_err(fail)?);
+        let runtime = hb_fetch::resolve(&pip, &target, &proj.dependencies, Role::Runtime, &policy).map_err(&fail)?;
+        // The sdists' build requirements are resolved with the app's, into one
+        // build environment.
+        let mut build_requires = proj.build_requires.clone();
+        for s in &runtime.sdists {
+            progress(&format!("{} {} has no wheel for {}: locked its sdist", s.name, s.version, target.describe()));
+            for r in &s.build_requires {
+                if !build_requires.contains(r) {
+                    build_requires.push(r.clone());
+                }
+            }
+        }
+        let build = hb_fetch::resolve(&pip, &target, &build_requires, Role::Build, &hb_fetch::SdistPolicy::None)
+            .map_err(&fail)?;
+        let mut packages = runtime.files;
+        packages.extend(build.files);
         done.push(target_id(&target));
         resolved.push((target_id(&target), packages));
     }
-    let inputs = hb_fetch::inputs_digest(&proj.dependencies, &proj.build_requires, &lock_targets(&ws.platforms));
+    let inputs = hb_fetch::inputs_digest(
+        &proj.dependencies,
+        &proj.build_requires,
+        &lock_targets(&ws.platforms),
+        &policy.describe(),
+    );
     let lock = Lock::merge(inputs, resolved);
     let (path, shown) = lock_path(&pkg, p);
     hb_fs::write_atomic(&path, lock.render(&label.to_string()).as_bytes(), None)
