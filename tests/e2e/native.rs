@@ -74,15 +74,11 @@ fn dpkg_shlibdeps(deb: &Path) -> String {
     run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(x.path().join("root")));
     std::fs::create_dir(x.path().join("debian")).unwrap();
     std::fs::write(x.path().join("debian/control"), "Source: x\n").unwrap();
+    // A package build tree (root/DEBIAN), so the libraries Pillow bundles, found
+    // through `$ORIGIN` rpaths, count as the package's own.
+    std::fs::create_dir(x.path().join("root/DEBIAN")).unwrap();
     let objects = run(Command::new("find").arg("root").args(["-type", "f", "-name", "*.so*"]).current_dir(x.path()));
-    // Pillow's bundled libraries are found next to the objects that need them.
-    let libs = run(Command::new("find").arg("root").args(["-type", "d", "-name", "*.libs"]).current_dir(x.path()));
-    let mut cmd = Command::new("dpkg-shlibdeps");
-    cmd.arg("-O");
-    for dir in libs.lines() {
-        cmd.arg(format!("-l{dir}"));
-    }
-    let out = run(cmd.args(objects.lines()).current_dir(x.path()));
+    let out = run(Command::new("dpkg-shlibdeps").arg("-O").args(objects.lines()).current_dir(x.path()));
     out.lines().find_map(|l| l.strip_prefix("shlibs:Depends=")).unwrap_or_default().to_string()
 }
 
