@@ -129,6 +129,55 @@ impl SdistPolicy {
     }
 }
 
+/// The sdists one `hb lock` has fetched and read, by the requirement they were
+/// fetched for: an sdist is the same file for every target, so each is fetched (and
+/// its metadata prepared by pip) once per lock, not once per target.
+#[derive(Default)]
+pub struct SdistCache {
+    dir: Option<tempfile::TempDir>,
+    found: Vec<(String, LockedFile, sdist::SdistInfo)>,
+}
+
+impl SdistCache {
+    /// The sdist for `req`: fetched before, or now through pip.
+    fn get(&mut self, pip: &Pip, req: &str, role: Role) -> Result<(LockedFile, sdist::SdistInfo), FetchError> {
+        if let Some((_, f, info)) = self.found.iter().find(|(r, _, _)| r == req) {
+            return Ok((LockedFile { role, ..f.clone() }, info.clone()));
+        }
+        let tmp_err = |e: std::io::Error| FetchError::Other(format!("cannot create a temporary directory: {e}"));
+        if self.dir.is_none() {
+            self.dir = Some(tempfile::tempdir().map_err(tmp_err)?);
+        }
+        let base = self.dir.as_ref().map(|d| d.path().to_path_buf()).unwrap_or_default();
+        let dir = tempfile::tempdir_in(&base).map_err(tmp_err)?.keep();
+        pip.download_sdist(req, &dir).map_err(|d| FetchError::Resolve {
+            what: format!("the sdist of {req} (allowed by `allow_sdist`)"),
+            target: "any target (an sdist is the same for all)".to_string(),
+            detail: d,
+        })?;
+        let found = hb_fs::read_dir_sorted(&dir)?;
+        let Some(entry) = found.iter().find(|e| sdist::is_sdist(&e.file_name().to_string_lossy())) else {
+            let got: Vec<String> = found.iter().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+            return Err(FetchError::Other(format!(
+                "pip fetched no .tar.gz sdist for {req} (it fetched: {}); hb compiles only PEP 517 sdists (`NAME-VERSION.tar.gz`)",
+                got.join(", ")
+            )));
+        };
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let info = sdist::read(&entry.path())?;
+        let locked = LockedFile {
+            name: info.name.clone(),
+            version: info.version.clone(),
+            role,
+            file,
+            sha256: sha256_file(&entry.path())?,
+            targets: Vec::new(),
+        };
+        self.found.push((req.to_string(), locked.clone(), info.clone()));
+        Ok((locked, info))
+    }
+}
+
 /// What a resolution found: the locked files, and for each sdist among them what hb
 /// read from it (its build requirements are resolved next, with the app's).
 pub struct Resolution {
@@ -182,6 +231,7 @@ pub fn resolve(
     requirements: &[String],
     role: Role,
     allow: &SdistPolicy,
+    cache: &mut SdistCache,
 ) -> Result<Resolution, FetchError> {
     if requirements.is_empty() {
         return Ok(Resolution { files: Vec::new(), sdists: Vec::new() });
@@ -219,24 +269,12 @@ pub fn resolve(
         if sdists.iter().any(|(f, _, _)| f.name == name) {
             return Err(fail(detail));
         }
-        let dir = tempfile::tempdir().map_err(tmp_err)?;
-        pip.download_sdist(&req, dir.path()).map_err(|d| FetchError::Resolve {
-            what: format!("the sdist of {req} (allowed by `allow_sdist`)"),
-            target: "any target (an sdist is the same for all)".to_string(),
-            detail: d,
-        })?;
-        let found = hb_fs::read_dir_sorted(dir.path())?;
-        let Some(entry) = found.iter().find(|e| sdist::is_sdist(&e.file_name().to_string_lossy())) else {
-            let got: Vec<String> = found.iter().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-            return Err(FetchError::Other(format!(
-                "pip fetched no .tar.gz sdist for {req} (it fetched: {}); hb compiles only PEP 517 sdists (`NAME-VERSION.tar.gz`)",
-                got.join(", ")
-            )));
-        };
-        let file = entry.file_name().to_string_lossy().into_owned();
-        let info = sdist::read(&entry.path())?;
+        let (locked, info) = cache.get(pip, &req, role)?;
         if info.name != name {
-            return Err(FetchError::Other(format!("{file}: its PKG-INFO names `{}`, not `{name}`", info.name)));
+            return Err(FetchError::Other(format!(
+                "{}: its PKG-INFO names `{}`, not `{name}`",
+                locked.file, info.name
+            )));
         }
         let stand_in = sdist::write_stand_in(stand_ins.path(), &info)?;
         // A direct reference by name, so pip takes it for every requirement of the
@@ -244,14 +282,6 @@ pub fn resolve(
         // requirement of it comes before.
         reqs.insert(0, format!("{} @ file://{}", info.name, stand_in.display().to_string().replace(' ', "%20")));
         let stand_in_file = stand_in.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let locked = LockedFile {
-            name: info.name.clone(),
-            version: info.version.clone(),
-            role,
-            file,
-            sha256: sha256_file(&entry.path())?,
-            targets: Vec::new(),
-        };
         sdists.push((locked, info, stand_in_file));
     };
     let mut out = Vec::new();

@@ -197,6 +197,18 @@ fn fix_shebang(python: &str, bytes: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A shared library auditwheel vendored into a manylinux wheel (`pillow.libs/libjpeg-….so.62`):
+/// installed 0644, as Debian wants shared libraries (lintian's
+/// `shared-library-is-executable`); the dynamic loader never needs the bit.
+fn vendored_library(member: &str) -> bool {
+    match member.split_once('/') {
+        Some((dir, name)) => {
+            dir.ends_with(".libs") && !name.contains('/') && (name.ends_with(".so") || name.contains(".so."))
+        }
+        None => false,
+    }
+}
+
 fn is_bytecode(path: &str) -> bool {
     path.ends_with(".pyc") || path.split('/').any(|c| c == "__pycache__")
 }
@@ -301,7 +313,8 @@ pub fn install(
                     entry_points = Some(&m.bytes);
                 }
             }
-            add(&mut plan, format!("{site}/{}", m.name), m.bytes.clone(), m.executable)?;
+            let executable = m.executable && !vendored_library(&m.name);
+            add(&mut plan, format!("{site}/{}", m.name), m.bytes.clone(), executable)?;
         }
         if let Some(bytes) = entry_points {
             let text = std::str::from_utf8(bytes).map_err(|_| PyError::Metadata {
@@ -671,13 +684,16 @@ mod tests {
     fn native_wheels_set_glibc_and_native_code() {
         let mut b = WheelBuilder::new("fast", "1.0");
         b.executable("fast/_speedups.cpython-311-x86_64-linux-gnu.so", b"\x7fELF\x02\x01\x01rest");
+        b.executable("fast.libs/libz-1a2b3c4d.so.1.3", b"\x7fELF\x02\x01\x01lib");
         let w = wheel("fast-1.0-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl", &b);
         let (venv, _) = run(&spec(PREFIX), &[demo(), w]).unwrap();
         assert!(venv.has_native_code);
         assert_eq!(venv.required_glibc, Some((2, 17)));
         let so =
             find(&venv, "usr/lib/demosite/lib/python3.11/site-packages/fast/_speedups.cpython-311-x86_64-linux-gnu.so");
-        assert_eq!(so.mode, 0o755);
+        assert_eq!(so.mode, 0o755, "an extension module keeps the wheel's mode");
+        let lib = find(&venv, "usr/lib/demosite/lib/python3.11/site-packages/fast.libs/libz-1a2b3c4d.so.1.3");
+        assert_eq!(lib.mode, 0o644, "a vendored shared library is not executable");
     }
 
     #[test]

@@ -495,6 +495,7 @@ pub fn lock(ws: &mut Workspace, label: &Label, progress: &dyn Fn(&str)) -> Resul
     let proj = project(&pkg, p)?;
     let pip = hb_fetch::Pip::default();
     let policy = p.sdist_policy();
+    let mut sdists = hb_fetch::SdistCache::default();
     let at = pkg.locate(p.name.span());
     let fail = |e: hb_fetch::FetchError| RulesError::Invalid { message: format!("{label}: {e}"), location: at.clone() };
     let mut resolved = Vec::new();
@@ -505,7 +506,8 @@ pub fn lock(ws: &mut Workspace, label: &Label, progress: &dyn Fn(&str)) -> Resul
             continue;
         }
         progress(&format!("resolving {label} for {}", target.describe()));
-        let runtime = hb_fetch::resolve(&pip, &target, &proj.dependencies, Role::Runtime, &policy).map_err(&fail)?;
+        let runtime =
+            hb_fetch::resolve(&pip, &target, &proj.dependencies, Role::Runtime, &policy, &mut sdists).map_err(&fail)?;
         // The sdists' build requirements are resolved with the app's, into one
         // build environment.
         let mut build_requires = proj.build_requires.clone();
@@ -517,8 +519,9 @@ pub fn lock(ws: &mut Workspace, label: &Label, progress: &dyn Fn(&str)) -> Resul
                 }
             }
         }
-        let build = hb_fetch::resolve(&pip, &target, &build_requires, Role::Build, &hb_fetch::SdistPolicy::None)
-            .map_err(&fail)?;
+        let build =
+            hb_fetch::resolve(&pip, &target, &build_requires, Role::Build, &hb_fetch::SdistPolicy::None, &mut sdists)
+                .map_err(&fail)?;
         let mut packages = runtime.files;
         packages.extend(build.files);
         done.push(target_id(&target));
