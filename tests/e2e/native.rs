@@ -127,6 +127,11 @@ fn psycopg2_compiled_from_its_sdist_installs_with_libpq5_and_queries_postgresql(
     let sections = run(Command::new("readelf").arg("-SW").arg(&so));
     assert!(!sections.contains(".symtab") && !sections.contains(".debug_"), "{sections}");
 
+    // lintian: no errors (Pillow's bundled libraries are overridden as private).
+    let lint = Command::new("lintian").arg(&deb).output().unwrap();
+    let text = String::from_utf8_lossy(&lint.stdout);
+    assert!(!text.lines().any(|l| l.starts_with("E:")), "lintian errors:\n{text}");
+
     // A fresh bookworm root: apt pulls libpq5 in.
     let pg = Postgres::start(PG_PORT);
     let chroot = Chroot::new();

@@ -385,7 +385,7 @@ pub struct VenvJob {
 impl Action for VenvJob {
     type Facts = VenvFacts;
     const KIND: &'static str = "py_venv";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     fn args(&self) -> Vec<u8> {
         encode_args(&(&self.prefix, self.python, &self.interpreter, target_id(&self.target)))
     }
