@@ -38,10 +38,14 @@ pub struct Platform {
 
 /// What the target root of every platform holds: the release's interpreter (its
 /// dependencies bring the C library and the standard library) and the basic tools a
-/// build step's command line expects (`/bin/sh`, coreutils, sed, grep, gzip, find).
-/// Compilers join it when sdists are built.
-const ROOT_PACKAGES_311: &[&str] = &["python3.11", "dash", "coreutils", "sed", "grep", "gzip", "findutils"];
-const ROOT_PACKAGES_313: &[&str] = &["python3.13", "dash", "coreutils", "sed", "grep", "gzip", "findutils"];
+/// build step's command line expects (`/bin/sh`, coreutils, sed, grep, gzip, find),
+/// and the C++ runtime, which manylinux lets wheels link without bundling it (its
+/// `symbols` file gives a C++ extension's Depends). Compilers join it when sdists are
+/// built.
+const ROOT_PACKAGES_311: &[&str] =
+    &["python3.11", "dash", "coreutils", "sed", "grep", "gzip", "findutils", "libstdc++6"];
+const ROOT_PACKAGES_313: &[&str] =
+    &["python3.13", "dash", "coreutils", "sed", "grep", "gzip", "findutils", "libstdc++6"];
 
 /// Debian 12 on x86-64.
 pub const BOOKWORM_AMD64: Platform = Platform {
