@@ -14,6 +14,7 @@ mod platforms;
 mod python;
 mod remote;
 mod reproducible;
+mod sbom;
 mod service;
 mod shlibs;
 mod snapshots;

@@ -10,7 +10,7 @@ pub mod content;
 pub mod deb;
 pub mod report;
 pub mod tar;
-mod time;
+pub mod time;
 
 #[cfg(test)]
 mod tests;

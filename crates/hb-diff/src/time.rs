@@ -2,7 +2,7 @@
 //! without reading any clock or time zone.
 
 /// `2023-11-14T22:13:20Z` for 1700000000; negative times are before 1970.
-pub(crate) fn iso8601_utc(secs: i64) -> String {
+pub fn iso8601_utc(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);

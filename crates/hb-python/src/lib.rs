@@ -6,6 +6,7 @@
 //! runs neither pip nor Python, and its output is a pure function of its inputs.
 
 mod error;
+pub mod license;
 mod record;
 pub mod tags;
 pub mod venv;

@@ -33,6 +33,21 @@ pub struct Venv {
     pub required_glibc: Option<(u32, u32)>,
     /// Some installed file is an ELF object (a compiled extension or library).
     pub has_native_code: bool,
+    /// The distributions installed, by name: what an SBOM lists.
+    pub installed: Vec<Installed>,
+}
+
+/// One installed distribution and the wheel it came from.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Installed {
+    /// PEP 503-normalized.
+    pub name: String,
+    pub version: String,
+    /// The wheel's file name and sha256.
+    pub wheel: String,
+    pub sha256: String,
+    /// Its declared licence as an SPDX expression, when hb can state one.
+    pub license: Option<String>,
 }
 
 /// The longest path Linux takes, with its terminating NUL.
@@ -399,7 +414,18 @@ pub fn install(
     entries.sort_by(|a, b| hb_store::tree::path_order(&a.path, &b.path));
 
     let required_glibc = wheels.iter().filter_map(|w| target.required_glibc(w.name())).max();
-    Ok(Venv { entries, required_glibc, has_native_code })
+    let mut installed: Vec<Installed> = wheels
+        .iter()
+        .map(|w| Installed {
+            name: w.name().normalized_name(),
+            version: w.name().version.clone(),
+            wheel: w.filename().to_string(),
+            sha256: w.sha256().to_string(),
+            license: w.license().map(str::to_string),
+        })
+        .collect();
+    installed.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
+    Ok(Venv { entries, required_glibc, has_native_code, installed })
 }
 
 #[cfg(test)]

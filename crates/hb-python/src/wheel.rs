@@ -33,6 +33,10 @@ pub struct Wheel {
     dist_info: String,
     root_is_purelib: bool,
     members: Vec<Member>,
+    /// sha256 of the wheel file, lowercase hex.
+    sha256: String,
+    /// The licence METADATA declares, as an SPDX expression hb can vouch for.
+    license: Option<String>,
 }
 
 /// How much a wheel may inflate to. Checked while inflating, so a zip bomb is stopped
@@ -390,6 +394,9 @@ impl Wheel {
         if !md_version.replace('-', "_").eq_ignore_ascii_case(&name.version) {
             return Err(md_err(format!("says Version: {md_version}, but the file name says {}", name.version)));
         }
+        let classifiers: Vec<&str> =
+            headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case("Classifier")).map(|(_, v)| v.as_str()).collect();
+        let license = crate::license::declared(field("License-Expression"), field("License"), &classifiers);
 
         // RECORD covers every member with a matching hash.
         let record_path = format!("{dist_info}/RECORD");
@@ -442,7 +449,19 @@ impl Wheel {
             }
         }
 
-        Ok(Wheel { filename: wheel, name, dist_info, root_is_purelib, members: files.into_values().collect() })
+        let sha256 = {
+            use sha2::Digest as _;
+            sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect()
+        };
+        Ok(Wheel {
+            filename: wheel,
+            name,
+            dist_info,
+            root_is_purelib,
+            members: files.into_values().collect(),
+            sha256,
+            license,
+        })
     }
 
     /// The parsed file name.
@@ -453,6 +472,18 @@ impl Wheel {
     /// The wheel's file name (without any directory).
     pub fn filename(&self) -> &str {
         &self.filename
+    }
+
+    /// sha256 of the wheel file, lowercase hex.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// The licence its METADATA declares, as an SPDX expression of well-known
+    /// identifiers (`License-Expression`, a one-identifier `License`, or an unambiguous
+    /// classifier); `None` when it says nothing hb can state exactly.
+    pub fn license(&self) -> Option<&str> {
+        self.license.as_deref()
     }
 
     /// The `{name}-{version}.dist-info` directory name.

@@ -36,6 +36,13 @@ pub struct PythonApp {
     /// The root its sdists were compiled in (the base root plus the compiler and its
     /// `build_depends`), when it has any: the libraries they link are described there.
     pub compile_root: Option<Input<()>>,
+    /// The locked files of the platform being built that are not installed: build
+    /// requirements and compiled sdists (what an SBOM lists as build inputs).
+    pub build_files: Vec<hb_fetch::LockedFile>,
+    pub sdists: Vec<hb_fetch::LockedFile>,
+    /// The packages of the root its sdists compiled in, else of the base root (none
+    /// without the sandbox).
+    pub root_packages: Vec<hb_root::RootPackage>,
 }
 impl Provider for PythonApp {}
 

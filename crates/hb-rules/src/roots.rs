@@ -122,3 +122,13 @@ pub fn root_input_with(cx: &mut Cx, extra: &[String]) -> Result<Input<()>, Rules
     let action = if extra.is_empty() { format!("root {}", platform.name) } else { name };
     Ok(cx.actions.shared(action, || RootJob { platform, debs }))
 }
+
+/// The locked packages of the platform's root with `extra` (empty when it is not
+/// locked: whatever needs the root has said so already).
+pub fn locked_packages(cx: &Cx, extra: &[String]) -> Vec<hb_root::RootPackage> {
+    RootLock::load(cx.workspace_root)
+        .ok()
+        .flatten()
+        .and_then(|l| l.root_with(cx.platform.name, extra).map(|r| r.package.clone()))
+        .unwrap_or_default()
+}

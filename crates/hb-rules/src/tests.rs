@@ -185,7 +185,8 @@ fn deb_with_a_service_and_shared_fetches() {
             "//app:deb shlibdeps (deb_shlibdeps) <- //app:deb layout, root bookworm-amd64",
             "//app:deb control (deb_control) <- //app:deb layout, //app:app, //app:other, //app:deb shlibdeps",
             "//app:deb data (deb_data) <- //app:deb layout",
-            "//app:deb (deb_pack) <- //app:deb control, //app:deb data",
+            "//app:deb pack (deb_pack) <- //app:deb control, //app:deb data",
+            "//app:deb (deb_sbom) <- //app:deb pack, //app:app, //app:other",
         ]
     );
     let deb = p.providers[&Label::parse("//app:deb", None).unwrap()].get::<crate::providers::DebPackage>().unwrap();
@@ -240,7 +241,8 @@ fn demosite_plans_without_pip_or_bwrap() {
             "//demosite:deb shlibdeps (deb_shlibdeps) <- //demosite:deb layout, root bookworm-amd64",
             "//demosite:deb control (deb_control) <- //demosite:deb layout, //demosite:app, //demosite:deb shlibdeps",
             "//demosite:deb data (deb_data) <- //demosite:deb layout",
-            "//demosite:deb (deb_pack) <- //demosite:deb control, //demosite:deb data",
+            "//demosite:deb pack (deb_pack) <- //demosite:deb control, //demosite:deb data",
+            "//demosite:deb (deb_sbom) <- //demosite:deb pack, //demosite:app",
         ]
         .map(String::from),
     );
@@ -315,8 +317,8 @@ fn a_rule_needs_only_the_trait_and_a_registration() {
     assert!(report.failures.is_empty(), "{:?}", report.failures);
     let out = p.output(&Label::parse("//pkg:deb", None).unwrap()).unwrap();
     let deb = report.results[out.node()].as_ref().unwrap();
-    assert_eq!(deb.exports, ["tiny_1.0_amd64.deb"]);
-    let layout = report.results[out.node() - 3].as_ref().unwrap();
+    assert_eq!(deb.exports, ["tiny_1.0_amd64.deb", "tiny_1.0_amd64.spdx.json", "tiny_1.0_amd64.cdx.json"]);
+    let layout = report.results[out.node() - 4].as_ref().unwrap();
     assert!(layout.tree.entries().iter().any(|e| e.path == "etc/motd"));
 }
 

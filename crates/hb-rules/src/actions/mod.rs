@@ -7,6 +7,7 @@ pub mod files;
 pub mod python;
 pub mod render;
 pub mod root;
+pub mod sbom;
 pub mod shlibs;
 pub mod sources;
 pub mod step;

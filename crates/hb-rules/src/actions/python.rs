@@ -365,6 +365,8 @@ pub struct VenvFacts {
     pub required_glibc: Option<(u32, u32)>,
     /// The launchers in its `bin/` (console scripts), by name.
     pub console_scripts: Vec<String>,
+    /// The distributions installed, with their wheels' sha256 and declared licences.
+    pub installed: Vec<hb_python::venv::Installed>,
 }
 
 /// `py_venv`: the virtualenv of the app at its install prefix.
@@ -385,7 +387,7 @@ pub struct VenvJob {
 impl Action for VenvJob {
     type Facts = VenvFacts;
     const KIND: &'static str = "py_venv";
-    const VERSION: u32 = 2;
+    const VERSION: u32 = 3;
     fn args(&self) -> Vec<u8> {
         encode_args(&(&self.prefix, self.python, &self.interpreter, target_id(&self.target)))
     }
@@ -408,8 +410,12 @@ impl Action for VenvJob {
             .filter(|name| !name.contains('/'))
             .map(str::to_string)
             .collect();
-        let facts =
-            VenvFacts { native_code: venv.has_native_code, required_glibc: venv.required_glibc, console_scripts };
+        let facts = VenvFacts {
+            native_code: venv.has_native_code,
+            required_glibc: venv.required_glibc,
+            console_scripts,
+            installed: venv.installed.clone(),
+        };
         let tree = Tree::new(venv.entries).map_err(|e| JobError::Failed(format!("{}: {e}", self.label)))?;
         Ok(Output { tree, facts, exports: Vec::new() })
     }

@@ -16,6 +16,7 @@ use crate::actions::deb::{ChunkTuning, ControlJob, DataJob, DebMeta, LayoutJob, 
 use crate::actions::files::FilesJob;
 use crate::actions::python::VenvFacts;
 use crate::actions::render::RenderJob;
+use crate::actions::sbom::{Known, SbomArgs, SbomJob};
 use crate::actions::shlibs::ShlibsJob;
 use crate::providers::{DebPackage, InstallTree, PythonApp};
 use crate::rule::{Cx, Providers, Rule};
@@ -239,6 +240,8 @@ pub struct Analysis {
     venvs: Vec<Input<VenvFacts>>,
     /// The first app's compile root, if it compiled sdists: shlibdeps reads it.
     compile_root: Option<Input<()>>,
+    /// What the SBOM says besides the venvs' facts.
+    sbom: SbomArgs,
     meta: DebMeta,
     policy: Policy,
     rendered: Rendered,
@@ -321,7 +324,17 @@ impl Rule for Deb {
         };
         let venvs = apps.iter().map(|(_, app)| app.venv).collect();
         let compile_root = apps.iter().find_map(|(_, app)| app.compile_root);
-        Ok(Analysis { package, parts, venvs, compile_root, meta, policy: Policy { compression, mtime }, rendered })
+        let sbom = sbom_args(cx, d, &meta, &apps, mtime);
+        Ok(Analysis {
+            package,
+            parts,
+            venvs,
+            compile_root,
+            sbom,
+            meta,
+            policy: Policy { compression, mtime },
+            rendered,
+        })
     }
 
     fn expand(&self, cx: &mut Cx, d: &DebAttrs, a: Analysis) -> Result<Providers, RulesError> {
@@ -372,7 +385,7 @@ impl Rule for Deb {
             policy,
             scripts: a.rendered.scripts,
             layout,
-            venvs: a.venvs,
+            venvs: a.venvs.clone(),
             shlibs,
             platform: cx.platform,
         };
@@ -381,7 +394,10 @@ impl Rule for Deb {
         let data = actions.add(format!("{name} data"), data);
         let file_name = a.meta.file_name();
         let pack = PackJob { label: name.clone(), file_name: file_name.clone(), policy, control, data };
-        let deb = actions.add(name, pack).any();
+        let deb = actions.add(format!("{name} pack"), pack).any();
+        // The target's output: the deb and its SBOMs.
+        let sbom = SbomJob { label: name.clone(), deb, file_name: file_name.clone(), venvs: a.venvs, args: a.sbom };
+        let out = actions.add(name, sbom).any();
         let info = DebPackage {
             package: a.meta.package,
             version: a.meta.version,
@@ -389,7 +405,53 @@ impl Rule for Deb {
             file_name,
             deb,
         };
-        Ok(Providers::new(deb).with(info))
+        Ok(Providers::new(out).with(info))
+    }
+}
+
+/// What the SBOM states that the plan knows: the apps' build files and sdists, the
+/// root's packages, the package's licence (when it is an SPDX expression hb knows).
+fn sbom_args(cx: &Cx, d: &DebAttrs, meta: &DebMeta, apps: &[(Label, &PythonApp)], mtime: u64) -> SbomArgs {
+    let known = |f: &hb_fetch::LockedFile| Known {
+        name: f.name.clone(),
+        version: f.version.clone(),
+        file: f.file.clone(),
+        sha256: f.sha256.clone(),
+    };
+    let mut build: Vec<Known> = Vec::new();
+    let mut sources: Vec<Known> = Vec::new();
+    for (_, app) in apps {
+        for f in &app.build_files {
+            if !build.iter().any(|k| k.file == f.file) {
+                build.push(known(f));
+            }
+        }
+        for f in &app.sdists {
+            if !sources.iter().any(|k| k.file == f.file) {
+                sources.push(known(f));
+            }
+        }
+    }
+    build.sort_by(|a, b| a.file.cmp(&b.file));
+    sources.sort_by(|a, b| a.file.cmp(&b.file));
+    let root_packages = match apps.first() {
+        Some((_, app)) => app.root_packages.clone(),
+        None if cx.opts.sandbox == hb_sandbox::Mode::Bwrap => crate::roots::locked_packages(cx, &[]),
+        None => Vec::new(),
+    };
+    let mut root: Vec<(String, String, String, String)> =
+        root_packages.into_iter().map(|p| (p.name, p.version, p.architecture, p.sha256)).collect();
+    root.sort();
+    SbomArgs {
+        package: meta.package.clone(),
+        version: meta.version.clone(),
+        architecture: meta.architecture.clone(),
+        distro: cx.platform.suite.to_string(),
+        license: d.license.as_deref().and_then(|l| hb_python::license::declared(Some(l), Some(l), &[])),
+        created: mtime,
+        sources,
+        build,
+        root,
     }
 }
 

@@ -167,6 +167,10 @@ impl Rule for PythonApp {
         let sdists: Vec<hb_fetch::LockedFile> =
             a.lock.files_for(Role::Runtime, &id).filter(|f| is_sdist(&f.file)).cloned().collect();
         let mut compile_root = None;
+        let mut root_packages = match cx.opts.sandbox {
+            hb_sandbox::Mode::Bwrap => crate::roots::locked_packages(cx, &[]),
+            hb_sandbox::Mode::Off => Vec::new(),
+        };
         if let Some(first) = sdists.first() {
             if cx.opts.sandbox == hb_sandbox::Mode::Off {
                 return Err(cx.invalid(
@@ -180,6 +184,7 @@ impl Rule for PythonApp {
             let extra = p.compile_extra(platform);
             let root = crate::roots::root_input_with(cx, &extra)?;
             compile_root = Some(root);
+            root_packages = crate::roots::locked_packages(cx, &extra);
             let build_depends: Vec<String> =
                 p.build_depends.iter().flat_map(|b| b.get_ref().iter().map(|d| d.get_ref().clone())).collect();
             for f in &sdists {
@@ -254,6 +259,9 @@ impl Rule for PythonApp {
             requirements: a.lock.files(Role::Runtime).map(|f| f.name.clone()).collect(),
             venv,
             compile_root,
+            build_files: a.lock.files_for(Role::Build, &id).cloned().collect(),
+            sdists,
+            root_packages,
         };
         Ok(Providers::new(venv).with(InstallTree { tree: venv.any() }).with(info))
     }
