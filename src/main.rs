@@ -253,10 +253,33 @@ enum Command {
     /// The local cache and the team's remote cache server.
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// Check the signed provenance hb writes next to a deb.
+    #[command(subcommand)]
+    Provenance(ProvenanceCommand),
     /// Remove hb-out/ (and with --cache, the whole cache).
     Clean {
         #[arg(long)]
         cache: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProvenanceCommand {
+    /// Check a deb against its provenance (`NAME_VERSION_ARCH.intoto.jsonl` beside it).
+    ///
+    /// Checks that the envelope is signed by a trusted key (remote_trusted_keys,
+    /// HB_REMOTE_TRUSTED_KEYS, or --key), that its subject is this deb (sha256), and,
+    /// in the workspace, that every Python file and root package it lists is in the
+    /// locks (hb.lock files, hb-root.lock) with the same sha256.
+    Verify {
+        /// The .deb to check.
+        deb: PathBuf,
+        /// The provenance; default: beside the deb, `.deb` replaced by `.intoto.jsonl`.
+        #[arg(long)]
+        provenance: Option<PathBuf>,
+        /// A trusted public key (hex, as `hb cache keygen` prints it); repeatable.
+        #[arg(long = "key")]
+        keys: Vec<String>,
     },
 }
 
@@ -294,6 +317,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Test(args) => install_test(&cwd, &cache_dir, &args),
         Command::Init { no_lock } => init(&cwd, &cache_dir, no_lock),
         Command::Cache(c) => cache_command(c, &cache_dir),
+        Command::Provenance(ProvenanceCommand::Verify { deb, provenance, keys }) => {
+            provenance_verify(&cwd, &deb, provenance.as_deref(), &keys)
+        }
         Command::Lock { labels, update_root } => lock(&cwd, &cache_dir, &labels, update_root),
         Command::Verify { label, vary, json, keep } => verify(&cwd, &cache_dir, &label, &vary, json, keep),
         Command::Diff { a, b, json } => diff(&a, &b, json),
@@ -401,6 +427,7 @@ fn build_platforms(
 ) -> Result<hb_rules::build::Outcome> {
     // The default platform is the first of the workspace's.
     let default = ws.platforms.first().map_or(ws.platform.name, |p| p.name);
+    let provenance_key = provenance_key(ws)?;
     let rules = hb_rules::Rules::builtin();
     let mut outcome = hb_rules::build::Outcome::default();
     for name in platforms {
@@ -413,6 +440,7 @@ fn build_platforms(
             sandbox,
             apt_dir: apt_dir_setting(),
             platform_out_dir: platforms.len() > 1 || *name != default,
+            provenance_key: provenance_key.clone(),
         };
         let one = hb_rules::build::build(ws, &rules, store, labels, &opts, &plan_opts, reporter)?;
         let failed = !one.failures.is_empty();
@@ -798,6 +826,62 @@ fn explain(cwd: &Path, cache_dir: &Path, json: bool, all: bool, timings: bool) -
     if !all && cached > 0 {
         println!("({cached} action(s) came from the cache; --all lists them)");
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The key signing provenance: HB_PROVENANCE_SIGNING_KEY_FILE, `provenance_signing_key_file`,
+/// else the remote cache's signing key (HB_REMOTE_SIGNING_KEY_FILE,
+/// `remote_signing_key_file`); none means no provenance is written.
+fn provenance_key(ws: &Workspace) -> Result<Option<std::sync::Arc<ed25519_dalek::SigningKey>>> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty()).map(PathBuf::from);
+    let rel = |p: &str| ws.root.join(p);
+    let file = env("HB_PROVENANCE_SIGNING_KEY_FILE")
+        .or_else(|| ws.settings.provenance_signing_key_file.as_deref().map(rel))
+        .or_else(|| env("HB_REMOTE_SIGNING_KEY_FILE"))
+        .or_else(|| ws.settings.remote_signing_key_file.as_deref().map(rel));
+    match file {
+        Some(f) => Ok(Some(std::sync::Arc::new(
+            hb_remote::read_signing_key(&f).with_context(|| "reading the provenance signing key")?,
+        ))),
+        None => Ok(None),
+    }
+}
+
+/// `hb provenance verify DEB`.
+fn provenance_verify(cwd: &Path, deb: &Path, provenance: Option<&Path>, keys: &[String]) -> Result<ExitCode> {
+    let default_path = deb.with_extension("intoto.jsonl");
+    let path = provenance.unwrap_or(&default_path);
+    let text = hb_fs::read_to_string(path).with_context(|| {
+        format!("no provenance for {} (hb writes it beside the deb when a signing key is configured)", deb.display())
+    })?;
+    let ws = Workspace::discover(cwd, &hb_rules::Rules::builtin().schemas()).ok();
+    let mut trusted = Vec::new();
+    for k in keys {
+        trusted.push(hb_remote::parse_public_key(k).with_context(|| format!("--key {k}"))?);
+    }
+    if let Some(ws) = &ws {
+        for k in &ws.settings.remote_trusted_keys {
+            trusted.push(hb_remote::parse_public_key(k.get_ref()).context("in [workspace] remote_trusted_keys")?);
+        }
+    }
+    let env_keys = std::env::var("HB_REMOTE_TRUSTED_KEYS").unwrap_or_default();
+    for k in env_keys.split([',', ' ']).filter(|k| !k.is_empty()) {
+        trusted.push(hb_remote::parse_public_key(k).context("in HB_REMOTE_TRUSTED_KEYS")?);
+    }
+    let sha256 = hb_fs::sha256_file(deb).with_context(|| format!("reading {}", deb.display()))?;
+    let locks = match ws {
+        Some(mut ws) => Some(hb_check::provenance::Locks {
+            python: hb_rules::rules::python_app::workspace_locks(&mut ws)?,
+            root: hb_root::RootLock::load(&ws.root)?,
+        }),
+        None => None,
+    };
+    let report = hb_check::provenance::check(&text, &trusted, &sha256, locks.as_ref())
+        .with_context(|| format!("{} does not verify against {}", deb.display(), path.display()))?;
+    for line in &report {
+        progress::note(line);
+    }
+    println!("{}: verified", deb.display());
     Ok(ExitCode::SUCCESS)
 }
 

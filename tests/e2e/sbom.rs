@@ -1,7 +1,9 @@
 //! The SBOMs written next to every deb: valid by third-party validators (PyPI's
 //! `spdx-tools` and `cyclonedx-python-lib`, installed once per machine into a venv in
 //! the test target directory), listing every locked wheel with the lock's sha256, and
-//! byte-identical from two cold builds under another path, umask and clock.
+//! byte-identical from two cold builds under another path, umask and clock, as is the
+//! signed provenance. `hb provenance verify` accepts the deb and refuses a changed
+//! deb, an untrusted signer and inputs that disagree with the lock.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,8 +11,17 @@ use std::sync::OnceLock;
 
 use crate::harness::{Ws, run, show};
 
+const DEB: &str = "hb-out/demosite/demosite_0.1.0_amd64.deb";
 const SPDX: &str = "hb-out/demosite/demosite_0.1.0_amd64.spdx.json";
 const CDX: &str = "hb-out/demosite/demosite_0.1.0_amd64.cdx.json";
+const PROVENANCE: &str = "hb-out/demosite/demosite_0.1.0_amd64.intoto.jsonl";
+
+/// A new signing key in `dir`; returns its file and public key.
+fn keygen(ws: &Ws, name: &str) -> (PathBuf, String) {
+    let file = ws.path(name);
+    let out = ws.ok(&["cache", "keygen", "--out", file.to_str().unwrap()]);
+    (file, String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
 
 /// A venv with the validators, made once per machine.
 fn validators() -> &'static Path {
@@ -46,7 +57,9 @@ fn cdx_valid(path: &Path) -> std::process::Output {
 #[test]
 fn sboms_validate_list_every_locked_wheel_and_are_reproducible() {
     let ws = Ws::demosite();
-    ws.ok(&["build", "//demosite:deb"]);
+    let (key, public) = keygen(&ws, "team.key");
+    let out = ws.cmd().args(["build", "//demosite:deb"]).env("HB_PROVENANCE_SIGNING_KEY_FILE", &key).output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
     let (spdx, cdx) = (ws.path(SPDX), ws.path(CDX));
     let out = spdx_valid(&spdx);
     assert!(out.status.success(), "pyspdxtools rejects hb's SPDX:\n{}", show(&out));
@@ -96,9 +109,50 @@ fn sboms_validate_list_every_locked_wheel_and_are_reproducible() {
     // hb's own environment (cache, wheelhouse, apt directory), through a shell.
     let hb = other.cmd();
     let envs: Vec<_> = hb.get_envs().filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))).collect();
-    let shell = Command::new("sh").arg("-c").arg(&script).current_dir(&other.root).envs(envs).output().unwrap();
+    let shell = Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(&other.root)
+        .envs(envs)
+        .env("HB_PROVENANCE_SIGNING_KEY_FILE", &key)
+        .output()
+        .unwrap();
     assert!(shell.status.success(), "{}", show(&shell));
-    for rel in [SPDX, CDX] {
+    for rel in [SPDX, CDX, PROVENANCE] {
         assert_eq!(std::fs::read(other.path(rel)).unwrap(), std::fs::read(ws.path(rel)).unwrap(), "{rel} differs");
     }
+
+    // The provenance: accepted with the builder's key, in the workspace.
+    let verify = |deb: &Path, keys: &[&str]| {
+        let mut args = vec!["provenance", "verify", deb.to_str().unwrap()];
+        args.push("--provenance");
+        let prov = ws.path(PROVENANCE);
+        args.push(prov.to_str().unwrap());
+        for k in keys {
+            args.push("--key");
+            args.push(k);
+        }
+        ws.cmd().args(&args).env_remove("HB_REMOTE_TRUSTED_KEYS").output().unwrap()
+    };
+    let ok = verify(&ws.path(DEB), &[&public]);
+    assert!(ok.status.success(), "{}", show(&ok));
+    assert!(show(&ok).contains("inputs match the workspace's locks"), "{}", show(&ok));
+    // Signed by a key nobody trusts.
+    let (_, stranger) = keygen(&ws, "stranger.key");
+    let err = show(&verify(&ws.path(DEB), &[&stranger]));
+    assert!(err.contains("signed only by untrusted keys") && err.contains(&public), "{err}");
+    // A deb changed by one byte.
+    let mut bytes = std::fs::read(ws.path(DEB)).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    let changed = ws.path("changed.deb");
+    std::fs::write(&changed, bytes).unwrap();
+    let err = show(&verify(&changed, &[&public]));
+    assert!(err.contains("is not the one the provenance describes"), "{err}");
+    // A statement whose inputs disagree with the lock (a locked wheel's hash changed).
+    let lock_text = std::fs::read_to_string(ws.path("demosite/hb.lock")).unwrap();
+    let flask = lock.packages.iter().find(|p| p.name == "flask").unwrap();
+    ws.write("demosite/hb.lock", &lock_text.replace(&flask.sha256, &"0".repeat(64)));
+    let err = show(&verify(&ws.path(DEB), &[&public]));
+    assert!(err.contains(&format!("{}: the provenance says sha256 {}", flask.file, flask.sha256)), "{err}");
 }

@@ -60,12 +60,16 @@ pub struct WorkspaceSettings {
     pub remote_token_file: Option<String>,
     /// The key signing uploaded action entries (HB_REMOTE_SIGNING_KEY_FILE overrides it).
     pub remote_signing_key_file: Option<String>,
-    /// Public keys (hex) whose action entries are trusted.
+    /// Public keys (hex) whose action entries, and provenance, are trusted.
     #[serde(default)]
     pub remote_trusted_keys: Vec<Spanned<String>>,
+    /// The ed25519 key signing each deb's provenance (HB_PROVENANCE_SIGNING_KEY_FILE
+    /// overrides it); default: the remote cache's signing key. Without one, no
+    /// provenance is written.
+    pub provenance_signing_key_file: Option<String>,
     /// The most bytes one wheel may inflate to (default 1 GiB).
     pub max_wheel_unpacked: Option<u64>,
-    /// The largest inflated/compressed ratio of a wheel member over 1 MiB (default 200).
+    /// The largest inflated/compressed ratio of a wheel member over 16 MiB (default 200).
     pub max_compression_ratio: Option<u64>,
 }
 

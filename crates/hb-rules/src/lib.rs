@@ -51,10 +51,13 @@ pub struct PlanOptions {
     /// Place outputs in `hb-out/<platform>/<package>/` rather than `hb-out/<package>/`
     /// (when several platforms are built, or another than the default).
     pub platform_out_dir: bool,
+    /// The key signing each deb's provenance (none: no provenance is written). Only
+    /// its public half enters action keys.
+    pub provenance_key: Option<std::sync::Arc<ed25519_dalek::SigningKey>>,
 }
 
 impl Default for PlanOptions {
     fn default() -> Self {
-        PlanOptions { sandbox: hb_sandbox::Mode::Bwrap, apt_dir: None, platform_out_dir: false }
+        PlanOptions { sandbox: hb_sandbox::Mode::Bwrap, apt_dir: None, platform_out_dir: false, provenance_key: None }
     }
 }

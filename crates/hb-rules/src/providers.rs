@@ -40,6 +40,8 @@ pub struct PythonApp {
     /// requirements and compiled sdists (what an SBOM lists as build inputs).
     pub build_files: Vec<hb_fetch::LockedFile>,
     pub sdists: Vec<hb_fetch::LockedFile>,
+    /// The locked runtime wheels of the platform being built (file names).
+    pub locked_wheels: Vec<String>,
     /// The packages of the root its sdists compiled in, else of the base root (none
     /// without the sandbox).
     pub root_packages: Vec<hb_root::RootPackage>,

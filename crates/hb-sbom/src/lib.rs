@@ -5,7 +5,9 @@
 //! build-time dependencies the build requirements and the target root's Debian
 //! packages. Pure and deterministic: the time is the package's `source_date_epoch`,
 //! the document namespace and serial number are derived from the content, and JSON
-//! object keys come out sorted.
+//! object keys come out sorted. `provenance` states how the deb was built, signed.
+
+pub mod provenance;
 
 use serde_json::{Value, json};
 use sha2::Digest as _;
@@ -55,6 +57,9 @@ pub struct Sbom {
     pub tool: (String, String),
     /// Installed in the package (sorted by name and version).
     pub runtime: Vec<PyFile>,
+    /// The file names among `runtime` that come from the lock (the others were built:
+    /// the app's own wheel, wheels compiled from sdists).
+    pub locked: Vec<String>,
     /// Sdists compiled into installed wheels.
     pub sources: Vec<PyFile>,
     /// Build requirements (PEP 517 backends and their needs).
@@ -318,7 +323,7 @@ fn render(v: &Value) -> String {
 mod tests {
     use super::*;
 
-    fn sample() -> Sbom {
+    pub(crate) fn sample() -> Sbom {
         Sbom {
             subject: Subject {
                 package: "demosite".into(),
@@ -331,6 +336,7 @@ mod tests {
             },
             created: 1_700_000_000,
             tool: ("hb".into(), "0.1.0".into()),
+            locked: vec!["flask-3.1.3-py3-none-any.whl".into()],
             runtime: vec![PyFile {
                 name: "flask".into(),
                 version: "3.1.3".into(),

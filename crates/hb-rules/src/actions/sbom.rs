@@ -4,7 +4,10 @@
 //! sha256 and declared licence); its arguments are what the plan knows (the build
 //! requirements and sdists of the lock, the target root's packages of hb-root.lock,
 //! the package's `source_date_epoch`). It is the deb target's output action: its tree
-//! holds the deb (the same blob) and both documents, all three exported.
+//! holds the deb (the same blob) and both documents, all three exported. With a
+//! signing key it also writes the deb's signed provenance (`.intoto.jsonl`: an in-toto
+//! statement with the SLSA provenance predicate in a DSSE envelope); only the key's
+//! public half is in the action's key.
 
 use hb_engine::{Action, AnyInput, Ctx, Input, Inputs, JobError, Output, Source, encode_args};
 use hb_store::{EntryKind, Tree, TreeEntry};
@@ -26,6 +29,10 @@ pub struct SbomJob {
     pub label: String,
     /// The deb's action (its tree is the one `.deb`).
     pub deb: AnyInput,
+    /// The package layout (its tree digest is stated in the provenance).
+    pub layout: AnyInput,
+    pub platform: String,
+    pub signer: Option<std::sync::Arc<ed25519_dalek::SigningKey>>,
     pub file_name: String,
     pub venvs: Vec<Input<VenvFacts>>,
     pub args: SbomArgs,
@@ -42,6 +49,8 @@ pub struct SbomArgs {
     pub created: u64,
     pub sources: Vec<Known>,
     pub build: Vec<Known>,
+    /// The runtime wheels of the locks (file names).
+    pub locked: Vec<String>,
     /// The root's packages: name, version, architecture, sha256.
     pub root: Vec<(String, String, String, String)>,
 }
@@ -52,6 +61,11 @@ impl SbomJob {
         let stem = deb.strip_suffix(".deb").unwrap_or(deb);
         (format!("{stem}.spdx.json"), format!("{stem}.cdx.json"))
     }
+
+    /// `NAME_VERSION_ARCH.intoto.jsonl`.
+    pub fn provenance_name(deb: &str) -> String {
+        format!("{}.intoto.jsonl", deb.strip_suffix(".deb").unwrap_or(deb))
+    }
 }
 
 impl Action for SbomJob {
@@ -59,10 +73,11 @@ impl Action for SbomJob {
     const KIND: &'static str = "deb_sbom";
     const VERSION: u32 = 1;
     fn args(&self) -> Vec<u8> {
-        encode_args(&(&self.file_name, &self.args, env!("CARGO_PKG_VERSION")))
+        let signer: Option<[u8; 32]> = self.signer.as_ref().map(|k| k.verifying_key().to_bytes());
+        encode_args(&(&self.file_name, &self.args, env!("CARGO_PKG_VERSION"), &self.label, &self.platform, signer))
     }
     fn inputs(&self) -> Vec<AnyInput> {
-        std::iter::once(self.deb).chain(self.venvs.iter().map(Input::any)).collect()
+        [self.deb, self.layout].into_iter().chain(self.venvs.iter().map(Input::any)).collect()
     }
     fn run(&self, ctx: &Ctx, inputs: &Inputs, _: &[Source]) -> Result<Output<()>, JobError> {
         let deb_tree = inputs.tree(self.deb)?;
@@ -118,6 +133,7 @@ impl Action for SbomJob {
             created: a.created,
             tool: ("hb".to_string(), env!("CARGO_PKG_VERSION").to_string()),
             runtime,
+            locked: a.locked.clone(),
             sources: known(&a.sources),
             build: known(&a.build),
             root: a
@@ -137,7 +153,17 @@ impl Action for SbomJob {
             let d = ctx.store.put_bytes(text.as_bytes())?;
             entries.push(TreeEntry::file(name.clone(), d, text.len() as u64, false));
         }
+        let mut exports = vec![self.file_name.clone(), spdx_name, cdx_name];
+        if let Some(key) = &self.signer {
+            let layout = inputs.tree(self.layout)?.digest().hex();
+            let statement = hb_sbom::provenance::statement(&sbom, &self.label, &self.platform, &layout);
+            let text = hb_sbom::provenance::envelope(&statement, key);
+            let name = SbomJob::provenance_name(&self.file_name);
+            let d = ctx.store.put_bytes(text.as_bytes())?;
+            entries.push(TreeEntry::file(name.clone(), d, text.len() as u64, false));
+            exports.push(name);
+        }
         let tree = Tree::new(entries).map_err(|e| JobError::Failed(format!("{}: {e}", self.label)))?;
-        Ok(Output { tree, facts: (), exports: vec![self.file_name.clone(), spdx_name, cdx_name] })
+        Ok(Output { tree, facts: (), exports })
     }
 }

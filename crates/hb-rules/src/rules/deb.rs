@@ -396,7 +396,16 @@ impl Rule for Deb {
         let pack = PackJob { label: name.clone(), file_name: file_name.clone(), policy, control, data };
         let deb = actions.add(format!("{name} pack"), pack).any();
         // The target's output: the deb and its SBOMs.
-        let sbom = SbomJob { label: name.clone(), deb, file_name: file_name.clone(), venvs: a.venvs, args: a.sbom };
+        let sbom = SbomJob {
+            label: name.clone(),
+            deb,
+            layout: layout.any(),
+            platform: cx.platform.name.to_string(),
+            signer: cx.opts.provenance_key.clone(),
+            file_name: file_name.clone(),
+            venvs: a.venvs,
+            args: a.sbom,
+        };
         let out = actions.add(name, sbom).any();
         let info = DebPackage {
             package: a.meta.package,
@@ -420,7 +429,13 @@ fn sbom_args(cx: &Cx, d: &DebAttrs, meta: &DebMeta, apps: &[(Label, &PythonApp)]
     };
     let mut build: Vec<Known> = Vec::new();
     let mut sources: Vec<Known> = Vec::new();
+    let mut locked: Vec<String> = Vec::new();
     for (_, app) in apps {
+        for w in &app.locked_wheels {
+            if !locked.contains(w) {
+                locked.push(w.clone());
+            }
+        }
         for f in &app.build_files {
             if !build.iter().any(|k| k.file == f.file) {
                 build.push(known(f));
@@ -434,6 +449,7 @@ fn sbom_args(cx: &Cx, d: &DebAttrs, meta: &DebMeta, apps: &[(Label, &PythonApp)]
     }
     build.sort_by(|a, b| a.file.cmp(&b.file));
     sources.sort_by(|a, b| a.file.cmp(&b.file));
+    locked.sort();
     let root_packages = match apps.first() {
         Some((_, app)) => app.root_packages.clone(),
         None if cx.opts.sandbox == hb_sandbox::Mode::Bwrap => crate::roots::locked_packages(cx, &[]),
@@ -451,6 +467,7 @@ fn sbom_args(cx: &Cx, d: &DebAttrs, meta: &DebMeta, apps: &[(Label, &PythonApp)]
         created: mtime,
         sources,
         build,
+        locked,
         root,
     }
 }

@@ -260,6 +260,12 @@ impl Rule for PythonApp {
             venv,
             compile_root,
             build_files: a.lock.files_for(Role::Build, &id).cloned().collect(),
+            locked_wheels: a
+                .lock
+                .files_for(Role::Runtime, &id)
+                .filter(|f| !is_sdist(&f.file))
+                .map(|f| f.file.clone())
+                .collect(),
             sdists,
             root_packages,
         };
@@ -482,6 +488,23 @@ pub fn compile_roots(ws: &mut Workspace) -> Result<Vec<(&'static Platform, Vec<S
                 if !out.iter().any(|(q, e)| q.name == platform.name && *e == extra) {
                     out.push((*platform, extra));
                 }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Every python_app lock of the workspace that reads, with its path as shown.
+pub fn workspace_locks(ws: &mut Workspace) -> Result<Vec<(String, Lock)>, RulesError> {
+    let mut out = Vec::new();
+    for path in ws.package_paths()? {
+        let pkg = ws.package(&path)?.clone();
+        for t in pkg.targets.values() {
+            let Some(p) = attrs_of::<PythonApp>(t) else { continue };
+            let (file, shown) = lock_path(&pkg, p);
+            let Ok(text) = hb_fs::read_to_string(&file) else { continue };
+            if let Ok(lock) = Lock::parse(&text, &shown) {
+                out.push((shown.display().to_string(), lock));
             }
         }
     }
