@@ -17,6 +17,7 @@ packages=(
   nginx-light            # tests serve the remote cache from a stock nginx (WebDAV)
   postgresql             # the PostgreSQL example's test runs a private server on loopback
   libpq-dev              # `hb lock` prepares psycopg2's sdist metadata with pip, which runs pg_config
+  gnupg                  # signs apt repositories (apt_repo) and makes the tests' OpenPGP keys
   xz-utils zstd gzip tar # format cross-checks in tests
   ca-certificates curl git bc
 )

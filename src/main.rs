@@ -428,6 +428,10 @@ fn build_platforms(
     // The default platform is the first of the workspace's.
     let default = ws.platforms.first().map_or(ws.platform.name, |p| p.name);
     let provenance_key = provenance_key(ws)?;
+    let apt_signing_key = std::env::var_os("HB_APT_SIGNING_KEY_FILE")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| ws.settings.apt_signing_key_file.as_deref().map(|f| ws.root.join(f)));
     let rules = hb_rules::Rules::builtin();
     let mut outcome = hb_rules::build::Outcome::default();
     for name in platforms {
@@ -441,6 +445,7 @@ fn build_platforms(
             apt_dir: apt_dir_setting(),
             platform_out_dir: platforms.len() > 1 || *name != default,
             provenance_key: provenance_key.clone(),
+            apt_signing_key: apt_signing_key.clone(),
         };
         let one = hb_rules::build::build(ws, &rules, store, labels, &opts, &plan_opts, reporter)?;
         let failed = !one.failures.is_empty();

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod apt_repo;
 mod bad_input;
 mod build;
 mod cache;

@@ -67,6 +67,9 @@ pub struct WorkspaceSettings {
     /// overrides it); default: the remote cache's signing key. Without one, no
     /// provenance is written.
     pub provenance_signing_key_file: Option<String>,
+    /// The armored OpenPGP secret key signing `apt_repo` targets
+    /// (HB_APT_SIGNING_KEY_FILE overrides it).
+    pub apt_signing_key_file: Option<String>,
     /// The most bytes one wheel may inflate to (default 1 GiB).
     pub max_wheel_unpacked: Option<u64>,
     /// The largest inflated/compressed ratio of a wheel member over 16 MiB (default 200).

@@ -54,10 +54,18 @@ pub struct PlanOptions {
     /// The key signing each deb's provenance (none: no provenance is written). Only
     /// its public half enters action keys.
     pub provenance_key: Option<std::sync::Arc<ed25519_dalek::SigningKey>>,
+    /// The armored OpenPGP secret key signing apt repositories (none: unsigned).
+    pub apt_signing_key: Option<std::path::PathBuf>,
 }
 
 impl Default for PlanOptions {
     fn default() -> Self {
-        PlanOptions { sandbox: hb_sandbox::Mode::Bwrap, apt_dir: None, platform_out_dir: false, provenance_key: None }
+        PlanOptions {
+            sandbox: hb_sandbox::Mode::Bwrap,
+            apt_dir: None,
+            platform_out_dir: false,
+            provenance_key: None,
+            apt_signing_key: None,
+        }
     }
 }

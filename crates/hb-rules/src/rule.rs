@@ -210,6 +210,7 @@ impl Rules {
             .with(crate::rules::python_app::PythonApp)
             .with(crate::rules::build_step::BuildStep)
             .with(crate::rules::deb::Deb)
+            .with(crate::rules::apt_repo::AptRepo)
     }
 
     /// These rules and `rule`.

@@ -2,6 +2,7 @@
 //! [`hb_engine::Action`] with named, typed inputs and typed facts; none reads the
 //! workspace except through its declared sources.
 
+pub mod apt_repo;
 pub mod deb;
 pub mod files;
 pub mod python;
