@@ -69,7 +69,7 @@ pub fn statement(sbom: &Sbom, label: &str, platform: &str, layout: &str) -> Stri
             },
             "runDetails": {
                 "builder": {
-                    "id": format!("urn:hb:builder:{}", sbom.tool.0),
+                    "id": format!("urn:hb:builder:{}@{}", sbom.tool.0, sbom.tool.1),
                     "version": {sbom.tool.0.clone(): sbom.tool.1},
                 },
                 "byproducts": byproducts,

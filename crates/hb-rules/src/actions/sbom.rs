@@ -71,7 +71,7 @@ impl SbomJob {
 impl Action for SbomJob {
     type Facts = ();
     const KIND: &'static str = "deb_sbom";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     fn args(&self) -> Vec<u8> {
         let signer: Option<[u8; 32]> = self.signer.as_ref().map(|k| k.verifying_key().to_bytes());
         encode_args(&(&self.file_name, &self.args, env!("CARGO_PKG_VERSION"), &self.label, &self.platform, signer))
