@@ -468,34 +468,10 @@ pub fn read_lock(
     Ok(lock)
 }
 
-/// The compile roots the workspace's python_apps need: for each app whose lock holds
-/// an sdist, its compile packages on every platform the workspace builds. Apps without
-/// a readable lock need none yet (building them asks for `hb lock` first).
-pub fn compile_roots(ws: &mut Workspace) -> Result<Vec<(&'static Platform, Vec<String>)>, RulesError> {
-    let mut out: Vec<(&'static Platform, Vec<String>)> = Vec::new();
-    for path in ws.package_paths()? {
-        let pkg = ws.package(&path)?.clone();
-        for t in pkg.targets.values() {
-            let Some(p) = attrs_of::<PythonApp>(t) else { continue };
-            let (file, shown) = lock_path(&pkg, p);
-            let Ok(text) = hb_fs::read_to_string(&file) else { continue };
-            let Ok(lock) = Lock::parse(&text, &shown) else { continue };
-            if lock.sdists().next().is_none() {
-                continue;
-            }
-            for platform in &ws.platforms {
-                let extra = p.compile_extra(platform);
-                if !out.iter().any(|(q, e)| q.name == platform.name && *e == extra) {
-                    out.push((*platform, extra));
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Every python_app lock of the workspace that reads, with its path as shown.
-pub fn workspace_locks(ws: &mut Workspace) -> Result<Vec<(String, Lock)>, RulesError> {
+/// Every python_app of the workspace whose lock reads: its attributes, the lock's path
+/// as shown, and the lock. Apps without a readable lock are left out (building them
+/// asks for `hb lock` first).
+fn locked_apps(ws: &mut Workspace) -> Result<Vec<(PythonAppAttrs, String, Lock)>, RulesError> {
     let mut out = Vec::new();
     for path in ws.package_paths()? {
         let pkg = ws.package(&path)?.clone();
@@ -504,11 +480,34 @@ pub fn workspace_locks(ws: &mut Workspace) -> Result<Vec<(String, Lock)>, RulesE
             let (file, shown) = lock_path(&pkg, p);
             let Ok(text) = hb_fs::read_to_string(&file) else { continue };
             if let Ok(lock) = Lock::parse(&text, &shown) {
-                out.push((shown.display().to_string(), lock));
+                out.push((p.clone(), shown.display().to_string(), lock));
             }
         }
     }
     Ok(out)
+}
+
+/// The compile roots the workspace's python_apps need: for each app whose lock holds
+/// an sdist, its compile packages on every platform the workspace builds.
+pub fn compile_roots(ws: &mut Workspace) -> Result<Vec<(&'static Platform, Vec<String>)>, RulesError> {
+    let mut out: Vec<(&'static Platform, Vec<String>)> = Vec::new();
+    for (p, _, lock) in locked_apps(ws)? {
+        if lock.sdists().next().is_none() {
+            continue;
+        }
+        for platform in &ws.platforms {
+            let extra = p.compile_extra(platform);
+            if !out.iter().any(|(q, e)| q.name == platform.name && *e == extra) {
+                out.push((*platform, extra));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Every python_app lock of the workspace that reads, with its path as shown.
+pub fn workspace_locks(ws: &mut Workspace) -> Result<Vec<(String, Lock)>, RulesError> {
+    Ok(locked_apps(ws)?.into_iter().map(|(_, shown, lock)| (shown, lock)).collect())
 }
 
 /// `hb lock LABEL`: resolves the app's runtime and build requirements for the
