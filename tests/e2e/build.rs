@@ -10,7 +10,13 @@ const DEB: &str = "hb-out/demosite/demosite_0.1.0_amd64.deb";
 fn deb_is_accepted_by_dpkg_deb_and_lintian() {
     let ws = Ws::demosite();
     let out = ws.ok(&["build", "//demosite:deb"]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), DEB);
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    let paths: Vec<&str> = printed.lines().collect();
+    assert_eq!(
+        paths,
+        [DEB, &DEB.replace(".deb", ".spdx.json"), &DEB.replace(".deb", ".cdx.json")],
+        "the deb, then its SBOMs"
+    );
     let deb = ws.path(DEB);
     let info = run(Command::new("dpkg-deb").arg("--info").arg(&deb));
     for field in ["Package: demosite", "Version: 0.1.0", "Architecture: amd64", "Installed-Size: "] {
@@ -79,6 +85,7 @@ fn config_edit_reruns_only_what_depends_on_it() {
             "//demosite:deb data",
             "//demosite:deb data chunk 0",
             "//demosite:deb layout",
+            "//demosite:deb pack",
             "//demosite:deb shlibdeps",
         ],
         "{second}"

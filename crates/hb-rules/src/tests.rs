@@ -186,7 +186,7 @@ fn deb_with_a_service_and_shared_fetches() {
             "//app:deb control (deb_control) <- //app:deb layout, //app:app, //app:other, //app:deb shlibdeps",
             "//app:deb data (deb_data) <- //app:deb layout",
             "//app:deb pack (deb_pack) <- //app:deb control, //app:deb data",
-            "//app:deb (deb_sbom) <- //app:deb pack, //app:deb layout, //app:app, //app:other",
+            "//app:deb (deb_sbom) <- //app:deb pack, //app:app, //app:other",
         ]
     );
     let deb = p.providers[&Label::parse("//app:deb", None).unwrap()].get::<crate::providers::DebPackage>().unwrap();
@@ -242,7 +242,7 @@ fn demosite_plans_without_pip_or_bwrap() {
             "//demosite:deb control (deb_control) <- //demosite:deb layout, //demosite:app, //demosite:deb shlibdeps",
             "//demosite:deb data (deb_data) <- //demosite:deb layout",
             "//demosite:deb pack (deb_pack) <- //demosite:deb control, //demosite:deb data",
-            "//demosite:deb (deb_sbom) <- //demosite:deb pack, //demosite:deb layout, //demosite:app",
+            "//demosite:deb (deb_sbom) <- //demosite:deb pack, //demosite:app",
         ]
         .map(String::from),
     );

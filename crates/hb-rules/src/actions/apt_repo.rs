@@ -83,7 +83,8 @@ fn xz(data: &[u8]) -> Result<Vec<u8>, String> {
 /// The pool path of a deb: `pool/main/d/demosite/demosite_0.1.0_amd64.deb`
 /// (`lib` packages go under `libX/`, as Debian's archive does).
 pub fn pool_path(component: &str, package: &str, file: &str) -> String {
-    let initial = if package.starts_with("lib") && package.len() > 3 { &package[..4] } else { &package[..1] };
+    let take = if package.starts_with("lib") && package.len() > 3 { 4 } else { 1 };
+    let initial = package.get(..take).unwrap_or(package);
     format!("pool/{component}/{initial}/{package}/{file}")
 }
 

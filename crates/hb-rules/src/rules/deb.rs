@@ -16,7 +16,7 @@ use crate::actions::deb::{ChunkTuning, ControlJob, DataJob, DebMeta, LayoutJob, 
 use crate::actions::files::FilesJob;
 use crate::actions::python::VenvFacts;
 use crate::actions::render::RenderJob;
-use crate::actions::sbom::{Known, SbomArgs, SbomJob};
+use crate::actions::sbom::{Known, ProvenanceJob, SbomArgs, SbomJob};
 use crate::actions::shlibs::ShlibsJob;
 use crate::providers::{DebPackage, InstallTree, PythonApp};
 use crate::rule::{Cx, Providers, Rule};
@@ -399,14 +399,29 @@ impl Rule for Deb {
         let sbom = SbomJob {
             label: name.clone(),
             deb,
-            layout: layout.any(),
-            platform: cx.platform.name.to_string(),
-            signer: cx.opts.provenance_key.clone(),
             file_name: file_name.clone(),
-            venvs: a.venvs,
-            args: a.sbom,
+            venvs: a.venvs.clone(),
+            args: a.sbom.clone(),
         };
-        let out = actions.add(name, sbom).any();
+        // With a signing key, the signed provenance joins them and is the output.
+        let out = match &cx.opts.provenance_key {
+            None => actions.add(name, sbom).any(),
+            Some(key) => {
+                let sbom = actions.add(format!("{name} sbom"), sbom).any();
+                let provenance = ProvenanceJob {
+                    label: name.clone(),
+                    platform: cx.platform.name.to_string(),
+                    sbom,
+                    deb,
+                    file_name: file_name.clone(),
+                    venvs: a.venvs,
+                    args: a.sbom,
+                    layout: layout.any(),
+                    signer: key.clone(),
+                };
+                actions.add(name, provenance).any()
+            }
+        };
         let info = DebPackage {
             package: a.meta.package,
             version: a.meta.version,
