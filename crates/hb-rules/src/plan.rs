@@ -79,6 +79,7 @@ pub fn plan(ws: &mut Workspace, rules: &Rules, roots: &[Label], opts: &PlanOptio
     let targets = collect(ws, roots)?;
     let mut actions = Actions::default();
     let mut providers: BTreeMap<Label, Providers> = BTreeMap::new();
+    let root_lock = std::cell::OnceCell::new();
     for target in &targets {
         let package = ws.package(&target.label.package)?.clone();
         let mut cx = Cx {
@@ -91,6 +92,7 @@ pub fn plan(ws: &mut Workspace, rules: &Rules, roots: &[Label], opts: &PlanOptio
             opts,
             actions: &mut actions,
             providers: &providers,
+            root_lock: &root_lock,
         };
         let provided = rules.plan(&mut cx)?;
         providers.insert(target.label.clone(), provided);

@@ -94,8 +94,7 @@ pub fn root_input(cx: &mut Cx) -> Result<Input<()>, RulesError> {
 pub fn root_input_with(cx: &mut Cx, extra: &[String]) -> Result<Input<()>, RulesError> {
     let platform: &'static Platform = cx.platform;
     let at = cx.target.location.clone();
-    let lock = RootLock::load(cx.workspace_root)
-        .map_err(|e| RulesError::Invalid { message: e.to_string(), location: at.clone() })?;
+    let lock = cx.root_lock().map_err(|message| RulesError::Invalid { message, location: at.clone() })?;
     let stale = |why: &str| RulesError::Invalid {
         message: format!("{why}; run `hb lock` to resolve it (the roots live in {ROOT_LOCK} at the workspace root)"),
         location: at.clone(),
@@ -115,7 +114,7 @@ pub fn root_input_with(cx: &mut Cx, extra: &[String]) -> Result<Input<()>, Rules
     let apt_dir: Option<PathBuf> = cx.opts.apt_dir.clone();
     let mut debs = Vec::new();
     let batch = std::sync::Arc::new(root.package.clone());
-    for p in &root.package {
+    for p in batch.iter() {
         let job = || DebFetchJob { package: p.clone(), batch: batch.clone(), platform, apt_dir: apt_dir.clone() };
         debs.push((p.name.clone(), cx.actions.shared(format!("fetch {}", p.file), job)));
     }
@@ -126,7 +125,7 @@ pub fn root_input_with(cx: &mut Cx, extra: &[String]) -> Result<Input<()>, Rules
 /// The locked packages of the platform's root with `extra` (empty when it is not
 /// locked: whatever needs the root has said so already).
 pub fn locked_packages(cx: &Cx, extra: &[String]) -> Vec<hb_root::RootPackage> {
-    RootLock::load(cx.workspace_root)
+    cx.root_lock()
         .ok()
         .flatten()
         .and_then(|l| l.root_with(cx.platform.name, extra).map(|r| r.package.clone()))

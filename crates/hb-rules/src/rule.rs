@@ -112,9 +112,19 @@ pub struct Cx<'a> {
     pub opts: &'a PlanOptions,
     pub actions: &'a mut Actions,
     pub(crate) providers: &'a BTreeMap<Label, Providers>,
+    /// hb-root.lock, read once per plan by the first rule that asks (it is large: every
+    /// platform's roots and compile roots), through [`Cx::root_lock`].
+    pub(crate) root_lock: &'a std::cell::OnceCell<Result<Option<hb_root::RootLock>, String>>,
 }
 
 impl Cx<'_> {
+    /// The workspace's root lock (`None` if there is none), parsed once per plan.
+    pub fn root_lock(&self) -> Result<Option<&hb_root::RootLock>, String> {
+        let loaded =
+            self.root_lock.get_or_init(|| hb_root::RootLock::load(self.workspace_root).map_err(|e| e.to_string()));
+        loaded.as_ref().map(Option::as_ref).map_err(Clone::clone)
+    }
+
     /// The target's label as text, e.g. `//demosite:app`.
     pub fn label(&self) -> String {
         self.target.label.to_string()
