@@ -69,10 +69,14 @@ struct BuildArgs {
 /// How to reach the team's remote cache.
 #[derive(clap::Args, Clone, Default)]
 struct RemoteArgs {
-    /// Remote cache URL (else HB_REMOTE_CACHE, else `remote_cache` in [workspace]).
-    /// Uploads need a token (HB_REMOTE_TOKEN or HB_REMOTE_TOKEN_FILE) and a signing key
-    /// (HB_REMOTE_SIGNING_KEY_FILE); downloads trust entries signed by
-    /// `remote_trusted_keys` / HB_REMOTE_TRUSTED_KEYS.
+    /// Remote cache URL (else HB_REMOTE_CACHE, else `remote_cache` in [workspace]):
+    /// `http(s)://HOST[:PORT]` for `hb cache serve` or nginx, `grpc://HOST:PORT[/INSTANCE]`
+    /// or `grpcs://…` for a Remote Execution API cache (bazel-remote, Buildbarn,
+    /// BuildGrid, NativeLink). Uploads need a signing key (HB_REMOTE_SIGNING_KEY_FILE),
+    /// and over HTTP a token (HB_REMOTE_TOKEN or HB_REMOTE_TOKEN_FILE; sent as a bearer
+    /// token over gRPC too). Downloads trust entries signed by `remote_trusted_keys` /
+    /// HB_REMOTE_TRUSTED_KEYS. grpcs: HB_REMOTE_TLS_CA_FILE, HB_REMOTE_TLS_CERT_FILE and
+    /// HB_REMOTE_TLS_KEY_FILE (PEM) add a CA and a client certificate.
     #[arg(long, value_name = "URL")]
     remote_cache: Option<String>,
     /// Only download from the remote cache, never upload.
@@ -494,13 +498,7 @@ fn build_outputs(cwd: &Path, cache_dir: &Path, args: &BuildArgs) -> Result<(Exit
     if sandbox == hb_sandbox::Mode::Off {
         progress::warning("building without the sandbox (--no-sandbox): PEP 517 builds can see this machine");
     }
-    let base = Options {
-        started: start,
-        jobs,
-        keep_going,
-        platform: String::new(),
-        remote: remote.clone().map(|r| r as std::sync::Arc<dyn hb_engine::RemoteCache>),
-    };
+    let base = Options { started: start, jobs, keep_going, platform: String::new(), remote: remote.clone() };
     let mut outcome = build_platforms(&mut ws, &store, &labels, &platforms, base, sandbox, &reporter)?;
     reporter.finish();
     if let Some(file) = &args.profile {
@@ -891,7 +889,7 @@ fn provenance_verify(cwd: &Path, deb: &Path, provenance: Option<&Path>, keys: &[
 }
 
 /// The remote cache client, if one is configured.
-fn remote_client(ws: &Workspace, args: &RemoteArgs) -> Result<Option<std::sync::Arc<hb_remote::Remote>>> {
+fn remote_client(ws: &Workspace, args: &RemoteArgs) -> Result<Option<std::sync::Arc<dyn hb_engine::RemoteCache>>> {
     if args.no_remote {
         return Ok(None);
     }
@@ -936,14 +934,26 @@ fn remote_client(ws: &Workspace, args: &RemoteArgs) -> Result<Option<std::sync::
         ),
         None => hb_remote::DEFAULT_RESPONSE_TIMEOUT,
     };
-    Ok(Some(std::sync::Arc::new(hb_remote::Remote::new(hb_remote::RemoteConfig {
-        url,
-        token,
-        read_only,
-        signing_key,
-        trusted,
-        response_timeout,
-    }))))
+    let read_pem = |var: &str| -> Result<Option<Vec<u8>>> {
+        env(var).map(|f| hb_fs::read(Path::new(&f)).with_context(|| format!("reading {var}={f}"))).transpose()
+    };
+    let client = match (read_pem("HB_REMOTE_TLS_CERT_FILE")?, read_pem("HB_REMOTE_TLS_KEY_FILE")?) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        _ => anyhow::bail!("HB_REMOTE_TLS_CERT_FILE and HB_REMOTE_TLS_KEY_FILE go together: set both or neither"),
+    };
+    let tls = hb_remote::TlsFiles { ca: read_pem("HB_REMOTE_TLS_CA_FILE")?, client };
+    let cfg = hb_remote::RemoteConfig { url, token, read_only, signing_key, trusted, response_timeout, tls };
+    if cfg.url.starts_with("grpc://") || cfg.url.starts_with("grpcs://") {
+        Ok(Some(std::sync::Arc::new(hb_remote::grpc::Grpc::new(cfg).context("the remote cache setting")?)))
+    } else if cfg.url.starts_with("http://") || cfg.url.starts_with("https://") {
+        Ok(Some(std::sync::Arc::new(hb_remote::Remote::new(cfg))))
+    } else {
+        anyhow::bail!(
+            "remote cache `{}`: use http(s)://HOST[:PORT] (hb cache serve, nginx) or grpc(s)://HOST:PORT[/INSTANCE] (a REAPI server)",
+            cfg.url
+        )
+    }
 }
 
 fn cache_command(c: CacheCommand, cache_dir: &Path) -> Result<ExitCode> {

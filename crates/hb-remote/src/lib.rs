@@ -7,6 +7,8 @@
 //! The first transport failure disables the remote for the rest of the build, with one
 //! warning: a dead or slow server never fails a build.
 
+pub mod grpc;
+
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -40,6 +42,16 @@ pub struct RemoteConfig {
     /// How long to wait for a server to start answering a request (connecting and
     /// sending each take at most this too). A server slower than this is given up on.
     pub response_timeout: Duration,
+    /// TLS settings of `grpcs://` remotes.
+    pub tls: TlsFiles,
+}
+
+/// PEM bytes for TLS: a CA to trust besides the system's, and a client certificate.
+#[derive(Clone, Default)]
+pub struct TlsFiles {
+    pub ca: Option<Vec<u8>>,
+    /// (certificate chain, private key).
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 /// The default [`RemoteConfig::response_timeout`].
@@ -123,9 +135,75 @@ pub fn open_entry<'a>(entry: &'a [u8], key: &Digest, trusted: &[VerifyingKey]) -
 pub struct Remote {
     cfg: RemoteConfig,
     agent: ureq::Agent,
+    health: Health,
+}
+
+/// How a remote has behaved so far in this build: warnings (each said once), bad
+/// answers counted, and whether it is still used. Shared by both transports.
+pub(crate) struct Health {
+    url: String,
     disabled: AtomicBool,
     bad_answers: std::sync::atomic::AtomicUsize,
     warnings: Mutex<Vec<String>>,
+}
+
+impl Health {
+    pub(crate) fn new(url: &str) -> Health {
+        Health {
+            url: url.to_string(),
+            disabled: AtomicBool::new(false),
+            bad_answers: std::sync::atomic::AtomicUsize::new(0),
+            warnings: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Notes a bad answer: the first is told in full; after [`MAX_BAD_ANSWERS`] the remote
+    /// is switched off with one summary line.
+    pub(crate) fn bad_answer(&self, what: String) {
+        let n = self.bad_answers.fetch_add(1, Ordering::SeqCst) + 1;
+        if n == 1 {
+            self.warn(what);
+        }
+        if n == MAX_BAD_ANSWERS && !self.disabled.swap(true, Ordering::SeqCst) {
+            self.warn(format!(
+                "remote cache {} gave {n} bad answers; it is not used for the rest of this build",
+                self.url
+            ));
+        }
+    }
+
+    pub(crate) fn warnings(&self) -> Vec<String> {
+        self.warnings.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn warn(&self, w: String) {
+        let mut ws = self.warnings.lock().unwrap_or_else(|p| p.into_inner());
+        if !ws.contains(&w) {
+            ws.push(w);
+        }
+    }
+
+    /// Stops using the remote for this build after a transport failure.
+    pub(crate) fn give_up(&self, why: impl std::fmt::Display) {
+        if !self.disabled.swap(true, Ordering::SeqCst) {
+            self.warn(format!("remote cache {} is unreachable ({why}); building locally", self.url));
+        }
+    }
+
+    pub(crate) fn active(&self) -> bool {
+        !self.disabled.load(Ordering::SeqCst)
+    }
+
+    /// Why an action-cache entry was not used, as a warning.
+    pub(crate) fn rejected(&self, why: Rejected) {
+        self.warn(match why {
+            Rejected::Unsigned => "remote cache holds unsigned action entries; they are ignored".to_string(),
+            Rejected::UntrustedKey(k) => {
+                format!("remote cache entries signed by untrusted key {k} are ignored (add it to remote_trusted_keys to use them)")
+            }
+            Rejected::BadSignature => "remote cache holds action entries with bad signatures; they are ignored".to_string(),
+        });
+    }
 }
 
 enum Fetched {
@@ -152,51 +230,28 @@ impl Remote {
             .timeout_global(Some(cfg.response_timeout.saturating_mul(12)))
             .http_status_as_error(false)
             .build();
-        Remote {
-            cfg,
-            agent: config.into(),
-            disabled: AtomicBool::new(false),
-            bad_answers: std::sync::atomic::AtomicUsize::new(0),
-            warnings: Mutex::new(Vec::new()),
-        }
-    }
-
-    /// Notes a bad answer: the first is told in full; after [`MAX_BAD_ANSWERS`] the remote
-    /// is switched off with one summary line.
-    fn bad_answer(&self, what: String) {
-        let n = self.bad_answers.fetch_add(1, Ordering::SeqCst) + 1;
-        if n == 1 {
-            self.warn(what);
-        }
-        if n == MAX_BAD_ANSWERS && !self.disabled.swap(true, Ordering::SeqCst) {
-            self.warn(format!(
-                "remote cache {} gave {n} bad answers; it is not used for the rest of this build",
-                self.cfg.url
-            ));
-        }
+        Remote { agent: config.into(), health: Health::new(&cfg.url), cfg }
     }
 
     /// Problems met so far (each said once).
     pub fn warnings(&self) -> Vec<String> {
-        self.warnings.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.health.warnings()
     }
 
     fn warn(&self, w: String) {
-        let mut ws = self.warnings.lock().unwrap_or_else(|p| p.into_inner());
-        if !ws.contains(&w) {
-            ws.push(w);
-        }
+        self.health.warn(w)
     }
 
-    /// Stops using the remote for this build after a transport failure.
+    fn bad_answer(&self, w: String) {
+        self.health.bad_answer(w)
+    }
+
     fn give_up(&self, why: impl std::fmt::Display) {
-        if !self.disabled.swap(true, Ordering::SeqCst) {
-            self.warn(format!("remote cache {} is unreachable ({why}); building locally", self.cfg.url));
-        }
+        self.health.give_up(why)
     }
 
     fn active(&self) -> bool {
-        !self.disabled.load(Ordering::SeqCst)
+        self.health.active()
     }
 
     pub fn writable(&self) -> bool {
@@ -307,13 +362,7 @@ impl RemoteCache for Remote {
         let payload = match open_entry(&entry, key, &self.cfg.trusted) {
             Ok(p) => p,
             Err(why) => {
-                self.warn(match why {
-                    Rejected::Unsigned => "remote cache holds unsigned action entries; they are ignored".to_string(),
-                    Rejected::UntrustedKey(k) => {
-                        format!("remote cache entries signed by untrusted key {k} are ignored (add it to remote_trusted_keys to use them)")
-                    }
-                    Rejected::BadSignature => "remote cache holds action entries with bad signatures; they are ignored".to_string(),
-                });
+                self.health.rejected(why);
                 return None;
             }
         };
@@ -396,6 +445,7 @@ mod tests {
             signing_key: None,
             trusted: Vec::new(),
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            tls: TlsFiles::default(),
         });
         for i in 0..5u8 {
             assert!(r.fetch(&Digest::of(&[i]), &store).is_none());
@@ -443,6 +493,7 @@ mod tests {
             signing_key: None,
             trusted,
             response_timeout: timeout,
+            tls: TlsFiles::default(),
         })
     }
 
