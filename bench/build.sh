@@ -7,6 +7,9 @@
 #   floor    dpkg-deb --build --root-owner-group -Zxz of the deb's own contents
 #   remote   an empty local cache, everything from a `hb cache serve` on loopback that
 #            a previous (uploading) build filled: the colleague's first build
+#   grpc     the same from a BuildGrid (REAPI over gRPC, disk storage) on loopback, if
+#            BuildGrid is installed: BGD=/path/to/bgd, else the venv the e2e tests make
+#            (~/.cache/hb-e2e/buildgrid-0.9.1); skipped without one
 # Prints milliseconds and each as a ratio to the floor (remote also to cold).
 # Measures; asserts nothing.
 #
@@ -81,6 +84,55 @@ t1=$(now)
 remote=$(ms "$t0" "$t1")
 kill $server 2>/dev/null || true
 
+# The same against a REAPI server (BuildGrid), when one is installed.
+bgd=${BGD:-${XDG_CACHE_HOME:-$HOME/.cache}/hb-e2e/buildgrid-0.9.1/bin/bgd}
+grpc=""
+if [ -x "$bgd" ]; then
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  cat >"$work/bg.yml" <<YML
+server:
+  - !channel
+    address: "127.0.0.1:$port"
+    insecure-mode: true
+authorization:
+  method: none
+storages:
+  - !disk-storage &cas
+    path: $work/bg-cas
+caches:
+  - !lru-action-cache &ac
+    storage: *cas
+    max-cached-refs: 100000
+    allow-updates: true
+    cache-failed-actions: false
+instances:
+  - name: main
+    services:
+      - !action-cache
+        cache: *ac
+      - !cas
+        storage: *cas
+      - !bytestream
+        storage: *cas
+monitoring:
+  enabled: false
+thread-pool-size: 8
+YML
+  "$bgd" server start "$work/bg.yml" >"$work/bg.log" 2>&1 &
+  bg=$!
+  trap 'kill $bg 2>/dev/null; rm -rf "$work"' EXIT
+  for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+  url="grpc://127.0.0.1:$port/main"
+  HB_CACHE_DIR="$work/cache-up-grpc" HB_REMOTE_CACHE="$url" \
+    HB_REMOTE_SIGNING_KEY_FILE="$work/key" "$hb" -C "$ws" build //demosite:deb >/dev/null 2>&1
+  t0=$(now)
+  HB_CACHE_DIR="$work/cache-down-grpc" HB_REMOTE_CACHE="$url" HB_REMOTE_TRUSTED_KEYS="$(cat "$work/key.pub")" \
+    "$hb" -C "$ws" build --remote-read-only //demosite:deb >/dev/null 2>&1
+  t1=$(now)
+  grpc=$(ms "$t0" "$t1")
+  kill $bg 2>/dev/null || true
+fi
+
 files=$(dpkg-deb --contents "$deb" | wc -l)
 size=$(du -k "$stage" | tail -1 | cut -f1)
 echo "//demosite:deb: $files entries, ${size} KiB unpacked, $(stat -c %s "$deb") bytes packed"
@@ -90,3 +142,8 @@ printf '%-8s %10.1f %10.3f\n' no-op "$(echo "$noop / 1000" | bc -l)" "$(echo "$n
 printf '%-8s %10d %10.2f\n' edit "$edit" "$(echo "$edit / $floor" | bc -l)"
 printf '%-8s %10d %10.2f\n' floor "$floor" 1
 printf '%-8s %10d %10.2f   (%.2f x cold)\n' remote "$remote" "$(echo "$remote / $floor" | bc -l)" "$(echo "$remote / $cold" | bc -l)"
+if [ -n "$grpc" ]; then
+  printf '%-8s %10d %10.2f   (%.2f x remote over HTTP)\n' grpc "$grpc" "$(echo "$grpc / $floor" | bc -l)" "$(echo "$grpc / $remote" | bc -l)"
+else
+  echo "grpc     skipped: no BuildGrid (set BGD, or run the e2e tests once to make its venv)"
+fi

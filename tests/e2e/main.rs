@@ -13,6 +13,7 @@ mod install_test;
 mod native;
 mod platforms;
 mod python;
+mod reapi;
 mod remote;
 mod reproducible;
 mod sbom;

@@ -390,25 +390,37 @@ impl Grpc {
         Some(rd)
     }
 
-    /// Reads a small blob into memory, checked against `d`.
-    fn read_small(&self, n: &Negotiated, d: &re::Digest) -> Result<Vec<u8>, Fail> {
-        let size = usize::try_from(d.size_bytes).map_err(|_| Fail::Bad("negative blob size".into()))?;
-        let bytes = if size <= n.max_batch {
-            let mut got = self.batch_read(n, std::slice::from_ref(d))?;
-            got.pop().ok_or(Fail::Absent)?.1
+    /// Reads blobs into memory, each checked against its digest: one batch when they
+    /// fit, else one by one (ByteStream for the large).
+    fn read_verified(&self, n: &Negotiated, ds: &[re::Digest]) -> Result<Vec<Vec<u8>>, Fail> {
+        let total: usize =
+            ds.iter().map(|d| usize::try_from(d.size_bytes).unwrap_or(usize::MAX)).fold(0, usize::saturating_add);
+        let got: Vec<Vec<u8>> = if total <= n.max_batch {
+            self.batch_read(n, ds)?.into_iter().map(|(_, b)| b).collect()
         } else {
-            let mut v = Vec::new();
-            self.stream_read(n, d, &mut v)?;
-            v
+            let mut all = Vec::new();
+            for d in ds {
+                let size = usize::try_from(d.size_bytes).map_err(|_| Fail::Bad("negative blob size".into()))?;
+                if size <= n.max_batch {
+                    all.extend(self.batch_read(n, std::slice::from_ref(d))?.into_iter().map(|(_, b)| b));
+                } else {
+                    let mut v = Vec::new();
+                    self.stream_read(n, d, &mut v)?;
+                    all.push(v);
+                }
+            }
+            all
         };
-        let actual = n.hash.of(&bytes);
-        if actual != *d {
-            return Err(Fail::Bad(format!(
-                "remote cache served corrupt bytes for blob {} (they hash to {}); discarded, the action runs locally",
-                d.hash, actual.hash
-            )));
+        for (d, bytes) in ds.iter().zip(&got) {
+            let actual = n.hash.of(bytes);
+            if actual != *d {
+                return Err(Fail::Bad(format!(
+                    "remote cache served corrupt bytes for blob {} (they hash to {}); discarded, the action runs locally",
+                    d.hash, actual.hash
+                )));
+            }
         }
-        Ok(bytes)
+        Ok(got)
     }
 
     /// `BatchReadBlobs`: every blob of `ds`, in order, unverified.
@@ -915,7 +927,7 @@ impl RemoteCache for Grpc {
                 return None;
             }
         };
-        // hb's signed entry.
+        // hb's signed entry, and the server's tree of the outputs, in one request.
         let entry_digest = ar
             .execution_metadata
             .as_ref()?
@@ -923,7 +935,10 @@ impl RemoteCache for Grpc {
             .iter()
             .find(|a| a.type_url == ENTRY_TYPE_URL)
             .and_then(|a| re::Digest::decode(a.value.as_slice()).ok())?;
-        let entry = self.read_small(&n, &entry_digest).map_err(|f| self.fail(f)).ok()?;
+        let tree_digest = ar.output_directories.iter().find(|d| d.path == OUT_DIR)?.tree_digest.clone()?;
+        let mut both = self.read_verified(&n, &[entry_digest, tree_digest.clone()]).map_err(|f| self.fail(f)).ok()?;
+        let tree_bytes = both.pop()?;
+        let entry = both.pop()?;
         let payload = match open_entry(&entry, key, &self.cfg.trusted) {
             Ok(p) => p,
             Err(why) => {
@@ -945,8 +960,6 @@ impl RemoteCache for Grpc {
             return Some(result);
         }
         // Where the server keeps those files: its tree of the output directory.
-        let tree_digest = ar.output_directories.iter().find(|d| d.path == OUT_DIR)?.tree_digest.clone()?;
-        let tree_bytes = self.read_small(&n, &tree_digest).map_err(|f| self.fail(f)).ok()?;
         let Ok(tree) = re::Tree::decode(tree_bytes.as_slice()) else {
             self.health.bad_answer(format!("remote cache served an unreadable Tree {}", tree_digest.hash));
             return None;

@@ -1,0 +1,275 @@
+//! The team cache on a Remote Execution API server: a real BuildGrid (PyPI `buildgrid`,
+//! CAS + ByteStream + action cache on disk storage, loopback, no auth) in its own venv.
+//! CI fills it; a colleague with an empty cache, another checkout and no package index
+//! builds nothing and gets the same deb; a 30 MB file goes through ByteStream; a blob
+//! corrupted on the server's disk is discarded and rebuilt; a server killed while hb
+//! uploads costs one warning and changes no byte.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{Ws, hb_bin, run, sha256, show};
+
+const DEB: &str = "hb-out/demosite/demosite_0.1.0_amd64.deb";
+const BUILDGRID: &str = "buildgrid==0.9.1";
+
+/// The venv holding BuildGrid, made once per machine (BuildGrid needs Python ≥ 3.13).
+fn buildgrid_venv() -> PathBuf {
+    static ONCE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _held = ONCE.lock().unwrap_or_else(|p| p.into_inner());
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+    let cache = std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from).unwrap_or_else(|| home.join(".cache"));
+    let venv = cache.join("hb-e2e").join("buildgrid-0.9.1");
+    // A venv cannot move (its scripts name its path): it is made where it stays, and
+    // a marker says it is complete.
+    let done = venv.join(".hb-complete");
+    if done.exists() {
+        return venv;
+    }
+    let python = python313(&home)
+        .expect("BuildGrid needs Python >= 3.13: install one (pyenv install 3.13) or put python3.13 on PATH");
+    let _ = std::fs::remove_dir_all(&venv);
+    run(Command::new(&python).args(["-m", "venv"]).arg(&venv));
+    run(Command::new(venv.join("bin/pip")).args(["install", "-q", "--disable-pip-version-check", BUILDGRID]));
+    std::fs::write(&done, BUILDGRID).unwrap();
+    venv
+}
+
+fn python313(home: &Path) -> Option<PathBuf> {
+    let pyenv = home.join(".pyenv/versions");
+    let mut found: Vec<PathBuf> = hb_fs::read_dir_sorted(&pyenv)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| e.path().join("bin/python3"))
+        .filter(|p| {
+            p.parent().and_then(|b| b.parent()).and_then(|v| v.file_name()).is_some_and(|v| {
+                let v = v.to_string_lossy();
+                let mut parts = v.split('.');
+                parts.next() == Some("3") && parts.next().and_then(|m| m.parse::<u32>().ok()).is_some_and(|m| m >= 13)
+            }) && p.exists()
+        })
+        .collect();
+    found.sort();
+    found.pop().or_else(|| {
+        let ok = Command::new("python3.13").arg("--version").output().is_ok_and(|o| o.status.success());
+        ok.then(|| PathBuf::from("python3.13"))
+    })
+}
+
+/// A running BuildGrid, killed on drop.
+struct BuildGrid {
+    child: Child,
+    url: String,
+    storage: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl BuildGrid {
+    fn start() -> BuildGrid {
+        let venv = buildgrid_venv();
+        let tmp = tempfile::tempdir().unwrap();
+        let storage = tmp.path().join("cas");
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let config = format!(
+            r#"server:
+  - !channel
+    address: "127.0.0.1:{port}"
+    insecure-mode: true
+authorization:
+  method: none
+storages:
+  - !disk-storage &cas
+    path: {storage}
+caches:
+  - !lru-action-cache &ac
+    storage: *cas
+    max-cached-refs: 100000
+    allow-updates: true
+    cache-failed-actions: false
+instances:
+  - name: main
+    services:
+      - !action-cache
+        cache: *ac
+      - !cas
+        storage: *cas
+      - !bytestream
+        storage: *cas
+monitoring:
+  enabled: false
+thread-pool-size: 8
+"#,
+            storage = storage.display()
+        );
+        let file = tmp.path().join("buildgrid.yml");
+        std::fs::write(&file, config).unwrap();
+        let log = std::fs::File::create(tmp.path().join("buildgrid.log")).unwrap();
+        let child = Command::new(venv.join("bin/bgd"))
+            .args(["server", "start"])
+            .arg(&file)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "BuildGrid did not listen on {port}: {}",
+                std::fs::read_to_string(tmp.path().join("buildgrid.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        BuildGrid { child, url: format!("grpc://127.0.0.1:{port}/main"), storage, _tmp: tmp }
+    }
+
+    /// Where BuildGrid's disk storage keeps the blob with this SHA-256.
+    fn blob(&self, sha256: &str) -> PathBuf {
+        self.storage.join("cas/objects").join(&sha256[..2]).join(&sha256[2..])
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for BuildGrid {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A signing key pair: (secret key file, public key hex).
+fn keygen(dir: &Path) -> (String, String) {
+    let file = dir.join("writer");
+    let out = run(Command::new(hb_bin()).args(["cache", "keygen", "--out"]).arg(&file));
+    (file.display().to_string(), out.trim().to_string())
+}
+
+/// demosite with a 30 MB incompressible file (bigger than any batch request, so it can
+/// only travel through ByteStream), packed with zstd to keep the test quick.
+fn with_payload() -> Ws {
+    let ws = Ws::demosite();
+    let build = std::fs::read_to_string(ws.path("demosite/BUILD.toml")).unwrap();
+    let build = build.replace("deps = [\":app\"]", "deps = [\":app\", \":payload\"]\ncompression = \"zstd\"");
+    let payload = "\n[[files]]\nname = \"payload\"\nsrcs = [\"payload/*\"]\ndest = \"/usr/share/demosite\"\n";
+    ws.write("demosite/BUILD.toml", &(build + payload));
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut bytes = Vec::with_capacity(30 << 20);
+    while bytes.len() < 30 << 20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        bytes.extend_from_slice(&x.to_le_bytes());
+    }
+    std::fs::create_dir_all(ws.path("demosite/payload")).unwrap();
+    std::fs::write(ws.path("demosite/payload/blob.bin"), bytes).unwrap();
+    ws
+}
+
+/// Builds `ws` against `url` with `env`; returns the report, the deb's sha256 and the
+/// warnings.
+fn build(ws: &Ws, url: &str, env: &[(&str, &str)], args: &[&str]) -> (serde_json::Value, String, Vec<String>) {
+    let mut cmd = ws.cmd();
+    cmd.args(["build", "--json"]).args(args).arg("//demosite:deb").env("HB_REMOTE_CACHE", url);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let warnings = report["warnings"].as_array().unwrap().iter().map(|w| w.as_str().unwrap().to_string()).collect();
+    (report, sha256(&ws.path(DEB)), warnings)
+}
+
+/// The package index is unreachable for the colleague's builds.
+const NO_INDEX: &[(&str, &str)] =
+    &[("PIP_INDEX_URL", "http://127.0.0.1:9/simple"), ("PIP_FIND_LINKS", ""), ("PIP_RETRIES", "0")];
+
+#[test]
+fn a_colleague_builds_nothing_from_buildgrid_and_bad_servers_change_no_byte() {
+    let grid = BuildGrid::start();
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(keys.path());
+    let writer = [("HB_REMOTE_SIGNING_KEY_FILE", key.as_str())];
+    let mut reader = NO_INDEX.to_vec();
+    reader.push(("HB_REMOTE_TRUSTED_KEYS", &public));
+
+    // CI fills the server.
+    let a = with_payload();
+    let (report, sha_a, warnings) = build(&a, &grid.url, &writer, &[]);
+    assert!(report["executed"].as_u64().unwrap() > 10, "{report}");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    // BuildGrid speaks SHA-256 only: the deb is there under its SHA-256, and the 30 MB
+    // file (larger than BuildGrid's 4 MiB batch limit) came through ByteStream whole.
+    let deb_blob = grid.blob(&sha_a);
+    assert!(deb_blob.is_file(), "the deb is not stored under its SHA-256");
+    let payload = sha256(&a.path("demosite/payload/blob.bin"));
+    assert_eq!(sha256(&grid.blob(&payload)), payload);
+
+    // A colleague: another checkout path, an empty cache, no package index.
+    let b = with_payload();
+    assert_ne!(a.root, b.root);
+    let (report, sha_b, warnings) = build(&b, &grid.url, &reader, &["--remote-read-only"]);
+    assert_eq!(report["executed"], 0, "{report}");
+    assert!(report["remote"].as_u64().unwrap() > 10, "{report}");
+    assert_eq!(sha_a, sha_b);
+    assert!(warnings.is_empty(), "{warnings:?}");
+
+    // The server's disk flips a byte of the deb: detected, discarded, rebuilt.
+    let mut bytes = std::fs::read(&deb_blob).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&deb_blob, bytes).unwrap();
+    let c = with_payload();
+    let (report, sha_c, warnings) = build(&c, &grid.url, &reader, &["--remote-read-only"]);
+    assert_eq!(sha_c, sha_a);
+    assert!(report["executed"].as_u64().unwrap() >= 1, "{report}");
+    assert!(warnings.iter().any(|w| w.contains("corrupt bytes")), "{warnings:?}");
+}
+
+#[test]
+fn buildgrid_killed_while_hb_uploads_is_one_warning_and_the_same_bytes() {
+    // The bytes to expect: demosite built with no remote at all.
+    let reference = Ws::demosite();
+    reference.ok(&["build", "//demosite:deb"]);
+    let want = sha256(&reference.path(DEB));
+
+    let mut grid = BuildGrid::start();
+    let keys = tempfile::tempdir().unwrap();
+    let (key, _) = keygen(keys.path());
+    let ws = Ws::demosite();
+    let child = ws
+        .cmd()
+        .args(["build", "--json", "//demosite:deb"])
+        .env("HB_REMOTE_CACHE", &grid.url)
+        .env("HB_REMOTE_SIGNING_KEY_FILE", &key)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until uploads are under way, then pull the plug.
+    let start = Instant::now();
+    while hb_fs::walk_sorted(&grid.storage)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .count()
+        < 20
+    {
+        assert!(start.elapsed() < Duration::from_secs(120), "nothing was uploaded");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    grid.kill();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let warnings: Vec<&str> = report["warnings"].as_array().unwrap().iter().map(|w| w.as_str().unwrap()).collect();
+    assert_eq!(warnings.len(), 1, "{report}");
+    assert!(warnings[0].contains("unreachable"), "{warnings:?}");
+    assert_eq!(sha256(&ws.path(DEB)), want);
+}
