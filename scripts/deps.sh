@@ -18,6 +18,7 @@ packages=(
   postgresql             # the PostgreSQL example's test runs a private server on loopback
   libpq-dev              # `hb lock` prepares psycopg2's sdist metadata with pip, which runs pg_config
   gnupg                  # signs apt repositories (apt_repo) and makes the tests' OpenPGP keys
+  openssl                # the REAPI tests make a CA and certificates for BuildGrid over TLS
   xz-utils zstd gzip tar # format cross-checks in tests
   ca-certificates curl git bc
 )

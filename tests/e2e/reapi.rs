@@ -65,8 +65,69 @@ struct BuildGrid {
     _tmp: tempfile::TempDir,
 }
 
+/// A test CA with a server certificate for 127.0.0.1 and a client certificate (PEM
+/// files made by openssl in `dir`).
+struct Pki {
+    ca: PathBuf,
+    server: (PathBuf, PathBuf),
+    client: (PathBuf, PathBuf),
+}
+
+fn pki(dir: &Path) -> Pki {
+    let ext = dir.join("ext.cnf");
+    std::fs::write(
+        &ext,
+        "[server]\nsubjectAltName = IP:127.0.0.1\nbasicConstraints = CA:FALSE\nextendedKeyUsage = serverAuth\n\
+         [client]\nbasicConstraints = CA:FALSE\nextendedKeyUsage = clientAuth\n",
+    )
+    .unwrap();
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    run(Command::new("openssl")
+        .args(["req", "-x509"])
+        .args(ec)
+        .args(["-days", "30", "-subj", "/CN=hb test CA", "-addext", "basicConstraints=critical,CA:TRUE"])
+        .arg("-keyout")
+        .arg(dir.join("ca.key"))
+        .arg("-out")
+        .arg(dir.join("ca.pem")));
+    for name in ["server", "client"] {
+        run(Command::new("openssl")
+            .arg("req")
+            .args(ec)
+            .args(["-subj", &format!("/CN=hb test {name}")])
+            .arg("-keyout")
+            .arg(dir.join(format!("{name}.key")))
+            .arg("-out")
+            .arg(dir.join(format!("{name}.csr"))));
+        run(Command::new("openssl")
+            .args(["x509", "-req", "-days", "30", "-set_serial", if name == "server" { "2" } else { "3" }])
+            .arg("-in")
+            .arg(dir.join(format!("{name}.csr")))
+            .arg("-CA")
+            .arg(dir.join("ca.pem"))
+            .arg("-CAkey")
+            .arg(dir.join("ca.key"))
+            .arg("-extfile")
+            .arg(&ext)
+            .args(["-extensions", name])
+            .arg("-out")
+            .arg(dir.join(format!("{name}.pem"))));
+    }
+    Pki {
+        ca: dir.join("ca.pem"),
+        server: (dir.join("server.pem"), dir.join("server.key")),
+        client: (dir.join("client.pem"), dir.join("client.key")),
+    }
+}
+
 impl BuildGrid {
     fn start() -> BuildGrid {
+        BuildGrid::start_with(None)
+    }
+
+    /// With `tls`, the server speaks TLS with its certificate and requires a client
+    /// certificate from the CA.
+    fn start_with(tls: Option<&Pki>) -> BuildGrid {
         let venv = buildgrid_venv();
         let tmp = tempfile::tempdir().unwrap();
         let storage = tmp.path().join("cas");
@@ -74,12 +135,20 @@ impl BuildGrid {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
+        let channel = match tls {
+            None => "    insecure-mode: true\n".to_string(),
+            Some(p) => format!(
+                "    insecure-mode: false\n    credentials:\n      tls-server-key: {}\n      tls-server-cert: {}\n      tls-client-certs: {}\n",
+                p.server.1.display(),
+                p.server.0.display(),
+                p.ca.display()
+            ),
+        };
         let config = format!(
             r#"server:
   - !channel
     address: "127.0.0.1:{port}"
-    insecure-mode: true
-authorization:
+{channel}authorization:
   method: none
 storages:
   - !disk-storage &cas
@@ -124,7 +193,8 @@ thread-pool-size: 8
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        BuildGrid { child, url: format!("grpc://127.0.0.1:{port}/main"), storage, _tmp: tmp }
+        let scheme = if tls.is_some() { "grpcs" } else { "grpc" };
+        BuildGrid { child, url: format!("{scheme}://127.0.0.1:{port}/main"), storage, _tmp: tmp }
     }
 
     /// Where BuildGrid's disk storage keeps the blob with this SHA-256.
@@ -272,4 +342,41 @@ fn buildgrid_killed_while_hb_uploads_is_one_warning_and_the_same_bytes() {
     assert_eq!(warnings.len(), 1, "{report}");
     assert!(warnings[0].contains("unreachable"), "{warnings:?}");
     assert_eq!(sha256(&ws.path(DEB)), want);
+}
+
+#[test]
+fn grpcs_with_a_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let grid = BuildGrid::start_with(Some(&pki));
+    let (key, public) = keygen(dir.path());
+    let ca = pki.ca.display().to_string();
+    let (cert, cert_key) = (pki.client.0.display().to_string(), pki.client.1.display().to_string());
+    let tls = [
+        ("HB_REMOTE_TLS_CA_FILE", ca.as_str()),
+        ("HB_REMOTE_TLS_CERT_FILE", cert.as_str()),
+        ("HB_REMOTE_TLS_KEY_FILE", cert_key.as_str()),
+    ];
+
+    let a = Ws::demosite();
+    let mut writer = tls.to_vec();
+    writer.push(("HB_REMOTE_SIGNING_KEY_FILE", &key));
+    let (report, sha_a, warnings) = build(&a, &grid.url, &writer, &[]);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert!(report["executed"].as_u64().unwrap() > 10, "{report}");
+    assert!(grid.blob(&sha_a).is_file(), "nothing reached the server over TLS");
+
+    let b = Ws::demosite();
+    let mut reader = tls.to_vec();
+    reader.extend_from_slice(NO_INDEX);
+    reader.push(("HB_REMOTE_TRUSTED_KEYS", &public));
+    let (report, sha_b, warnings) = build(&b, &grid.url, &reader, &["--remote-read-only"]);
+    assert_eq!((report["executed"].as_u64(), sha_b, warnings.len()), (Some(0), sha_a, 0), "{report}");
+
+    // Without the client certificate the server closes the handshake: one warning, and
+    // the edited config is built locally.
+    b.write("demosite/config.cfg", "TAGLINE = \"no certificate\"\n");
+    let (_, _, warnings) = build(&b, &grid.url, &[("HB_REMOTE_TLS_CA_FILE", &ca)], &["--remote-read-only"]);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("unreachable"), "{warnings:?}");
 }

@@ -201,6 +201,17 @@ enum Fail {
 
 fn status_fail(what: &str, s: tonic::Status) -> Fail {
     use tonic::Code;
+    // Transport errors say only "transport error"; their causes say what happened.
+    let mut message = s.message().to_string();
+    let mut cause = std::error::Error::source(&s);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !message.contains(&text) {
+            message = format!("{message}: {text}");
+        }
+        cause = c.source();
+    }
+    let s = tonic::Status::new(s.code(), message);
     match s.code() {
         Code::NotFound => Fail::Absent,
         Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown | Code::Aborted => {
@@ -241,6 +252,7 @@ impl Grpc {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("hb-grpc")
+            .on_thread_start(block_sigpipe)
             .enable_all()
             .build()
             .map_err(|e| bad(format!("cannot start the gRPC runtime: {e}")))?;
@@ -740,6 +752,21 @@ impl Grpc {
                 false
             }
         }
+    }
+}
+
+/// The CLI restores SIGPIPE's default (death) for `hb … | head`, but the runtime's
+/// threads write to sockets with `writev`, which raises SIGPIPE when a server closes the
+/// connection (a TLS handshake refused, a server killed): blocked in these threads, the
+/// write fails with EPIPE instead and the remote is given up with one warning.
+fn block_sigpipe() {
+    // SAFETY: the set is initialised by sigemptyset before use; pthread_sigmask only
+    // changes this thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }
 
