@@ -1,12 +1,14 @@
 //! Getting Python dependencies for the *target*: resolving requirements into a lock
 //! (delegated to `pip download`, which reads the user's own index configuration:
 //! `PIP_INDEX_URL`, `PIP_FIND_LINKS`, pip.conf), and fetching one locked file, from a
-//! local wheelhouse or through pip, verified against its sha256 before anything else
-//! sees it. Wheels are binary-only for the target; a dependency the app allows to come
+//! local wheelhouse, else from the configured index with hb's own client ([`index`]),
+//! else through pip when hb cannot tell the index, verified against its sha256 before
+//! anything else sees it. Wheels are binary-only for the target; a dependency the app allows to come
 //! from source is locked as its sdist ([`sdist`]: pip resolves the rest around a
 //! stand-in wheel carrying the sdist's metadata). This crate is the only part of hb that
 //! reaches the network.
 
+pub mod index;
 pub mod lock;
 pub mod sdist;
 
@@ -73,6 +75,16 @@ impl Pip {
             format!("could not run `{} -m pip`: {e} (install pip: apt install python3-pip)", self.python)
         })?;
         if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).trim().to_string()) }
+    }
+
+    /// `pip config list`: pip's configuration files and variables, as pip reads them.
+    fn config_list(&self) -> Option<String> {
+        let out = Command::new(&self.python)
+            .args(["-m", "pip", "config", "list", "--disable-pip-version-check", "--no-input"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .ok()?;
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// `pip download` of the sdist of one requirement into `dest`, without its
@@ -369,6 +381,9 @@ pub fn fetch(
             verify(&candidate, candidate.display().to_string())?;
             return Ok(candidate);
         }
+    }
+    if let Some(index) = index::Index::configured(pip) {
+        return index.fetch(f, dest_dir);
     }
     let pin = format!("{}=={}", f.name, f.version);
     let got = if sdist::is_sdist(&f.file) {

@@ -1,0 +1,448 @@
+//! The native fetcher: a locked file straight from the package index the user has
+//! configured, through the simple repository API (PEP 691 JSON, or PEP 503 HTML), with
+//! hb's own HTTP client. The file streams to disk while it is hashed and is kept only if
+//! its sha256 is the lock's.
+//!
+//! The index comes from the user's configuration, never from hb: `PIP_INDEX_URL` and
+//! `PIP_EXTRA_INDEX_URL`, else `UV_DEFAULT_INDEX` / `UV_INDEX_URL` and `UV_INDEX` /
+//! `UV_EXTRA_INDEX_URL`, else pip's configuration files as `pip config list` reports
+//! them (`[download]` over `[global]`). Credentials come from the URL's user
+//! information or from netrc (`NETRC`, else `~/.netrc`). With no index configured (or
+//! `PIP_NO_INDEX`), [`Index::configured`] is `None` and the caller falls back to pip.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use sha2::Digest as _;
+
+use crate::{FetchError, LockedFile, Pip};
+
+/// The indexes to fetch from, in order.
+pub struct Index {
+    urls: Vec<url::Url>,
+    netrc: Vec<NetrcEntry>,
+    agent: ureq::Agent,
+}
+
+/// One `machine` (or `default`) entry of a netrc file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetrcEntry {
+    /// `None` for `default`.
+    pub machine: Option<String>,
+    pub login: String,
+    pub password: String,
+}
+
+/// Parses a netrc file: `machine HOST login USER password PASS`, `default …`, `macdef`
+/// bodies skipped (they end at an empty line).
+pub fn parse_netrc(text: &str) -> Vec<NetrcEntry> {
+    let mut out: Vec<NetrcEntry> = Vec::new();
+    let mut lines = text.lines();
+    let mut current: Option<NetrcEntry> = None;
+    while let Some(line) = lines.next() {
+        let mut words = line.split_whitespace();
+        while let Some(w) = words.next() {
+            match w {
+                "machine" | "default" => {
+                    if let Some(c) = current.take() {
+                        out.push(c);
+                    }
+                    let machine = if w == "machine" { words.next().map(str::to_string) } else { None };
+                    current = Some(NetrcEntry { machine, login: String::new(), password: String::new() });
+                }
+                "login" | "password" | "account" => {
+                    let value = words.next().unwrap_or_default().to_string();
+                    if let Some(c) = current.as_mut() {
+                        match w {
+                            "login" => c.login = value,
+                            "password" => c.password = value,
+                            _ => {}
+                        }
+                    }
+                }
+                "macdef" => {
+                    // The macro's body runs to the next empty line.
+                    for l in lines.by_ref() {
+                        if l.trim().is_empty() {
+                            break;
+                        }
+                    }
+                    break;
+                }
+                w if w.starts_with('#') => break,
+                _ => {}
+            }
+        }
+    }
+    if let Some(c) = current {
+        out.push(c);
+    }
+    out
+}
+
+/// A URL as it may appear in messages: no user information.
+pub fn redact(u: &url::Url) -> String {
+    let mut u = u.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.to_string()
+}
+
+fn env(k: &str) -> Option<String> {
+    std::env::var(k).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// Index URLs from `pip config list` output (`section.key='value'` lines).
+pub fn pip_config_indexes(listing: &str) -> (Option<String>, Vec<String>) {
+    let mut main: (u8, Option<String>) = (0, None);
+    let mut extra: (u8, Vec<String>) = (0, Vec::new());
+    for line in listing.lines() {
+        let Some((key, value)) = line.split_once('=') else { continue };
+        let value = value.trim().trim_matches(|c| c == '\'' || c == '"').to_string();
+        let Some((section, name)) = key.trim().rsplit_once('.') else { continue };
+        // `:env:` lines are the PIP_ variables, read directly elsewhere; a command's own
+        // section wins over `global`.
+        let rank = match section {
+            "download" | "install" => 2,
+            "global" => 1,
+            _ => continue,
+        };
+        match name.replace('_', "-").as_str() {
+            "index-url" if rank >= main.0 => main = (rank, Some(value)),
+            "extra-index-url" if rank >= extra.0 => {
+                extra = (rank, value.split_whitespace().map(str::to_string).collect());
+            }
+            _ => {}
+        }
+    }
+    (main.1, extra.1)
+}
+
+impl Index {
+    /// The indexes the user configured, asked once per process; `None` when none is.
+    pub fn configured(pip: &Pip) -> Option<&'static Index> {
+        static INDEX: OnceLock<Option<Index>> = OnceLock::new();
+        INDEX.get_or_init(|| Index::from_configuration(pip)).as_ref()
+    }
+
+    fn from_configuration(pip: &Pip) -> Option<Index> {
+        if env("PIP_NO_INDEX").is_some_and(|v| !matches!(v.as_str(), "0" | "false" | "no" | "off")) {
+            return None;
+        }
+        let split = |v: Option<String>| -> Vec<String> {
+            v.map(|v| v.split_whitespace().map(str::to_string).collect()).unwrap_or_default()
+        };
+        let mut urls: Vec<String> = Vec::new();
+        if let Some(main) = env("PIP_INDEX_URL") {
+            urls.push(main);
+            urls.extend(split(env("PIP_EXTRA_INDEX_URL")));
+        } else if let Some(main) = env("UV_DEFAULT_INDEX").or_else(|| env("UV_INDEX_URL")) {
+            // uv asks its `UV_INDEX` entries before the default one.
+            urls.extend(
+                split(env("UV_INDEX")).into_iter().map(|u| u.split_once('=').map_or(u.clone(), |(_, v)| v.to_string())),
+            );
+            urls.extend(split(env("UV_EXTRA_INDEX_URL")));
+            urls.push(main);
+        } else {
+            let listing = pip.config_list().unwrap_or_default();
+            let (main, extra) = pip_config_indexes(&listing);
+            // Extra indexes alone do not say where the main one is (pip's default).
+            urls.push(main?);
+            urls.extend(extra);
+            urls.extend(split(env("PIP_EXTRA_INDEX_URL")));
+        }
+        let urls: Vec<url::Url> = urls
+            .iter()
+            .filter_map(|u| url::Url::parse(u).ok())
+            .filter(|u| matches!(u.scheme(), "http" | "https"))
+            .collect();
+        if urls.is_empty() {
+            return None;
+        }
+        let netrc_path = env("NETRC").map(PathBuf::from).or_else(|| env("HOME").map(|h| Path::new(&h).join(".netrc")));
+        let netrc =
+            netrc_path.and_then(|p| std::fs::read_to_string(p).ok()).map(|t| parse_netrc(&t)).unwrap_or_default();
+        let timeout = env("PIP_DEFAULT_TIMEOUT").or_else(|| env("PIP_TIMEOUT")).and_then(|t| t.parse::<f64>().ok());
+        let timeout =
+            Duration::from_secs_f64(timeout.filter(|t| t.is_finite() && *t > 0.0 && *t < 3600.0).unwrap_or(15.0));
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_connect(Some(timeout.min(Duration::from_secs(10))))
+            .timeout_recv_response(Some(timeout))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Some(Index { urls, netrc, agent })
+    }
+
+    /// The indexes, without credentials (for messages).
+    pub fn describe(&self) -> String {
+        self.urls.iter().map(redact).collect::<Vec<_>>().join(", ")
+    }
+
+    /// Basic credentials for `u`: its own user information, the index's when `u` is on
+    /// the index's host, else netrc's entry for the host.
+    fn credentials(&self, u: &url::Url, index: &url::Url) -> Option<(String, String)> {
+        let own = |x: &url::Url| {
+            (!x.username().is_empty())
+                .then(|| (percent_decode(x.username()), x.password().map(percent_decode).unwrap_or_default()))
+        };
+        if let Some(c) = own(u) {
+            return Some(c);
+        }
+        if u.host_str() == index.host_str()
+            && let Some(c) = own(index)
+        {
+            return Some(c);
+        }
+        let host = u.host_str()?;
+        self.netrc
+            .iter()
+            .find(|e| e.machine.as_deref() == Some(host))
+            .or_else(|| self.netrc.iter().find(|e| e.machine.is_none()))
+            .map(|e| (e.login.clone(), e.password.clone()))
+    }
+
+    fn get(&self, u: &url::Url, index: &url::Url, accept: &str) -> Result<ureq::http::Response<ureq::Body>, String> {
+        let mut clean = u.clone();
+        let _ = clean.set_username("");
+        let _ = clean.set_password(None);
+        let mut req = self.agent.get(clean.as_str()).header("Accept", accept);
+        if let Some((user, pass)) = self.credentials(u, index) {
+            use base64::Engine as _;
+            let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+            req = req.header("Authorization", format!("Basic {token}"));
+        }
+        req.call().map_err(|e| e.to_string())
+    }
+
+    /// Fetches `f` into `dest_dir` from the first index listing it, verified against
+    /// the lock; nothing is left behind if the bytes differ.
+    pub fn fetch(&self, f: &LockedFile, dest_dir: &Path) -> Result<PathBuf, FetchError> {
+        let not_found = |detail: String| FetchError::NotFound {
+            file: f.file.clone(),
+            name: f.name.clone(),
+            version: f.version.clone(),
+            detail,
+        };
+        let mut tried = Vec::new();
+        for index in &self.urls {
+            let project = hb_python::normalize(&f.name);
+            let base = index.as_str().trim_end_matches('/');
+            let Ok(page_url) = url::Url::parse(&format!("{base}/{project}/")) else { continue };
+            let accept =
+                "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1";
+            let resp = self
+                .get(&page_url, index, accept)
+                .map_err(|e| not_found(format!("the index {} cannot be reached: {e}", redact(index))))?;
+            let status = resp.status().as_u16();
+            if status == 404 {
+                tried.push(format!("{} has no project {project}", redact(index)));
+                continue;
+            }
+            if status != 200 {
+                return Err(not_found(format!("the index {} answered {status} for {project}", redact(&page_url))));
+            }
+            let json =
+                resp.headers().get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|t| t.contains("json"));
+            let mut body = Vec::new();
+            resp.into_body()
+                .into_reader()
+                .take(64 << 20)
+                .read_to_end(&mut body)
+                .map_err(|e| not_found(format!("reading {}: {e}", redact(&page_url))))?;
+            let links = if json { json_links(&body) } else { html_links(&String::from_utf8_lossy(&body)) };
+            let links =
+                links.map_err(|e| not_found(format!("{} is not a simple index page: {e}", redact(&page_url))))?;
+            let Some(href) = links.iter().find(|(name, _)| *name == f.file).map(|(_, h)| h.clone()) else {
+                tried.push(format!("{} does not list it", redact(&page_url)));
+                continue;
+            };
+            let file_url = page_url
+                .join(&href)
+                .map_err(|e| not_found(format!("{} links it as `{href}`: {e}", redact(&page_url))))?;
+            return self.download(f, &file_url, index, dest_dir).map_err(|e| match e {
+                Fail::Fetch(e) => e,
+                Fail::Transport(d) => not_found(d),
+            });
+        }
+        Err(not_found(tried.join("; ")))
+    }
+
+    fn download(&self, f: &LockedFile, u: &url::Url, index: &url::Url, dest_dir: &Path) -> Result<PathBuf, Fail> {
+        let mut file_url = u.clone();
+        file_url.set_fragment(None);
+        let shown = redact(&file_url);
+        let resp = self.get(&file_url, index, "*/*").map_err(|e| Fail::Transport(format!("{shown}: {e}")))?;
+        let status = resp.status().as_u16();
+        if status != 200 {
+            return Err(Fail::Transport(format!("{shown} answered {status}")));
+        }
+        let path = dest_dir.join(&f.file);
+        let mut out = std::fs::File::create(&path)
+            .map_err(|e| Fail::Fetch(FetchError::Other(format!("creating {}: {e}", path.display()))))?;
+        let mut hasher = sha2::Sha256::new();
+        let mut reader = resp.into_body().into_reader();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let k = match reader.read(&mut buf) {
+                Ok(k) => k,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&path);
+                    return Err(Fail::Transport(format!("reading {shown}: {e}")));
+                }
+            };
+            if k == 0 {
+                break;
+            }
+            let chunk = buf.get(..k).unwrap_or_default();
+            hasher.update(chunk);
+            if let Err(e) = out.write_all(chunk) {
+                let _ = std::fs::remove_file(&path);
+                return Err(Fail::Fetch(FetchError::Other(format!("writing {}: {e}", path.display()))));
+            }
+        }
+        drop(out);
+        let actual = hex::encode(hasher.finalize());
+        if actual != f.sha256 {
+            let _ = std::fs::remove_file(&path);
+            return Err(Fail::Fetch(FetchError::HashMismatch {
+                file: format!("{} ({} {})", f.file, f.name, f.version),
+                expected: f.sha256.clone(),
+                actual,
+                source_desc: shown,
+            }));
+        }
+        Ok(path)
+    }
+}
+
+enum Fail {
+    Fetch(FetchError),
+    Transport(String),
+}
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default()
+}
+
+/// (file name, href) of each file of a PEP 691 JSON page.
+fn json_links(body: &[u8]) -> Result<Vec<(String, String)>, String> {
+    #[derive(serde::Deserialize)]
+    struct Page {
+        files: Vec<File>,
+    }
+    #[derive(serde::Deserialize)]
+    struct File {
+        filename: String,
+        url: String,
+    }
+    let page: Page = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    Ok(page.files.into_iter().map(|f| (f.filename, f.url)).collect())
+}
+
+/// (link text, href) of each anchor of a PEP 503 HTML page. Only anchors are read;
+/// hrefs are unescaped for the five XML entities.
+fn html_links(body: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    let lower = body.to_ascii_lowercase();
+    let mut at = 0usize;
+    while let Some(start) = lower.get(at..).and_then(|s| s.find("<a")).map(|i| i + at) {
+        let Some(tag_end) = lower.get(start..).and_then(|s| s.find('>')).map(|i| i + start) else { break };
+        let Some(close) = lower.get(tag_end..).and_then(|s| s.find("</a")).map(|i| i + tag_end) else { break };
+        let tag = body.get(start..tag_end).unwrap_or_default();
+        let text = body.get(tag_end + 1..close).unwrap_or_default().trim();
+        if let Some(href) = attribute(tag, "href") {
+            out.push((unescape(text), unescape(&href)));
+        }
+        at = close + 3;
+    }
+    Ok(out)
+}
+
+fn attribute(tag: &str, name: &str) -> Option<String> {
+    let lower = tag.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(i) = lower.get(from..).and_then(|s| s.find(name)).map(|i| i + from) {
+        let before_ok = lower.get(..i).and_then(|s| s.chars().last()).is_some_and(char::is_whitespace);
+        let rest = tag.get(i + name.len()..)?.trim_start();
+        if before_ok && let Some(rest) = rest.strip_prefix('=') {
+            let rest = rest.trim_start();
+            let quote = rest.chars().next()?;
+            return if quote == '"' || quote == '\'' {
+                let body = rest.get(1..)?;
+                Some(body.get(..body.find(quote)?)?.to_string())
+            } else {
+                Some(rest.split(|c: char| c.is_whitespace() || c == '>').next()?.to_string())
+            };
+        }
+        from = i + name.len();
+    }
+    None
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&#39;", "'").replace("&amp;", "&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn netrc_entries_and_default() {
+        let n = parse_netrc(
+            "# comment\nmachine a.example login alice password s3cret\nmacdef init\ncd /\n\ndefault login anon password x\n",
+        );
+        assert_eq!(n.len(), 2);
+        assert_eq!(
+            n[0],
+            NetrcEntry { machine: Some("a.example".into()), login: "alice".into(), password: "s3cret".into() }
+        );
+        assert_eq!(n[1].machine, None);
+        assert!(parse_netrc("login password machine").iter().all(|e| e.login.is_empty()));
+    }
+
+    #[test]
+    fn pip_config_download_section_wins() {
+        let listing = "global.index-url='http://g/simple'\ndownload.index-url='http://d/simple'\n:env:.index-url='http://e'\nglobal.extra-index-url='http://x1 http://x2'\nglobal.cert='/etc/ssl'\n";
+        let (main, extra) = pip_config_indexes(listing);
+        assert_eq!(main.as_deref(), Some("http://d/simple"));
+        assert_eq!(extra, ["http://x1", "http://x2"]);
+        assert_eq!(pip_config_indexes("global.cert='/x'\n"), (None, Vec::new()));
+    }
+
+    #[test]
+    fn html_and_json_pages() {
+        let html = r#"<!DOCTYPE html><html><body>
+            <a href="../../f/flask-3.0.0-py3-none-any.whl#sha256=ab" data-requires-python="&gt;=3.8">flask-3.0.0-py3-none-any.whl</a><br/>
+            <A HREF='x.tar.gz'>x.tar.gz</A>
+            <a name="n">no href</a> <a href=bare.whl>bare.whl</a>"#;
+        let links = html_links(html).unwrap();
+        assert_eq!(
+            links,
+            [
+                (
+                    "flask-3.0.0-py3-none-any.whl".to_string(),
+                    "../../f/flask-3.0.0-py3-none-any.whl#sha256=ab".to_string()
+                ),
+                ("x.tar.gz".to_string(), "x.tar.gz".to_string()),
+                ("bare.whl".to_string(), "bare.whl".to_string()),
+            ]
+        );
+        // Broken markup ends the scan, it does not panic.
+        assert!(html_links("<a href=\"x").unwrap().is_empty());
+        assert!(html_links("<a").unwrap().is_empty());
+        let json = br#"{"meta":{"api-version":"1.1"},"name":"flask","files":[{"filename":"a.whl","url":"https://h/a.whl","hashes":{"sha256":"00"}}]}"#;
+        assert_eq!(json_links(json).unwrap(), [("a.whl".to_string(), "https://h/a.whl".to_string())]);
+        assert!(json_links(b"{}").is_err());
+    }
+
+    #[test]
+    fn credentials_never_reach_messages() {
+        let u = url::Url::parse("https://user:pa%20ss@index.example/simple/").unwrap();
+        assert_eq!(redact(&u), "https://index.example/simple/");
+        assert_eq!(percent_decode("pa%20ss"), "pa ss");
+    }
+}
