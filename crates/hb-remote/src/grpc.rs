@@ -476,6 +476,9 @@ impl Grpc {
         });
         req.set_timeout(self.cfg.response_timeout.saturating_mul(12));
         let io = |e: std::io::Error| Fail::Bad(format!("reading blob {}: {e}", d.hash));
+        // A server sending more than the digest's size is cut off there.
+        let mut out = Capped { inner: out, left: u64::try_from(d.size_bytes).unwrap_or(0) };
+        let out = &mut out;
         self.rt.block_on(async {
             let mut stream = client.read(req).await.map_err(|s| status_fail("ByteStream Read", s))?.into_inner();
             if n.zstd {
@@ -788,6 +791,26 @@ impl Source<'_> {
             Source::Memory(v) => Some(Box::new(v.as_slice())),
             Source::Store(s, d) => s.open_blob(d).ok().map(|r| Box::new(r) as Box<dyn Read>),
         }
+    }
+}
+
+/// A writer refusing bytes past `left`.
+struct Capped<'a> {
+    inner: &'a mut dyn Write,
+    left: u64,
+}
+
+impl Write for Capped<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf.len() as u64 > self.left {
+            return Err(std::io::Error::other("the server sent more bytes than the blob's size"));
+        }
+        let k = self.inner.write(buf)?;
+        self.left -= k as u64;
+        Ok(k)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 
