@@ -7,6 +7,9 @@
 #   floor    dpkg-deb --build --root-owner-group -Zxz of the deb's own contents
 #   remote   an empty local cache, everything from a `hb cache serve` on loopback that
 #            a previous (uploading) build filled: the colleague's first build
+#   index    cold again, every locked file from a package index on loopback through hb's
+#            own client (the e2e wheelhouse served as a PEP 503 simple index by
+#            python3 -m http.server; skipped without target/e2e-wheelhouse)
 #   grpc     the same from a BuildGrid (REAPI over gRPC, disk storage) on loopback, if
 #            BuildGrid is installed: BGD=/path/to/bgd, else the venv the e2e tests make
 #            (~/.cache/hb-e2e/buildgrid-0.9.1); skipped without one
@@ -84,6 +87,31 @@ t1=$(now)
 remote=$(ms "$t0" "$t1")
 kill $server 2>/dev/null || true
 
+# Cold with the native fetcher: the wheelhouse as a simple index on loopback.
+wheels=${HB_BENCH_WHEELHOUSE:-$repo/target/e2e-wheelhouse}
+index=""
+if [ -d "$wheels" ]; then
+  python3 - "$wheels" "$work/index/simple" <<'PY'
+import os, re, sys
+src, out = sys.argv[1], sys.argv[2]
+for name in sorted(os.listdir(src)):
+    dist = name[:-len(".tar.gz")] if name.endswith(".tar.gz") else name
+    project = re.sub(r"[-_.]+", "-", dist.split("-")[0]).lower()
+    os.makedirs(f"{out}/{project}", exist_ok=True)
+    os.symlink(os.path.join(src, name), f"{out}/{project}/{name}")
+PY
+  iport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  python3 -m http.server --bind 127.0.0.1 --directory "$work/index" "$iport" >/dev/null 2>&1 &
+  ipid=$!
+  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$iport") 2>/dev/null && break; sleep 0.1; done
+  t0=$(now)
+  env -u PIP_FIND_LINKS PIP_INDEX_URL="http://127.0.0.1:$iport/simple" HB_CACHE_DIR="$work/cache-index" \
+    "$hb" -C "$ws" build //demosite:deb >/dev/null 2>&1
+  t1=$(now)
+  index=$(ms "$t0" "$t1")
+  kill $ipid 2>/dev/null || true
+fi
+
 # The same against a REAPI server (BuildGrid), when one is installed.
 bgd=${BGD:-${XDG_CACHE_HOME:-$HOME/.cache}/hb-e2e/buildgrid-0.9.1/bin/bgd}
 grpc=""
@@ -142,6 +170,9 @@ printf '%-8s %10.1f %10.3f\n' no-op "$(echo "$noop / 1000" | bc -l)" "$(echo "$n
 printf '%-8s %10d %10.2f\n' edit "$edit" "$(echo "$edit / $floor" | bc -l)"
 printf '%-8s %10d %10.2f\n' floor "$floor" 1
 printf '%-8s %10d %10.2f   (%.2f x cold)\n' remote "$remote" "$(echo "$remote / $floor" | bc -l)" "$(echo "$remote / $cold" | bc -l)"
+if [ -n "$index" ]; then
+  printf '%-8s %10d %10.2f   (%.2f x cold)\n' index "$index" "$(echo "$index / $floor" | bc -l)" "$(echo "$index / $cold" | bc -l)"
+fi
 if [ -n "$grpc" ]; then
   printf '%-8s %10d %10.2f   (%.2f x remote over HTTP)\n' grpc "$grpc" "$(echo "$grpc / $floor" | bc -l)" "$(echo "$grpc / $remote" | bc -l)"
 else

@@ -342,8 +342,10 @@ fn json_links(body: &[u8]) -> Result<Vec<(String, String)>, String> {
     Ok(page.files.into_iter().map(|f| (f.filename, f.url)).collect())
 }
 
-/// (link text, href) of each anchor of a PEP 503 HTML page. Only anchors are read;
-/// hrefs are unescaped for the five XML entities.
+/// (file name, href) of each anchor of a PEP 503 HTML page: the name is the last path
+/// component of the href, as pip reads it (the link text should be the same, but
+/// directory listings decorate it). Only anchors are read; hrefs are unescaped for the
+/// five XML entities.
 fn html_links(body: &str) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
     let lower = body.to_ascii_lowercase();
@@ -352,9 +354,11 @@ fn html_links(body: &str) -> Result<Vec<(String, String)>, String> {
         let Some(tag_end) = lower.get(start..).and_then(|s| s.find('>')).map(|i| i + start) else { break };
         let Some(close) = lower.get(tag_end..).and_then(|s| s.find("</a")).map(|i| i + tag_end) else { break };
         let tag = body.get(start..tag_end).unwrap_or_default();
-        let text = body.get(tag_end + 1..close).unwrap_or_default().trim();
         if let Some(href) = attribute(tag, "href") {
-            out.push((unescape(text), unescape(&href)));
+            let href = unescape(&href);
+            let path = href.split(['#', '?']).next().unwrap_or_default();
+            let name = percent_decode(path.rsplit('/').next().unwrap_or_default());
+            out.push((name, href));
         }
         at = close + 3;
     }
@@ -417,7 +421,7 @@ mod tests {
     fn html_and_json_pages() {
         let html = r#"<!DOCTYPE html><html><body>
             <a href="../../f/flask-3.0.0-py3-none-any.whl#sha256=ab" data-requires-python="&gt;=3.8">flask-3.0.0-py3-none-any.whl</a><br/>
-            <A HREF='x.tar.gz'>x.tar.gz</A>
+            <A HREF='x.tar.gz'>x.tar.gz@</A>
             <a name="n">no href</a> <a href=bare.whl>bare.whl</a>"#;
         let links = html_links(html).unwrap();
         assert_eq!(
