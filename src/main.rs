@@ -177,6 +177,13 @@ enum Command {
         /// (after a Debian point release has dropped the locked versions).
         #[arg(long)]
         update_root: bool,
+        /// Also write each app's lock as a PEP 751 `pylock.toml` beside its hb.lock, for
+        /// the workspace's default platform, with every runtime file placed in `wheels/`
+        /// next to it (fetched and verified like a build does) and named by that path,
+        /// never by URL: `uv pip install -r pylock.toml` then installs exactly what hb
+        /// installs, without an index.
+        #[arg(long, value_name = "FORMAT", value_parser = ["hb", "pylock"], default_value = "hb")]
+        format: String,
     },
     /// Build a deb target and test its install, service, upgrade and purge in a fresh root.
     ///
@@ -327,7 +334,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Provenance(ProvenanceCommand::Verify { deb, provenance, keys }) => {
             provenance_verify(&cwd, &deb, provenance.as_deref(), &keys)
         }
-        Command::Lock { labels, update_root } => lock(&cwd, &cache_dir, &labels, update_root),
+        Command::Lock { labels, update_root, format } => {
+            lock(&cwd, &cache_dir, &labels, update_root, format == "pylock")
+        }
         Command::Verify { label, vary, json, keep } => verify(&cwd, &cache_dir, &label, &vary, json, keep),
         Command::Diff { a, b, json } => diff(&a, &b, json),
         Command::Explain { json, all, timings } => explain(&cwd, &cache_dir, json, all, timings),
@@ -392,7 +401,7 @@ fn apt_dir_setting() -> Option<PathBuf> {
     std::env::var_os("HB_APT_DIR").filter(|v| !v.is_empty()).map(PathBuf::from)
 }
 
-fn lock(cwd: &Path, cache_dir: &Path, texts: &[String], update_root: bool) -> Result<ExitCode> {
+fn lock(cwd: &Path, cache_dir: &Path, texts: &[String], update_root: bool, pylock: bool) -> Result<ExitCode> {
     use hb_rules::rules::python_app;
     let mut ws = open_workspace(cwd)?;
     let labels = resolve(&mut ws, cwd, texts)?;
@@ -409,6 +418,10 @@ fn lock(cwd: &Path, cache_dir: &Path, texts: &[String], update_root: bool) -> Re
             lock.targets.len(),
             if sdists > 0 { format!(", {sdists} of them sdists compiled in the target root") } else { String::new() }
         ));
+        if pylock {
+            let written = write_pylock(&ws, &store, &path, &lock)?;
+            println!("{}", written.display());
+        }
     }
     // The roots last: an app whose lock now holds sdists needs a compile root.
     let compile = python_app::compile_roots(&mut ws)?;
@@ -418,6 +431,45 @@ fn lock(cwd: &Path, cache_dir: &Path, texts: &[String], update_root: bool) -> Re
         progress::note(&format!("locked the {}", done.join(", the ")));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `pylock.toml` beside `hb_lock` for the default platform, its runtime files fetched
+/// (verified against the lock) into `wheels/` beside it.
+fn write_pylock(ws: &Workspace, store: &Store, hb_lock: &Path, lock: &hb_fetch::Lock) -> Result<PathBuf> {
+    let dir = hb_lock.parent().unwrap_or(Path::new("."));
+    let target = hb_rules::rules::python_app::wheel_target(ws.platform);
+    let files = hb_fetch::pylock::runtime_files(lock, &target);
+    if files.is_empty() {
+        bail!("{} holds no runtime files for {}: nothing to write", hb_lock.display(), ws.platform.name);
+    }
+    let wheels = dir.join("wheels");
+    hb_fs::create_dir_all(&wheels)?;
+    let extra: Vec<PathBuf> = ws.settings.wheelhouse.iter().map(|w| ws.root.join(w)).collect();
+    let wheelhouses = hb_fetch::wheelhouses(&extra);
+    let pip = hb_fetch::Pip::default();
+    let tmp = tempfile::tempdir_in(store.tmp_dir()).context("creating a temporary directory in the cache")?;
+    let mut placed = Vec::new();
+    for f in &files {
+        let dest = wheels.join(&f.file);
+        let have = dest.is_file() && hb_fetch::sha256_file(&dest).is_ok_and(|h| h == f.sha256);
+        if !have {
+            let got = hb_fetch::fetch(&pip, &target, &wheelhouses, f, tmp.path())?;
+            let bytes = hb_fs::read(&got)?;
+            hb_fs::write_atomic(&dest, &bytes, None)?;
+        }
+        let size = std::fs::metadata(&dest).with_context(|| format!("reading {}", dest.display()))?.len();
+        placed.push(hb_fetch::pylock::Placed { file: f, path: format!("wheels/{}", f.file), size });
+    }
+    let out = dir.join("pylock.toml");
+    hb_fs::write_atomic(&out, hb_fetch::pylock::render(&target, &placed).as_bytes(), None)?;
+    progress::note(&format!(
+        "wrote {} for {} with {} file(s) in {}",
+        out.display(),
+        ws.platform.name,
+        placed.len(),
+        wheels.display()
+    ));
+    Ok(out)
 }
 
 /// Builds `labels` for each of `platforms` in turn (`base` with each platform's name),
@@ -665,7 +717,7 @@ fn init(cwd: &Path, cache_dir: &Path, no_lock: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     progress::note(&format!("locking {app} (hb lock {app})"));
-    let code = lock(cwd, cache_dir, std::slice::from_ref(&app), false)?;
+    let code = lock(cwd, cache_dir, std::slice::from_ref(&app), false, false)?;
     if code == ExitCode::SUCCESS {
         progress::note(&format!("next: `hb build {deb}`, then `sudo hb test {deb}`"));
     }

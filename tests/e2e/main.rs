@@ -13,6 +13,7 @@ mod init;
 mod install_test;
 mod native;
 mod platforms;
+mod pylock;
 mod python;
 mod reapi;
 mod remote;

@@ -10,6 +10,7 @@
 
 pub mod index;
 pub mod lock;
+pub mod pylock;
 pub mod sdist;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,72 @@
+//! Standard lock files out: `hb lock --format pylock` writes a PEP 751 `pylock.toml` (with
+//! the files in `wheels/` beside it, named by path, never by URL) that a third-party
+//! installer, uv from PyPI, installs into a scratch venv of the target's Python: the
+//! same versions hb installs.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::harness::{Ws, run, sha256};
+
+/// A venv with uv from PyPI, made once per machine.
+fn uv() -> PathBuf {
+    static ONCE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _held = ONCE.lock().unwrap_or_else(|p| p.into_inner());
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+    let cache = std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from).unwrap_or_else(|| home.join(".cache"));
+    let venv = cache.join("hb-e2e").join("uv");
+    let done = venv.join(".hb-complete");
+    if !done.exists() {
+        let _ = std::fs::remove_dir_all(&venv);
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
+        run(Command::new(venv.join("bin/pip")).args(["install", "-q", "--disable-pip-version-check", "uv"]));
+        std::fs::write(&done, "uv").unwrap();
+    }
+    venv.join("bin/uv")
+}
+
+#[test]
+fn a_pylock_written_by_hb_installs_with_uv() {
+    let ws = Ws::demosite();
+    let out = ws.ok(&["lock", "--format", "pylock", "//demosite:app"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("pylock.toml"));
+    let pylock = std::fs::read_to_string(ws.path("demosite/pylock.toml")).unwrap();
+    assert!(!pylock.contains("://"), "a URL in the pylock:\n{pylock}");
+
+    // The pylock's files are the lock's runtime files for bookworm amd64, verified.
+    let lock_path = ws.path("demosite/hb.lock");
+    let lock = hb_fetch::Lock::parse(&std::fs::read_to_string(&lock_path).unwrap(), &lock_path).unwrap();
+    let id = hb_python::Target::bookworm_amd64((3, 11)).id();
+    let files: Vec<hb_fetch::LockedFile> = lock.files_for(hb_fetch::Role::Runtime, &id).cloned().collect();
+    assert!(files.len() > 5);
+    for f in &files {
+        assert!(pylock.contains(&f.sha256), "{} missing from the pylock", f.file);
+        assert_eq!(sha256(&ws.path(&format!("demosite/wheels/{}", f.file))), f.sha256);
+    }
+
+    // uv installs it, offline, into a venv of the target's Python.
+    let scratch = tempfile::tempdir().unwrap();
+    let venv = scratch.path().join("venv");
+    run(Command::new("/usr/bin/python3.11").args(["-m", "venv", "--without-pip"]).arg(&venv));
+    run(Command::new(uv())
+        .args(["pip", "install", "--offline", "--python"])
+        .arg(venv.join("bin/python"))
+        .arg("-r")
+        .arg(ws.path("demosite/pylock.toml"))
+        .env("UV_CACHE_DIR", scratch.path().join("uv-cache")));
+    let listed = run(Command::new(venv.join("bin/python")).args([
+        "-c",
+        "import importlib.metadata as m; print('\\n'.join(sorted(f\"{d.metadata['Name'].lower()}=={d.version}\" for d in m.distributions())))",
+    ]));
+    for f in &files {
+        let want = format!("{}=={}", hb_python::normalize(&f.name), f.version);
+        assert!(
+            listed
+                .lines()
+                .any(|l| hb_python::normalize(l.split("==").next().unwrap()) == hb_python::normalize(&f.name)
+                    && l.ends_with(&format!("=={}", f.version))),
+            "{want} not installed:\n{listed}"
+        );
+    }
+    run(Command::new(venv.join("bin/python")).args(["-c", "import flask, gunicorn, jinja2"]));
+}
