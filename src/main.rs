@@ -178,7 +178,7 @@ enum Command {
         #[arg(long)]
         update_root: bool,
         /// Also write each app's lock as a PEP 751 `pylock.toml` beside its hb.lock, for
-        /// the workspace's default platform, with every runtime file placed in `wheels/`
+        /// every platform of the workspace, with every runtime file placed in `wheels/`
         /// next to it (fetched and verified like a build does) and named by that path,
         /// never by URL: `uv pip install -r pylock.toml` then installs exactly what hb
         /// installs, without an index.
@@ -419,7 +419,8 @@ fn lock(cwd: &Path, cache_dir: &Path, texts: &[String], update_root: bool, pyloc
             if sdists > 0 { format!(", {sdists} of them sdists compiled in the target root") } else { String::new() }
         ));
         if pylock {
-            let written = write_pylock(&ws, &store, &path, &lock)?;
+            let platforms: Vec<&'static hb_platform::Platform> = ws.platforms.clone();
+            let written = write_pylock(&ws, &store, &path, &lock, &platforms)?;
             println!("{}", written.display());
         }
     }
@@ -433,14 +434,27 @@ fn lock(cwd: &Path, cache_dir: &Path, texts: &[String], update_root: bool, pyloc
     Ok(ExitCode::SUCCESS)
 }
 
-/// `pylock.toml` beside `hb_lock` for the default platform, its runtime files fetched
+/// `pylock.toml` beside `hb_lock` for `platforms`, their runtime files fetched
 /// (verified against the lock) into `wheels/` beside it.
-fn write_pylock(ws: &Workspace, store: &Store, hb_lock: &Path, lock: &hb_fetch::Lock) -> Result<PathBuf> {
+fn write_pylock(
+    ws: &Workspace,
+    store: &Store,
+    hb_lock: &Path,
+    lock: &hb_fetch::Lock,
+    platforms: &[&'static hb_platform::Platform],
+) -> Result<PathBuf> {
     let dir = hb_lock.parent().unwrap_or(Path::new("."));
-    let target = hb_rules::rules::python_app::wheel_target(ws.platform);
-    let files = hb_fetch::pylock::runtime_files(lock, &target);
+    let mut targets: Vec<hb_python::Target> = Vec::new();
+    for p in platforms {
+        let t = hb_rules::rules::python_app::wheel_target(p);
+        if !targets.iter().any(|o| o.id() == t.id()) {
+            targets.push(t);
+        }
+    }
+    let files =
+        hb_fetch::pylock::runtime_files(lock, &targets).map_err(|e| anyhow::anyhow!("{}: {e}", hb_lock.display()))?;
     if files.is_empty() {
-        bail!("{} holds no runtime files for {}: nothing to write", hb_lock.display(), ws.platform.name);
+        bail!("{} holds no runtime files: nothing to write", hb_lock.display());
     }
     let wheels = dir.join("wheels");
     hb_fs::create_dir_all(&wheels)?;
@@ -449,11 +463,11 @@ fn write_pylock(ws: &Workspace, store: &Store, hb_lock: &Path, lock: &hb_fetch::
     let pip = hb_fetch::Pip::default();
     let tmp = tempfile::tempdir_in(store.tmp_dir()).context("creating a temporary directory in the cache")?;
     let mut placed = Vec::new();
-    for f in &files {
+    for (f, target) in &files {
         let dest = wheels.join(&f.file);
         let have = dest.is_file() && hb_fetch::sha256_file(&dest).is_ok_and(|h| h == f.sha256);
         if !have {
-            let got = hb_fetch::fetch(&pip, &target, &wheelhouses, f, tmp.path())?;
+            let got = hb_fetch::fetch(&pip, target, &wheelhouses, f, tmp.path())?;
             let bytes = hb_fs::read(&got)?;
             hb_fs::write_atomic(&dest, &bytes, None)?;
         }
@@ -461,11 +475,12 @@ fn write_pylock(ws: &Workspace, store: &Store, hb_lock: &Path, lock: &hb_fetch::
         placed.push(hb_fetch::pylock::Placed { file: f, path: format!("wheels/{}", f.file), size });
     }
     let out = dir.join("pylock.toml");
-    hb_fs::write_atomic(&out, hb_fetch::pylock::render(&target, &placed).as_bytes(), None)?;
+    hb_fs::write_atomic(&out, hb_fetch::pylock::render(&targets, &placed).as_bytes(), None)?;
+    let names: Vec<&str> = platforms.iter().map(|p| p.name).collect();
     progress::note(&format!(
         "wrote {} for {} with {} file(s) in {}",
         out.display(),
-        ws.platform.name,
+        names.join(", "),
         placed.len(),
         wheels.display()
     ));

@@ -1,7 +1,9 @@
-//! Standard lock files out: `hb lock --format pylock` writes a PEP 751 `pylock.toml` (with
-//! the files in `wheels/` beside it, named by path, never by URL) that a third-party
-//! installer, uv from PyPI, installs into a scratch venv of the target's Python: the
-//! same versions hb installs.
+//! Standard lock files out and in: `hb lock --format pylock` writes a PEP 751
+//! `pylock.toml` (every platform's runtime files in `wheels/` beside it, named by path,
+//! never by URL) that a third-party installer, uv from PyPI, installs into a scratch
+//! venv of the target's Python: the same versions hb installs. And a python_app whose
+//! `runtime_lock` names that pylock locks its runtime files from it and builds the same
+//! deb as from hb.lock.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -69,4 +71,44 @@ fn a_pylock_written_by_hb_installs_with_uv() {
         );
     }
     run(Command::new(venv.join("bin/python")).args(["-c", "import flask, gunicorn, jinja2"]));
+}
+
+#[test]
+fn an_app_locked_from_a_pylock_builds_the_same_deb() {
+    // The reference: demosite from its own hb.lock, and the pylock hb writes of it.
+    let a = Ws::demosite();
+    a.ok(&["lock", "--format", "pylock", "//demosite:app"]);
+    a.ok(&["build", "//demosite:deb"]);
+    let deb = "hb-out/demosite/demosite_0.1.0_amd64.deb";
+    let want = sha256(&a.path(deb));
+
+    // Another checkout whose app takes its runtime files from that pylock.
+    let b = Ws::demosite();
+    std::fs::copy(a.path("demosite/pylock.toml"), b.path("demosite/pylock.toml")).unwrap();
+    let build = std::fs::read_to_string(b.path("demosite/BUILD.toml")).unwrap();
+    b.write(
+        "demosite/BUILD.toml",
+        &build.replace("module = \"demosite:app\"", "module = \"demosite:app\"\nruntime_lock = \"pylock.toml\""),
+    );
+    // Until hb lock has read it, the build says the lock is out of date.
+    let err = b.fails(&["build", "//demosite:deb"]);
+    assert!(err.contains("out of date"), "{err}");
+    let out = b.ok(&["lock", "//demosite:app"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("from demosite/pylock.toml"),
+        "{}",
+        crate::harness::show(&out)
+    );
+    b.ok(&["build", "//demosite:deb"]);
+    assert_eq!(sha256(&b.path(deb)), want);
+
+    // An edited pylock makes hb.lock out of date again; one hb cannot honour is named.
+    let pylock = std::fs::read_to_string(b.path("demosite/pylock.toml")).unwrap();
+    b.write(
+        "demosite/pylock.toml",
+        &pylock.replacen("\nversion = ", "\nmarker = \"sys_platform == 'win32'\"\nversion = ", 1),
+    );
+    assert!(b.fails(&["build", "//demosite:deb"]).contains("out of date"));
+    let err = b.fails(&["lock", "//demosite:app"]);
+    assert!(err.contains("demosite/pylock.toml") && err.contains("marker"), "{err}");
 }

@@ -3,11 +3,13 @@
 //! `PIP_INDEX_URL`, `PIP_FIND_LINKS`, pip.conf), and fetching one locked file, from a
 //! local wheelhouse, else from the configured index with hb's own client ([`index`]),
 //! else through pip when hb cannot tell the index, verified against its sha256 before
-//! anything else sees it. Wheels are binary-only for the target; a dependency the app allows to come
+//! anything else sees it. Standard lock files: [`pylock`] writes a lock as PEP 751,
+//! [`import`] reads a PEP 751 lock's pins for a target. Wheels are binary-only for the target; a dependency the app allows to come
 //! from source is locked as its sdist ([`sdist`]: pip resolves the rest around a
 //! stand-in wheel carrying the sdist's metadata). This crate is the only part of hb that
 //! reaches the network.
 
+pub mod import;
 pub mod index;
 pub mod lock;
 pub mod pylock;

@@ -1,5 +1,5 @@
 //! Writing a lock as a PEP 751 `pylock.toml`, so other installers (pip, uv) install
-//! exactly what hb installs. One target per file: its runtime files, each recorded by
+//! exactly what hb installs. Every target's runtime files (one environment each), each recorded by
 //! `path` (relative to the lock, in a wheel directory hb fills beside it) with its
 //! size and sha256, never by URL, so the file names no index host. Packages, keys and
 //! arrays are in a fixed order: the same lock always writes the same bytes.
@@ -36,30 +36,56 @@ fn quote(s: &str) -> String {
     out
 }
 
-/// The runtime files of `lock` that serve `target`, in package order.
-pub fn runtime_files(lock: &Lock, target: &Target) -> Vec<LockedFile> {
-    let id = target.id();
-    let mut files: Vec<LockedFile> = lock.files_for(Role::Runtime, &id).cloned().collect();
-    files.sort_by(|a, b| (hb_python::normalize(&a.name), &a.file).cmp(&(hb_python::normalize(&b.name), &b.file)));
-    files
+/// The runtime files of `lock` for `targets`, in package order, each with a target it
+/// serves. One pylock lists every target's wheels under one package entry, so a
+/// package must have one version on every target (else hb would need markers).
+pub fn runtime_files(lock: &Lock, targets: &[Target]) -> Result<Vec<(LockedFile, Target)>, String> {
+    let mut out: Vec<(LockedFile, Target)> = Vec::new();
+    for t in targets {
+        let id = t.id();
+        for f in lock.files_for(Role::Runtime, &id) {
+            if let Some((other, _)) =
+                out.iter().find(|(o, _)| hb_python::normalize(&o.name) == hb_python::normalize(&f.name))
+                && other.version != f.version
+            {
+                return Err(format!(
+                    "{} is {} for one target and {} for {}; a pylock.toml without markers holds one version: write it for fewer platforms (`hb lock --format pylock --platform NAME`)",
+                    f.name,
+                    other.version,
+                    f.version,
+                    t.describe()
+                ));
+            }
+            if !out.iter().any(|(o, _)| o.file == f.file) {
+                out.push((f.clone(), t.clone()));
+            }
+        }
+    }
+    out.sort_by(|(a, _), (b, _)| {
+        (hb_python::normalize(&a.name), &a.file).cmp(&(hb_python::normalize(&b.name), &b.file))
+    });
+    Ok(out)
 }
 
-/// The `pylock.toml` text for `target`, each file at its placed path.
-pub fn render(target: &Target, placed: &[Placed<'_>]) -> String {
-    let (major, minor) = target.python;
+/// The `pylock.toml` text for `targets`, each file at its placed path.
+pub fn render(targets: &[Target], placed: &[Placed<'_>]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# Written by `hb lock --format pylock` from hb.lock; install with");
-    let _ = writeln!(out, "# `uv pip install -r pylock.toml` (or pip >= 26.1) for this target only.");
+    let _ = writeln!(out, "# `uv pip install -r pylock.toml` (or pip >= 26.1) on one of its environments.");
     let _ = writeln!(out, "lock-version = \"1.0\"");
-    let _ = writeln!(
-        out,
-        "environments = [{}]",
-        quote(&format!(
-            "sys_platform == 'linux' and platform_machine == '{}' and implementation_name == 'cpython'",
-            target.arch
-        ))
-    );
-    let _ = writeln!(out, "requires-python = {}", quote(&format!("=={major}.{minor}.*")));
+    let envs: Vec<String> = targets
+        .iter()
+        .map(|t| {
+            quote(&format!(
+                "sys_platform == 'linux' and platform_machine == '{}' and python_version == '{}.{}' and implementation_name == 'cpython'",
+                t.arch, t.python.0, t.python.1
+            ))
+        })
+        .collect();
+    let _ = writeln!(out, "environments = [{}]", envs.join(", "));
+    if let Some((major, minor)) = targets.iter().map(|t| t.python).min() {
+        let _ = writeln!(out, "requires-python = {}", quote(&format!(">={major}.{minor}")));
+    }
     let _ = writeln!(out, "created-by = \"hb\"");
     let mut i = 0;
     while let Some(first) = placed.get(i) {
@@ -121,10 +147,10 @@ mod tests {
             Placed { file: &a, path: "wheels/flask-3.1.0-py3-none-any.whl".into(), size: 10 },
             Placed { file: &b, path: "wheels/psycopg2-2.9.10.tar.gz".into(), size: 20 },
         ];
-        let text = render(&target, &placed);
+        let text = render(std::slice::from_ref(&target), &placed);
         let doc: toml::Value = toml::from_str(&text).unwrap();
         assert_eq!(doc["lock-version"].as_str(), Some("1.0"));
-        assert_eq!(doc["requires-python"].as_str(), Some("==3.11.*"));
+        assert_eq!(doc["requires-python"].as_str(), Some(">=3.11"));
         let packages = doc["packages"].as_array().unwrap();
         assert_eq!(packages[0]["name"].as_str(), Some("flask"));
         let wheel = &packages[0]["wheels"][0];
@@ -133,7 +159,7 @@ mod tests {
         assert_eq!(wheel["hashes"]["sha256"].as_str().map(str::len), Some(64));
         assert_eq!(packages[1]["sdist"]["name"].as_str(), Some("psycopg2-2.9.10.tar.gz"));
         assert!(!text.contains("url") && !text.contains("://"), "{text}");
-        assert_eq!(render(&target, &placed), text);
+        assert_eq!(render(std::slice::from_ref(&target), &placed), text);
         assert_eq!(quote("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
     }
 }

@@ -39,6 +39,10 @@ pub struct PythonAppAttrs {
     pub prefix: Option<Spanned<String>>,
     /// The lock file, relative to the package; default `hb.lock`.
     pub lock: Option<Spanned<String>>,
+    /// A PEP 751 `pylock.toml` (relative to the package) whose pins are the app's
+    /// runtime files: `hb lock` takes them from it for each target (the best wheel by
+    /// the target's tags, its sha256) instead of resolving `[project].dependencies`.
+    pub runtime_lock: Option<Spanned<String>>,
     /// Dependencies that may be locked as their sdist and compiled in the target root
     /// when they publish no wheel for it: `true` for any, or a list of names.
     pub allow_sdist: Option<Spanned<AllowSdist>>,
@@ -416,6 +420,21 @@ fn lock_path(pkg: &Package, p: &PythonAppAttrs) -> (PathBuf, PathBuf) {
     (pkg.dir.join(name), Path::new(&pkg.path).join(name))
 }
 
+/// The requirement list a lock is resolved from: `[project].dependencies`, and with a
+/// `runtime_lock` its name and sha256 (an edit to it makes hb.lock out of date).
+fn runtime_inputs(pkg: &Package, p: &PythonAppAttrs, proj: &Project) -> Result<Vec<String>, RulesError> {
+    let mut out = proj.dependencies.clone();
+    if let Some(rl) = &p.runtime_lock {
+        let path = pkg.dir.join(rl.get_ref());
+        let sha = hb_fs::sha256_file(&path).map_err(|e| RulesError::Invalid {
+            message: format!("runtime_lock: {e}"),
+            location: pkg.locate(rl.span()),
+        })?;
+        out.push(format!("runtime_lock {} sha256:{sha}", rl.get_ref()));
+    }
+    Ok(out)
+}
+
 /// The lock targets of a workspace: one per platform it builds, in order.
 pub fn lock_targets(platforms: &[&Platform]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
@@ -450,7 +469,7 @@ pub fn read_lock(
     let lock =
         Lock::parse(&text, &shown).map_err(|e| RulesError::Invalid { message: e.to_string(), location: at.clone() })?;
     let want = hb_fetch::inputs_digest(
-        &proj.dependencies,
+        &runtime_inputs(pkg, p, proj)?,
         &proj.build_requires,
         &lock_targets(platforms),
         &p.sdist_policy().describe(),
@@ -528,6 +547,17 @@ pub fn lock(ws: &mut Workspace, label: &Label, progress: &dyn Fn(&str)) -> Resul
     let mut sdists = hb_fetch::SdistCache::default();
     let at = pkg.locate(p.name.span());
     let fail = |e: hb_fetch::FetchError| RulesError::Invalid { message: format!("{label}: {e}"), location: at.clone() };
+    let runtime_pins = match &p.runtime_lock {
+        Some(rl) => {
+            let path = pkg.dir.join(rl.get_ref());
+            let text = hb_fs::read_to_string(&path).map_err(|e| RulesError::Invalid {
+                message: format!("runtime_lock: {e}"),
+                location: pkg.locate(rl.span()),
+            })?;
+            Some((text, Path::new(&pkg.path).join(rl.get_ref())))
+        }
+        None => None,
+    };
     let mut resolved = Vec::new();
     let mut done = Vec::new();
     for platform in &ws.platforms {
@@ -535,9 +565,18 @@ pub fn lock(ws: &mut Workspace, label: &Label, progress: &dyn Fn(&str)) -> Resul
         if done.contains(&target_id(&target)) {
             continue;
         }
-        progress(&format!("resolving {label} for {}", target.describe()));
-        let runtime =
-            hb_fetch::resolve(&pip, &target, &proj.dependencies, Role::Runtime, &policy, &mut sdists).map_err(&fail)?;
+        let runtime = match &runtime_pins {
+            Some((text, shown)) => {
+                progress(&format!("taking {label}'s runtime files for {} from {}", target.describe(), shown.display()));
+                let files = hb_fetch::import::pylock_runtime(text, shown, &target).map_err(&fail)?;
+                hb_fetch::Resolution { files, sdists: Vec::new() }
+            }
+            None => {
+                progress(&format!("resolving {label} for {}", target.describe()));
+                hb_fetch::resolve(&pip, &target, &proj.dependencies, Role::Runtime, &policy, &mut sdists)
+                    .map_err(&fail)?
+            }
+        };
         // The sdists' build requirements are resolved with the app's, into one
         // build environment.
         let mut build_requires = proj.build_requires.clone();
@@ -558,7 +597,7 @@ pub fn lock(ws: &mut Workspace, label: &Label, progress: &dyn Fn(&str)) -> Resul
         resolved.push((target_id(&target), packages));
     }
     let inputs = hb_fetch::inputs_digest(
-        &proj.dependencies,
+        &runtime_inputs(&pkg, p, &proj)?,
         &proj.build_requires,
         &lock_targets(&ws.platforms),
         &policy.describe(),
