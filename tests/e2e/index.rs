@@ -202,3 +202,34 @@ fn wrong_bytes_from_the_index_are_refused_and_a_dead_index_is_named() {
         assert!(err.contains(&format!("could not fetch {}", f.file)), "{} not named:\n{err}", f.file);
     }
 }
+
+#[test]
+fn a_requirements_file_finds_its_files_on_the_index_by_hash() {
+    let (url, _state) = serve_index(wheelhouse().to_path_buf());
+    let ws = Ws::demosite();
+    let mut requirements = String::new();
+    for f in locked_files(&ws).iter().filter(|f| f.role == hb_fetch::Role::Runtime) {
+        requirements.push_str(&format!("{}=={} --hash=sha256:{}\n", f.name, f.version, f.sha256));
+    }
+    ws.write("demosite/requirements.txt", &requirements);
+    let build = std::fs::read_to_string(ws.path("demosite/BUILD.toml")).unwrap();
+    ws.write(
+        "demosite/BUILD.toml",
+        &build.replace("module = \"demosite:app\"", "module = \"demosite:app\"\nruntime_lock = \"requirements.txt\""),
+    );
+    // Only bookworm amd64's hashes are listed: lock for that platform alone.
+    let root = std::fs::read_to_string(ws.path("BUILD.toml")).unwrap();
+    let start = root.find("platforms = [").unwrap();
+    let end = start + root[start..].find(']').unwrap() + 1;
+    ws.write("BUILD.toml", &format!("{}platforms = [\"bookworm-amd64\"]{}", &root[..start], &root[end..]));
+    let mut cmd = ws.cmd();
+    cmd.args(["lock", "//demosite:app"]).env_remove("PIP_FIND_LINKS").env("PIP_INDEX_URL", &url);
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("from demosite/requirements.txt"), "{}", show(&out));
+    let lock = std::fs::read_to_string(ws.path("demosite/hb.lock")).unwrap();
+    assert!(!lock.contains("aarch64"), "the lock was not rewritten for one platform:\n{lock}");
+    for f in locked_files(&Ws::demosite()).iter().filter(|f| f.role == hb_fetch::Role::Runtime) {
+        assert!(lock.contains(&f.sha256) && lock.contains(&f.file), "{} not locked:\n{lock}", f.file);
+    }
+}

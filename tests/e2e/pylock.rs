@@ -102,6 +102,32 @@ fn an_app_locked_from_a_pylock_builds_the_same_deb() {
     b.ok(&["build", "//demosite:deb"]);
     assert_eq!(sha256(&b.path(deb)), want);
 
+    // A requirements file with hashes (as pip-compile --generate-hashes writes: every
+    // file of each pinned version), the files found in the wheelhouse by their hashes.
+    let lock_path = a.path("demosite/hb.lock");
+    let lock = hb_fetch::Lock::parse(&std::fs::read_to_string(&lock_path).unwrap(), &lock_path).unwrap();
+    let mut pins: std::collections::BTreeMap<(String, String), Vec<String>> = Default::default();
+    for f in lock.files(hb_fetch::Role::Runtime) {
+        pins.entry((f.name.clone(), f.version.clone())).or_default().push(f.sha256.clone());
+    }
+    let mut requirements = String::from("# generated for the test\n");
+    for ((name, version), hashes) in &pins {
+        requirements.push_str(&format!("{name}=={version}"));
+        for h in hashes {
+            requirements.push_str(&format!(" \\\n    --hash=sha256:{h}"));
+        }
+        requirements.push('\n');
+    }
+    let c = Ws::demosite();
+    c.write("demosite/requirements.txt", &requirements);
+    c.write(
+        "demosite/BUILD.toml",
+        &build.replace("module = \"demosite:app\"", "module = \"demosite:app\"\nruntime_lock = \"requirements.txt\""),
+    );
+    c.ok(&["lock", "//demosite:app"]);
+    c.ok(&["build", "//demosite:deb"]);
+    assert_eq!(sha256(&c.path(deb)), want);
+
     // An edited pylock makes hb.lock out of date again; one hb cannot honour is named.
     let pylock = std::fs::read_to_string(b.path("demosite/pylock.toml")).unwrap();
     b.write(

@@ -227,35 +227,13 @@ impl Index {
             detail,
         };
         let mut tried = Vec::new();
+        let project = hb_python::normalize(&f.name);
         for index in &self.urls {
-            let project = hb_python::normalize(&f.name);
-            let base = index.as_str().trim_end_matches('/');
-            let Ok(page_url) = url::Url::parse(&format!("{base}/{project}/")) else { continue };
-            let accept =
-                "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1";
-            let resp = self
-                .get(&page_url, index, accept)
-                .map_err(|e| not_found(format!("the index {} cannot be reached: {e}", redact(index))))?;
-            let status = resp.status().as_u16();
-            if status == 404 {
+            let Some((page_url, links)) = self.project_page(index, &project).map_err(not_found)? else {
                 tried.push(format!("{} has no project {project}", redact(index)));
                 continue;
-            }
-            if status != 200 {
-                return Err(not_found(format!("the index {} answered {status} for {project}", redact(&page_url))));
-            }
-            let json =
-                resp.headers().get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|t| t.contains("json"));
-            let mut body = Vec::new();
-            resp.into_body()
-                .into_reader()
-                .take(64 << 20)
-                .read_to_end(&mut body)
-                .map_err(|e| not_found(format!("reading {}: {e}", redact(&page_url))))?;
-            let links = if json { json_links(&body) } else { html_links(&String::from_utf8_lossy(&body)) };
-            let links =
-                links.map_err(|e| not_found(format!("{} is not a simple index page: {e}", redact(&page_url))))?;
-            let Some(href) = links.iter().find(|(name, _)| *name == f.file).map(|(_, h)| h.clone()) else {
+            };
+            let Some(href) = links.iter().find(|l| l.name == f.file).map(|l| l.href.clone()) else {
                 tried.push(format!("{} does not list it", redact(&page_url)));
                 continue;
             };
@@ -268,6 +246,46 @@ impl Index {
             });
         }
         Err(not_found(tried.join("; ")))
+    }
+
+    /// The files a project's page on `index` lists (`None` if the index has no such
+    /// project), with the page's URL to resolve their links against.
+    fn project_page(&self, index: &url::Url, project: &str) -> Result<Option<(url::Url, Vec<Link>)>, String> {
+        let base = index.as_str().trim_end_matches('/');
+        let page_url = url::Url::parse(&format!("{base}/{project}/")).map_err(|e| format!("{}: {e}", redact(index)))?;
+        let accept = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1";
+        let resp = self
+            .get(&page_url, index, accept)
+            .map_err(|e| format!("the index {} cannot be reached: {e}", redact(index)))?;
+        let status = resp.status().as_u16();
+        if status == 404 {
+            return Ok(None);
+        }
+        if status != 200 {
+            return Err(format!("the index {} answered {status} for {project}", redact(&page_url)));
+        }
+        let json = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|t| t.contains("json"));
+        let mut body = Vec::new();
+        resp.into_body()
+            .into_reader()
+            .take(64 << 20)
+            .read_to_end(&mut body)
+            .map_err(|e| format!("reading {}: {e}", redact(&page_url)))?;
+        let links = if json { json_links(&body) } else { html_links(&String::from_utf8_lossy(&body)) };
+        let links = links.map_err(|e| format!("{} is not a simple index page: {e}", redact(&page_url)))?;
+        Ok(Some((page_url, links)))
+    }
+
+    /// Every file of `project` the configured indexes list with a sha256: (file name,
+    /// sha256).
+    pub fn listed_hashes(&self, project: &str) -> Result<Vec<(String, String)>, String> {
+        let mut out = Vec::new();
+        for index in &self.urls {
+            if let Some((_, links)) = self.project_page(index, &hb_python::normalize(project))? {
+                out.extend(links.into_iter().filter_map(|l| Some((l.name, l.sha256?))));
+            }
+        }
+        Ok(out)
     }
 
     fn download(&self, f: &LockedFile, u: &url::Url, index: &url::Url, dest_dir: &Path) -> Result<PathBuf, Fail> {
@@ -327,8 +345,17 @@ fn percent_decode(s: &str) -> String {
     url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default()
 }
 
-/// (file name, href) of each file of a PEP 691 JSON page.
-fn json_links(body: &[u8]) -> Result<Vec<(String, String)>, String> {
+/// A file a project page lists.
+#[derive(Debug, PartialEq, Eq)]
+struct Link {
+    name: String,
+    href: String,
+    /// From the page (PEP 691 `hashes`, or a PEP 503 `#sha256=` fragment).
+    sha256: Option<String>,
+}
+
+/// Each file of a PEP 691 JSON page.
+fn json_links(body: &[u8]) -> Result<Vec<Link>, String> {
     #[derive(serde::Deserialize)]
     struct Page {
         files: Vec<File>,
@@ -337,16 +364,21 @@ fn json_links(body: &[u8]) -> Result<Vec<(String, String)>, String> {
     struct File {
         filename: String,
         url: String,
+        #[serde(default)]
+        hashes: std::collections::BTreeMap<String, String>,
     }
     let page: Page = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-    Ok(page.files.into_iter().map(|f| (f.filename, f.url)).collect())
+    Ok(page
+        .files
+        .into_iter()
+        .map(|f| Link { sha256: f.hashes.get("sha256").map(|h| h.to_ascii_lowercase()), name: f.filename, href: f.url })
+        .collect())
 }
 
-/// (file name, href) of each anchor of a PEP 503 HTML page: the name is the last path
-/// component of the href, as pip reads it (the link text should be the same, but
-/// directory listings decorate it). Only anchors are read; hrefs are unescaped for the
-/// five XML entities.
-fn html_links(body: &str) -> Result<Vec<(String, String)>, String> {
+/// Each anchor of a PEP 503 HTML page: the name is the last path component of the
+/// href, as pip reads it (the link text should be the same, but directory listings
+/// decorate it). Only anchors are read; hrefs are unescaped for the five XML entities.
+fn html_links(body: &str) -> Result<Vec<Link>, String> {
     let mut out = Vec::new();
     let lower = body.to_ascii_lowercase();
     let mut at = 0usize;
@@ -358,7 +390,9 @@ fn html_links(body: &str) -> Result<Vec<(String, String)>, String> {
             let href = unescape(&href);
             let path = href.split(['#', '?']).next().unwrap_or_default();
             let name = percent_decode(path.rsplit('/').next().unwrap_or_default());
-            out.push((name, href));
+            let sha256 =
+                href.split_once('#').and_then(|(_, frag)| frag.strip_prefix("sha256=")).map(|h| h.to_ascii_lowercase());
+            out.push(Link { name, href, sha256 });
         }
         at = close + 3;
     }
@@ -424,22 +458,17 @@ mod tests {
             <A HREF='x.tar.gz'>x.tar.gz@</A>
             <a name="n">no href</a> <a href=bare.whl>bare.whl</a>"#;
         let links = html_links(html).unwrap();
-        assert_eq!(
-            links,
-            [
-                (
-                    "flask-3.0.0-py3-none-any.whl".to_string(),
-                    "../../f/flask-3.0.0-py3-none-any.whl#sha256=ab".to_string()
-                ),
-                ("x.tar.gz".to_string(), "x.tar.gz".to_string()),
-                ("bare.whl".to_string(), "bare.whl".to_string()),
-            ]
-        );
+        let names: Vec<(&str, Option<&str>)> = links.iter().map(|l| (l.name.as_str(), l.sha256.as_deref())).collect();
+        assert_eq!(names, [("flask-3.0.0-py3-none-any.whl", Some("ab")), ("x.tar.gz", None), ("bare.whl", None)]);
+        assert_eq!(links[0].href, "../../f/flask-3.0.0-py3-none-any.whl#sha256=ab");
         // Broken markup ends the scan, it does not panic.
         assert!(html_links("<a href=\"x").unwrap().is_empty());
         assert!(html_links("<a").unwrap().is_empty());
         let json = br#"{"meta":{"api-version":"1.1"},"name":"flask","files":[{"filename":"a.whl","url":"https://h/a.whl","hashes":{"sha256":"00"}}]}"#;
-        assert_eq!(json_links(json).unwrap(), [("a.whl".to_string(), "https://h/a.whl".to_string())]);
+        assert_eq!(
+            json_links(json).unwrap(),
+            [Link { name: "a.whl".into(), href: "https://h/a.whl".into(), sha256: Some("00".into()) }]
+        );
         assert!(json_links(b"{}").is_err());
     }
 

@@ -39,9 +39,10 @@ pub struct PythonAppAttrs {
     pub prefix: Option<Spanned<String>>,
     /// The lock file, relative to the package; default `hb.lock`.
     pub lock: Option<Spanned<String>>,
-    /// A PEP 751 `pylock.toml` (relative to the package) whose pins are the app's
-    /// runtime files: `hb lock` takes them from it for each target (the best wheel by
-    /// the target's tags, its sha256) instead of resolving `[project].dependencies`.
+    /// A PEP 751 `pylock.toml`, or a pip requirements file (`*.txt`, every requirement
+    /// pinned with `--hash`), relative to the package, whose pins are the app's runtime
+    /// files: `hb lock` takes them from it for each target (the best wheel by the
+    /// target's tags, its sha256) instead of resolving `[project].dependencies`.
     pub runtime_lock: Option<Spanned<String>>,
     /// Dependencies that may be locked as their sdist and compiled in the target root
     /// when they publish no wheel for it: `true` for any, or a list of names.
@@ -554,7 +555,24 @@ pub fn lock(ws: &mut Workspace, label: &Label, progress: &dyn Fn(&str)) -> Resul
                 message: format!("runtime_lock: {e}"),
                 location: pkg.locate(rl.span()),
             })?;
-            Some((text, Path::new(&pkg.path).join(rl.get_ref())))
+            let shown = Path::new(&pkg.path).join(rl.get_ref());
+            // A requirements file names hashes, not files: find them once for all targets.
+            let located = if rl.get_ref().ends_with(".txt") {
+                let pins = hb_fetch::import::parse_requirements(&text, &shown).map_err(&fail)?;
+                let extra: Vec<PathBuf> = ws.settings.wheelhouse.iter().map(|w| ws.root.join(w)).collect();
+                progress(&format!("finding the files the hashes of {} name", shown.display()));
+                let located = hb_fetch::import::locate(
+                    &pins,
+                    &shown,
+                    &hb_fetch::wheelhouses(&extra),
+                    hb_fetch::index::Index::configured(&pip),
+                )
+                .map_err(&fail)?;
+                Some(located)
+            } else {
+                None
+            };
+            Some((text, shown, located))
         }
         None => None,
     };
@@ -566,9 +584,13 @@ pub fn lock(ws: &mut Workspace, label: &Label, progress: &dyn Fn(&str)) -> Resul
             continue;
         }
         let runtime = match &runtime_pins {
-            Some((text, shown)) => {
+            Some((text, shown, located)) => {
                 progress(&format!("taking {label}'s runtime files for {} from {}", target.describe(), shown.display()));
-                let files = hb_fetch::import::pylock_runtime(text, shown, &target).map_err(&fail)?;
+                let files = match located {
+                    Some(located) => hb_fetch::import::select(located, shown, &target),
+                    None => hb_fetch::import::pylock_runtime(text, shown, &target),
+                }
+                .map_err(&fail)?;
                 hb_fetch::Resolution { files, sdists: Vec::new() }
             }
             None => {
