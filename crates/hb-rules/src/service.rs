@@ -205,13 +205,9 @@ pub fn render(pkg: &Package, d: &DebAttrs, input: &RenderInput) -> Result<Render
     // Debian names a native package's changelog changelog.gz, others changelog.Debian.gz.
     let native = !input.version.contains('-');
     let changelog = if native { "changelog.gz" } else { "changelog.Debian.gz" };
+    // Compressed when the render action runs (a `.gz` path), not at every plan.
     let text = render_one("changelog")?;
-    let mut gz = Vec::new();
-    hb_deb::gzip::compress_member(&mut text.as_bytes(), &mut gz).map_err(|e| RulesError::Invalid {
-        message: format!("compressing the changelog: {e}"),
-        location: at_rule.clone(),
-    })?;
-    files.push((format!("usr/share/doc/{package}/{changelog}"), 0o644, gz));
+    files.push((format!("usr/share/doc/{package}/{changelog}"), 0o644, text.into_bytes()));
 
     let mut scripts = Vec::new();
     for name in ["preinst", "postinst", "prerm", "postrm"] {
