@@ -157,35 +157,7 @@ bgd=${BGD:-${XDG_CACHE_HOME:-$HOME/.cache}/hb-e2e/buildgrid-0.9.1/bin/bgd}
 grpc=""
 if [ -x "$bgd" ]; then
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  cat >"$work/bg.yml" <<YML
-server:
-  - !channel
-    address: "127.0.0.1:$port"
-    insecure-mode: true
-authorization:
-  method: none
-storages:
-  - !disk-storage &cas
-    path: $work/bg-cas
-caches:
-  - !lru-action-cache &ac
-    storage: *cas
-    max-cached-refs: 100000
-    allow-updates: true
-    cache-failed-actions: false
-instances:
-  - name: main
-    services:
-      - !action-cache
-        cache: *ac
-      - !cas
-        storage: *cas
-      - !bytestream
-        storage: *cas
-monitoring:
-  enabled: false
-thread-pool-size: 8
-YML
+  sed -e "s|@LISTEN@|127.0.0.1:$port|" -e "s|@STORAGE@|$work/bg-cas|" cache/buildgrid/buildgrid.yml >"$work/bg.yml"
   "$bgd" server start "$work/bg.yml" >"$work/bg.log" 2>&1 &
   bg=$!
   trap 'kill $bg 2>/dev/null; rm -rf "$work"' EXIT

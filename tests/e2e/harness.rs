@@ -425,3 +425,65 @@ impl Drop for Chroot {
         let _ = Command::new("umount").arg("-l").arg(self.root.path.join("proc")).status();
     }
 }
+
+/// A venv made once per machine under `~/.cache/hb-e2e/NAME` (XDG_CACHE_HOME is
+/// honoured) by `python` with `packages` from the user's index; a marker says it is
+/// complete (a venv cannot move, so it is made where it stays).
+pub fn cached_venv(name: &str, python: &Path, packages: &[&str]) -> PathBuf {
+    static ONCE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _held = ONCE.lock().unwrap_or_else(|p| p.into_inner());
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+    let cache = std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from).unwrap_or_else(|| home.join(".cache"));
+    let venv = cache.join("hb-e2e").join(name);
+    let done = venv.join(".hb-complete");
+    if done.exists() {
+        return venv;
+    }
+    let _ = std::fs::remove_dir_all(&venv);
+    run(Command::new(python).args(["-m", "venv"]).arg(&venv));
+    run(Command::new(venv.join("bin/pip")).args(["install", "-q", "--disable-pip-version-check"]).args(packages));
+    std::fs::write(&done, packages.join("\n")).unwrap();
+    venv
+}
+
+/// The files demosite's lock names for bookworm amd64: runtime, then build.
+pub fn demosite_target_files(ws: &Ws) -> Vec<hb_fetch::LockedFile> {
+    let path = ws.path("demosite/hb.lock");
+    let lock = hb_fetch::Lock::parse(&std::fs::read_to_string(&path).unwrap(), &path).unwrap();
+    let id = hb_python::Target::bookworm_amd64((3, 11)).id();
+    let mut out: Vec<hb_fetch::LockedFile> = lock.files_for(hb_fetch::Role::Runtime, &id).cloned().collect();
+    out.extend(lock.files_for(hb_fetch::Role::Build, &id).cloned());
+    out
+}
+
+/// A package index nothing answers on, and no wheelhouse: a colleague's build that
+/// must get everything from the remote cache.
+pub const NO_INDEX: &[(&str, &str)] =
+    &[("PIP_INDEX_URL", "http://127.0.0.1:9/simple"), ("PIP_FIND_LINKS", ""), ("PIP_RETRIES", "0")];
+
+/// A signing key pair made by `hb cache keygen`: (secret key file, public key hex).
+pub fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
+    let file = dir.join(name);
+    let out = run(Command::new(hb_bin()).args(["cache", "keygen", "--out"]).arg(&file));
+    (file, out.trim().to_string())
+}
+
+/// `hb build --json ARGS //demosite:deb` in `ws` against the remote cache `url` with
+/// `env`; returns the report, the deb's sha256 and the warnings.
+pub fn build_with_remote(
+    ws: &Ws,
+    url: &str,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> (serde_json::Value, String, Vec<String>) {
+    let mut cmd = ws.cmd();
+    cmd.args(["build", "--json"]).args(args).arg("//demosite:deb").env("HB_REMOTE_CACHE", url);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let warnings = report["warnings"].as_array().unwrap().iter().map(|w| w.as_str().unwrap().to_string()).collect();
+    (report, sha256(&ws.path("hb-out/demosite/demosite_0.1.0_amd64.deb")), warnings)
+}

@@ -93,14 +93,8 @@ fn answer(mut conn: std::net::TcpStream, dir: &Path, state: &Mutex<State>) {
     let _ = conn.write_all(head.as_bytes()).and_then(|_| conn.write_all(&body));
 }
 
-/// The files demosite's lock names for bookworm amd64.
 fn locked_files(ws: &Ws) -> Vec<hb_fetch::LockedFile> {
-    let path = ws.path("demosite/hb.lock");
-    let lock = hb_fetch::Lock::parse(&std::fs::read_to_string(&path).unwrap(), &path).unwrap();
-    let id = hb_python::Target::bookworm_amd64((3, 11)).id();
-    let mut out: Vec<hb_fetch::LockedFile> = lock.files_for(hb_fetch::Role::Runtime, &id).cloned().collect();
-    out.extend(lock.files_for(hb_fetch::Role::Build, &id).cloned());
-    out
+    crate::harness::demosite_target_files(ws)
 }
 
 /// `HB_PIP_PYTHON` that records each pip command line in `log`, then runs python3.

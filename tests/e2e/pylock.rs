@@ -5,26 +5,14 @@
 //! `runtime_lock` names that pylock locks its runtime files from it and builds the same
 //! deb as from hb.lock.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::harness::{Ws, run, sha256};
 
-/// A venv with uv from PyPI, made once per machine.
+/// uv from PyPI, in a venv made once per machine.
 fn uv() -> PathBuf {
-    static ONCE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _held = ONCE.lock().unwrap_or_else(|p| p.into_inner());
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
-    let cache = std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from).unwrap_or_else(|| home.join(".cache"));
-    let venv = cache.join("hb-e2e").join("uv");
-    let done = venv.join(".hb-complete");
-    if !done.exists() {
-        let _ = std::fs::remove_dir_all(&venv);
-        run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
-        run(Command::new(venv.join("bin/pip")).args(["install", "-q", "--disable-pip-version-check", "uv"]));
-        std::fs::write(&done, "uv").unwrap();
-    }
-    venv.join("bin/uv")
+    crate::harness::cached_venv("uv", Path::new("python3"), &["uv"]).join("bin/uv")
 }
 
 #[test]

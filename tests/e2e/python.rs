@@ -345,12 +345,7 @@ fn no_network_and_a_cold_cache_names_the_missing_files() {
 
 /// The files demosite's lock holds for the default platform.
 fn default_target_files(ws: &Ws) -> Vec<hb_fetch::LockedFile> {
-    let path = ws.path("demosite/hb.lock");
-    let lock = hb_fetch::Lock::parse(&std::fs::read_to_string(&path).unwrap(), &path).unwrap();
-    let id = hb_python::Target::bookworm_amd64((3, 11)).id();
-    let mut out: Vec<hb_fetch::LockedFile> = lock.files_for(hb_fetch::Role::Runtime, &id).cloned().collect();
-    out.extend(lock.files_for(hb_fetch::Role::Build, &id).cloned());
-    out
+    crate::harness::demosite_target_files(ws)
 }
 
 fn hb_root_lock(ws: &Ws) -> hb_root::RootLock {

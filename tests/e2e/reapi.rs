@@ -9,31 +9,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Ws, hb_bin, run, sha256, show};
+use crate::harness::{NO_INDEX, Ws, run, sha256, show};
 
 const DEB: &str = "hb-out/demosite/demosite_0.1.0_amd64.deb";
 const BUILDGRID: &str = "buildgrid==0.9.1";
 
-/// The venv holding BuildGrid, made once per machine (BuildGrid needs Python ≥ 3.13).
+/// The venv holding BuildGrid, made once per machine (BuildGrid needs Python >= 3.13).
 fn buildgrid_venv() -> PathBuf {
-    static ONCE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _held = ONCE.lock().unwrap_or_else(|p| p.into_inner());
     let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
-    let cache = std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from).unwrap_or_else(|| home.join(".cache"));
-    let venv = cache.join("hb-e2e").join("buildgrid-0.9.1");
-    // A venv cannot move (its scripts name its path): it is made where it stays, and
-    // a marker says it is complete.
-    let done = venv.join(".hb-complete");
-    if done.exists() {
-        return venv;
-    }
     let python = python313(&home)
         .expect("BuildGrid needs Python >= 3.13: install one (pyenv install 3.13) or put python3.13 on PATH");
-    let _ = std::fs::remove_dir_all(&venv);
-    run(Command::new(&python).args(["-m", "venv"]).arg(&venv));
-    run(Command::new(venv.join("bin/pip")).args(["install", "-q", "--disable-pip-version-check", BUILDGRID]));
-    std::fs::write(&done, BUILDGRID).unwrap();
-    venv
+    crate::harness::cached_venv("buildgrid-0.9.1", &python, &[BUILDGRID])
 }
 
 fn python313(home: &Path) -> Option<PathBuf> {
@@ -144,36 +130,11 @@ impl BuildGrid {
                 p.ca.display()
             ),
         };
-        let config = format!(
-            r#"server:
-  - !channel
-    address: "127.0.0.1:{port}"
-{channel}authorization:
-  method: none
-storages:
-  - !disk-storage &cas
-    path: {storage}
-caches:
-  - !lru-action-cache &ac
-    storage: *cas
-    max-cached-refs: 100000
-    allow-updates: true
-    cache-failed-actions: false
-instances:
-  - name: main
-    services:
-      - !action-cache
-        cache: *ac
-      - !cas
-        storage: *cas
-      - !bytestream
-        storage: *cas
-monitoring:
-  enabled: false
-thread-pool-size: 8
-"#,
-            storage = storage.display()
-        );
+        let template = std::fs::read_to_string(crate::harness::repo().join("cache/buildgrid/buildgrid.yml")).unwrap();
+        let config = template
+            .replace("@LISTEN@", &format!("127.0.0.1:{port}"))
+            .replace("@STORAGE@", &storage.display().to_string())
+            .replace("    insecure-mode: true\n", &channel);
         let file = tmp.path().join("buildgrid.yml");
         std::fs::write(&file, config).unwrap();
         let log = std::fs::File::create(tmp.path().join("buildgrid.log")).unwrap();
@@ -216,9 +177,8 @@ impl Drop for BuildGrid {
 
 /// A signing key pair: (secret key file, public key hex).
 fn keygen(dir: &Path) -> (String, String) {
-    let file = dir.join("writer");
-    let out = run(Command::new(hb_bin()).args(["cache", "keygen", "--out"]).arg(&file));
-    (file.display().to_string(), out.trim().to_string())
+    let (file, public) = crate::harness::keygen(dir, "writer");
+    (file.display().to_string(), public)
 }
 
 /// demosite with a 30 MB incompressible file (bigger than any batch request, so it can
@@ -242,24 +202,9 @@ fn with_payload() -> Ws {
     ws
 }
 
-/// Builds `ws` against `url` with `env`; returns the report, the deb's sha256 and the
-/// warnings.
 fn build(ws: &Ws, url: &str, env: &[(&str, &str)], args: &[&str]) -> (serde_json::Value, String, Vec<String>) {
-    let mut cmd = ws.cmd();
-    cmd.args(["build", "--json"]).args(args).arg("//demosite:deb").env("HB_REMOTE_CACHE", url);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{}", show(&out));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let warnings = report["warnings"].as_array().unwrap().iter().map(|w| w.as_str().unwrap().to_string()).collect();
-    (report, sha256(&ws.path(DEB)), warnings)
+    crate::harness::build_with_remote(ws, url, env, args)
 }
-
-/// The package index is unreachable for the colleague's builds.
-const NO_INDEX: &[(&str, &str)] =
-    &[("PIP_INDEX_URL", "http://127.0.0.1:9/simple"), ("PIP_FIND_LINKS", ""), ("PIP_RETRIES", "0")];
 
 #[test]
 fn a_colleague_builds_nothing_from_buildgrid_and_bad_servers_change_no_byte() {

@@ -3,10 +3,10 @@
 //! index builds nothing; corrupt, dead or hostile servers never change the result.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
-use crate::harness::{Ws, hb_bin, run, sha256, show};
+use crate::harness::{NO_INDEX, Ws, build_with_remote, hb_bin, keygen, run, sha256, show};
 
 const DEB: &str = "hb-out/demosite/demosite_0.1.0_amd64.deb";
 const TOKEN: &str = "s3cret-token-for-tests";
@@ -71,32 +71,11 @@ impl Drop for Server {
     }
 }
 
-/// A signing key pair: (secret key file, public key hex).
-fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
-    let file = dir.join(name);
-    let out = run(Command::new(hb_bin()).args(["cache", "keygen", "--out"]).arg(&file));
-    (file, out.trim().to_string())
-}
-
 /// Builds demosite in a new checkout with a new local cache and the given environment;
 /// returns the `--json` report and the deb's sha256.
 fn build(url: &str, env: &[(&str, &str)], args: &[&str]) -> (serde_json::Value, String, Vec<String>) {
-    let ws = Ws::demosite();
-    let mut cmd = ws.cmd();
-    cmd.args(["build", "--json"]).args(args).arg("//demosite:deb").env("HB_REMOTE_CACHE", url);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{}", show(&out));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let warnings = report["warnings"].as_array().unwrap().iter().map(|w| w.as_str().unwrap().to_string()).collect();
-    (report, sha256(&ws.path(DEB)), warnings)
+    build_with_remote(&Ws::demosite(), url, env, args)
 }
-
-/// The package index is unreachable for the colleague's builds.
-const NO_INDEX: &[(&str, &str)] =
-    &[("PIP_INDEX_URL", "http://127.0.0.1:9/simple"), ("PIP_FIND_LINKS", ""), ("PIP_RETRIES", "0")];
 
 fn writer_env(key: &str) -> Vec<(&str, &str)> {
     vec![("HB_REMOTE_TOKEN", TOKEN), ("HB_REMOTE_SIGNING_KEY_FILE", key)]

@@ -499,23 +499,7 @@ impl Grpc {
     /// Downloads `(server digest, hb digest)` pairs into the store, each checked with
     /// both hashes. False if any is absent or wrong.
     fn download(&self, n: &Negotiated, store: &Store, wanted: Vec<(re::Digest, Digest)>) -> bool {
-        let (small, large): (Vec<_>, Vec<_>) =
-            wanted.into_iter().partition(|(rd, _)| usize::try_from(rd.size_bytes).is_ok_and(|s| s <= n.max_batch / 2));
-        let mut batches: Vec<Vec<(re::Digest, Digest)>> = Vec::new();
-        let mut current: Vec<(re::Digest, Digest)> = Vec::new();
-        let mut bytes = 0usize;
-        for item in small {
-            let s = usize::try_from(item.0.size_bytes).unwrap_or(0);
-            if !current.is_empty() && (bytes + s > n.max_batch || current.len() >= MAX_BLOBS_PER_BATCH) {
-                batches.push(std::mem::take(&mut current));
-                bytes = 0;
-            }
-            bytes += s;
-            current.push(item);
-        }
-        if !current.is_empty() {
-            batches.push(current);
-        }
+        let (batches, large) = batches(wanted, n.max_batch);
         let ok_small = batches.par_iter().map(|b| self.download_batch(n, store, b)).all(|ok| ok);
         ok_small && large.par_iter().map(|(rd, d)| self.download_stream(n, store, rd, d)).all(|ok| ok)
     }
@@ -607,25 +591,9 @@ impl Grpc {
         Ok(missing)
     }
 
-    /// Uploads blobs whose bytes `get` gives, small ones batched.
+    /// Uploads blobs from their sources, small ones batched.
     fn upload_blobs(&self, n: &Negotiated, blobs: Vec<(re::Digest, Source<'_>)>) -> bool {
-        let (small, large): (Vec<_>, Vec<_>) =
-            blobs.into_iter().partition(|(rd, _)| usize::try_from(rd.size_bytes).is_ok_and(|s| s <= n.max_batch / 2));
-        let mut batches: Vec<Vec<(re::Digest, Source<'_>)>> = Vec::new();
-        let mut current = Vec::new();
-        let mut bytes = 0usize;
-        for item in small {
-            let s = usize::try_from(item.0.size_bytes).unwrap_or(0);
-            if !current.is_empty() && (bytes + s > n.max_batch || current.len() >= MAX_BLOBS_PER_BATCH) {
-                batches.push(std::mem::take(&mut current));
-                bytes = 0;
-            }
-            bytes += s;
-            current.push(item);
-        }
-        if !current.is_empty() {
-            batches.push(current);
-        }
+        let (batches, large) = batches(blobs, n.max_batch);
         let ok_small = batches.par_iter().map(|b| self.upload_batch(n, b)).all(|ok| ok);
         ok_small && large.par_iter().map(|(rd, src)| self.upload_stream(n, rd, src)).all(|ok| ok)
     }
@@ -756,6 +724,30 @@ impl Grpc {
             }
         }
     }
+}
+
+/// Splits blobs into batches of at most `max` bytes (and [`MAX_BLOBS_PER_BATCH`]
+/// blobs) and the ones larger than half a batch, which go through ByteStream.
+#[allow(clippy::type_complexity)]
+fn batches<T>(items: Vec<(re::Digest, T)>, max: usize) -> (Vec<Vec<(re::Digest, T)>>, Vec<(re::Digest, T)>) {
+    let (small, large): (Vec<_>, Vec<_>) =
+        items.into_iter().partition(|(rd, _)| usize::try_from(rd.size_bytes).is_ok_and(|s| s <= max / 2));
+    let mut out: Vec<Vec<(re::Digest, T)>> = Vec::new();
+    let mut current: Vec<(re::Digest, T)> = Vec::new();
+    let mut bytes = 0usize;
+    for item in small {
+        let s = usize::try_from(item.0.size_bytes).unwrap_or(0);
+        if !current.is_empty() && (bytes + s > max || current.len() >= MAX_BLOBS_PER_BATCH) {
+            out.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes += s;
+        current.push(item);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    (out, large)
 }
 
 /// The CLI restores SIGPIPE's default (death) for `hb … | head`, but the runtime's
@@ -1156,6 +1148,15 @@ mod tests {
         assert!(err.contains("MD5") && err.contains("SHA1"), "{err}");
         // A batch never exceeds gRPC's message limit, whatever the server says.
         assert!(negotiate(&caps(&[V::Sha256], 1 << 30, false)).unwrap().max_batch < GRPC_MESSAGE_LIMIT);
+    }
+
+    #[test]
+    fn batches_stay_within_the_limit_and_large_blobs_stream() {
+        let d = |size: i64| (re::Digest { hash: size.to_string(), size_bytes: size }, ());
+        let (small, large) = batches(vec![d(40), d(40), d(30), d(60), d(10)], 100);
+        let sizes: Vec<Vec<i64>> = small.iter().map(|b| b.iter().map(|(x, _)| x.size_bytes).collect()).collect();
+        assert_eq!(sizes, [vec![40, 40], vec![30, 10]]);
+        assert_eq!(large.iter().map(|(x, _)| x.size_bytes).collect::<Vec<_>>(), [60]);
     }
 
     #[test]
