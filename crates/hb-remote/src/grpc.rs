@@ -74,13 +74,6 @@ impl HashFn {
         }
     }
 
-    pub fn name(self) -> &'static str {
-        match self {
-            HashFn::Sha256 => "SHA-256",
-            HashFn::Blake3 => "BLAKE3",
-        }
-    }
-
     fn hasher(self) -> Hasher {
         match self {
             HashFn::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
