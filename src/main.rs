@@ -85,6 +85,16 @@ struct RemoteArgs {
     /// Do not use a remote cache even if one is configured.
     #[arg(long)]
     no_remote: bool,
+    /// Run sandboxed commands (PEP 517 wheel builds, sdist compiles, build steps) on a
+    /// Remote Execution service: `grpc://HOST:PORT[/INSTANCE]` or `grpcs://…` (else
+    /// HB_REMOTE_EXECUTOR, else `remote_executor` in [workspace]), e.g. BuildGrid with
+    /// `hb worker`s. Results are the same bytes as a local run and enter the local
+    /// cache. If it cannot be reached, commands run here after one warning.
+    #[arg(long, value_name = "URL")]
+    remote_executor: Option<String>,
+    /// With a remote executor: fail rather than run a command on this machine.
+    #[arg(long)]
+    remote_only: bool,
 }
 
 #[derive(Subcommand)]
@@ -270,6 +280,34 @@ enum Command {
     /// Check the signed provenance hb writes next to a deb.
     #[command(subcommand)]
     Provenance(ProvenanceCommand),
+    /// Run other machines' sandboxed commands: a Remote Execution worker.
+    ///
+    /// Takes leases from a scheduler's Bots service (the Remote Workers API, e.g.
+    /// BuildGrid's), runs each command in hb's sandbox with the target root the action
+    /// names (written out once per root under the cache directory) and uploads its
+    /// outputs. Builds reach it with `hb build --remote-executor` pointed at the same
+    /// scheduler. Runs until stopped; logs one line per command to stderr. TLS and token
+    /// settings are those of the remote cache (HB_REMOTE_TLS_*, HB_REMOTE_TOKEN).
+    ///
+    /// Example: hb worker --scheduler grpc://127.0.0.1:50051 -j 2
+    Worker {
+        /// The scheduler: grpc://HOST:PORT[/INSTANCE] or grpcs://….
+        #[arg(long, value_name = "URL")]
+        scheduler: String,
+        /// The REAPI instance name (instead of giving it in the URL).
+        #[arg(long)]
+        instance: Option<String>,
+        /// Commands run at once (default: the number of cores).
+        #[arg(long, short = 'j')]
+        jobs: Option<usize>,
+        /// The worker's name at the scheduler (default: the host name and process id).
+        #[arg(long)]
+        name: Option<String>,
+        /// An extra platform property to advertise, KEY=VALUE (repeatable); `ISA` (this
+        /// machine's Debian architecture) and `OSFamily=linux` are always advertised.
+        #[arg(long = "property", value_name = "KEY=VALUE")]
+        properties: Vec<String>,
+    },
     /// Remove hb-out/ (and with --cache, the whole cache).
     Clean {
         #[arg(long)]
@@ -331,6 +369,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Test(args) => install_test(&cwd, &cache_dir, &args),
         Command::Init { no_lock } => init(&cwd, &cache_dir, no_lock),
         Command::Cache(c) => cache_command(c, &cache_dir),
+        Command::Worker { scheduler, instance, jobs, name, properties } => {
+            worker(&cache_dir, scheduler, instance, jobs, name, properties)
+        }
         Command::Provenance(ProvenanceCommand::Verify { deb, provenance, keys }) => {
             provenance_verify(&cwd, &deb, provenance.as_deref(), &keys)
         }
@@ -513,7 +554,12 @@ fn build_platforms(
         if platforms.len() > 1 {
             progress::note(&format!("building for {name}"));
         }
-        let opts = Options { platform: name.to_string(), remote: base.remote.clone(), ..base };
+        let opts = Options {
+            platform: name.to_string(),
+            remote: base.remote.clone(),
+            executor: base.executor.clone(),
+            ..base
+        };
         let plan_opts = hb_rules::PlanOptions {
             sandbox,
             apt_dir: apt_dir_setting(),
@@ -558,6 +604,7 @@ fn build_outputs(cwd: &Path, cache_dir: &Path, args: &BuildArgs) -> Result<(Exit
         None => std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_JOBS),
     };
     let remote = remote_client(&ws, &args.remote)?;
+    let executor = remote_executor(&ws, &args.remote)?;
     let default = ws.platform.name;
     let platforms: Vec<&'static str> = match args.platform.as_deref() {
         None => vec![default],
@@ -568,7 +615,14 @@ fn build_outputs(cwd: &Path, cache_dir: &Path, args: &BuildArgs) -> Result<(Exit
     if sandbox == hb_sandbox::Mode::Off {
         progress::warning("building without the sandbox (--no-sandbox): PEP 517 builds can see this machine");
     }
-    let base = Options { started: start, jobs, keep_going, platform: String::new(), remote: remote.clone() };
+    let base = Options {
+        started: start,
+        jobs,
+        keep_going,
+        platform: String::new(),
+        remote: remote.clone(),
+        executor: executor.clone(),
+    };
     let mut outcome = build_platforms(&mut ws, &store, &labels, &platforms, base, sandbox, &reporter)?;
     reporter.finish();
     if let Some(file) = &args.profile {
@@ -578,6 +632,9 @@ fn build_outputs(cwd: &Path, cache_dir: &Path, args: &BuildArgs) -> Result<(Exit
     }
     if let Some(r) = &remote {
         outcome.warnings.extend(r.warnings());
+    }
+    if let Some(x) = &executor {
+        outcome.warnings.extend(x.warnings());
     }
     outcome.warnings.dedup();
     for w in &outcome.warnings {
@@ -958,43 +1015,26 @@ fn provenance_verify(cwd: &Path, deb: &Path, provenance: Option<&Path>, keys: &[
     Ok(ExitCode::SUCCESS)
 }
 
-/// The remote cache client, if one is configured.
-fn remote_client(ws: &Workspace, args: &RemoteArgs) -> Result<Option<std::sync::Arc<dyn hb_engine::RemoteCache>>> {
-    if args.no_remote {
-        return Ok(None);
-    }
+/// The bearer token for remote services: HB_REMOTE_TOKEN, else the file
+/// HB_REMOTE_TOKEN_FILE or `remote_token_file` names.
+fn token(ws: Option<&Workspace>) -> Result<Option<String>> {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let Some(url) =
-        args.remote_cache.clone().or_else(|| env("HB_REMOTE_CACHE")).or_else(|| ws.settings.remote_cache.clone())
-    else {
-        return Ok(None);
-    };
-    let rel = |p: &str| ws.root.join(p);
-    let token = match env("HB_REMOTE_TOKEN") {
-        Some(t) => Some(t),
-        None => match env("HB_REMOTE_TOKEN_FILE")
-            .map(PathBuf::from)
-            .or_else(|| ws.settings.remote_token_file.as_deref().map(rel))
-        {
-            Some(f) => Some(hb_fs::read_to_string(&f).context("reading the remote cache token")?.trim().to_string()),
-            None => None,
-        },
-    };
-    let signing_key = match env("HB_REMOTE_SIGNING_KEY_FILE")
+    if let Some(t) = env("HB_REMOTE_TOKEN") {
+        return Ok(Some(t));
+    }
+    let file = env("HB_REMOTE_TOKEN_FILE")
         .map(PathBuf::from)
-        .or_else(|| ws.settings.remote_signing_key_file.as_deref().map(rel))
-    {
-        Some(f) => Some(hb_remote::read_signing_key(&f)?),
-        None => None,
-    };
-    let mut trusted = Vec::new();
-    for k in &ws.settings.remote_trusted_keys {
-        trusted.push(hb_remote::parse_public_key(k.get_ref()).with_context(|| "in [workspace] remote_trusted_keys")?);
+        .or_else(|| ws.and_then(|ws| ws.settings.remote_token_file.as_deref().map(|p| ws.root.join(p))));
+    match file {
+        Some(f) => Ok(Some(hb_fs::read_to_string(&f).context("reading the remote token")?.trim().to_string())),
+        None => Ok(None),
     }
-    for k in env("HB_REMOTE_TRUSTED_KEYS").unwrap_or_default().split([',', ' ']).filter(|k| !k.is_empty()) {
-        trusted.push(hb_remote::parse_public_key(k).context("in HB_REMOTE_TRUSTED_KEYS")?);
-    }
-    let read_only = args.remote_read_only || env("HB_REMOTE_READ_ONLY").is_some_and(|v| v != "0");
+}
+
+/// How long to wait for a remote service (HB_REMOTE_TIMEOUT) and its TLS files
+/// (HB_REMOTE_TLS_CA_FILE, HB_REMOTE_TLS_CERT_FILE, HB_REMOTE_TLS_KEY_FILE).
+fn connection() -> Result<(std::time::Duration, hb_remote::TlsFiles)> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let response_timeout = match env("HB_REMOTE_TIMEOUT") {
         Some(t) => std::time::Duration::from_secs_f64(
             t.parse::<f64>()
@@ -1012,7 +1052,131 @@ fn remote_client(ws: &Workspace, args: &RemoteArgs) -> Result<Option<std::sync::
         (None, None) => None,
         _ => anyhow::bail!("HB_REMOTE_TLS_CERT_FILE and HB_REMOTE_TLS_KEY_FILE go together: set both or neither"),
     };
-    let tls = hb_remote::TlsFiles { ca: read_pem("HB_REMOTE_TLS_CA_FILE")?, client };
+    Ok((response_timeout, hb_remote::TlsFiles { ca: read_pem("HB_REMOTE_TLS_CA_FILE")?, client }))
+}
+
+fn check_grpc_url(url: &str, what: &str) -> Result<()> {
+    if url.starts_with("grpc://") || url.starts_with("grpcs://") {
+        return Ok(());
+    }
+    anyhow::bail!("{what} `{url}`: use grpc://HOST:PORT[/INSTANCE] or grpcs://… (a Remote Execution API server)")
+}
+
+/// The remote executor, if one is configured.
+fn remote_executor(ws: &Workspace, args: &RemoteArgs) -> Result<Option<std::sync::Arc<dyn hb_engine::Executor>>> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let Some(url) = args
+        .remote_executor
+        .clone()
+        .or_else(|| env("HB_REMOTE_EXECUTOR"))
+        .or_else(|| ws.settings.remote_executor.clone())
+    else {
+        if args.remote_only {
+            anyhow::bail!(
+                "--remote-only needs a remote executor: --remote-executor URL, HB_REMOTE_EXECUTOR or `remote_executor` in [workspace]"
+            );
+        }
+        return Ok(None);
+    };
+    check_grpc_url(&url, "remote executor")?;
+    let (response_timeout, tls) = connection()?;
+    let cfg = hb_remote::RemoteConfig {
+        url,
+        token: token(Some(ws))?,
+        read_only: true,
+        signing_key: None,
+        trusted: Vec::new(),
+        response_timeout,
+        tls,
+    };
+    let executor =
+        hb_remote::exec::RemoteExecutor::new(cfg, args.remote_only).context("the remote executor setting")?;
+    Ok(Some(std::sync::Arc::new(executor)))
+}
+
+/// `hb worker`.
+fn worker(
+    cache_dir: &Path,
+    scheduler: String,
+    instance: Option<String>,
+    jobs: Option<usize>,
+    name: Option<String>,
+    properties: Vec<String>,
+) -> Result<ExitCode> {
+    check_grpc_url(&scheduler, "--scheduler")?;
+    let url = match instance {
+        Some(i) if !i.is_empty() => format!("{}/{}", scheduler.trim_end_matches('/'), i.trim_matches('/')),
+        _ => scheduler,
+    };
+    hb_sandbox::probe(hb_sandbox::Mode::Bwrap).context("hb worker runs every command in the sandbox")?;
+    let isa = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "i386",
+        "arm" => "armhf",
+        "powerpc64" => "ppc64el",
+        "s390x" => "s390x",
+        "riscv64" => "riscv64",
+        other => other,
+    };
+    let mut props = vec![("ISA".to_string(), isa.to_string()), ("OSFamily".to_string(), "linux".to_string())];
+    for p in properties {
+        let (k, v) = p
+            .split_once('=')
+            .filter(|(k, _)| !k.is_empty())
+            .with_context(|| format!("--property {p}: give KEY=VALUE, like ISA=arm64"))?;
+        props.retain(|(old, _)| old != k);
+        props.push((k.to_string(), v.to_string()));
+    }
+    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
+    let host = hb_fs::read_to_string(Path::new("/proc/sys/kernel/hostname"))
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "hb".to_string());
+    let name = name.unwrap_or_else(|| format!("{host}-{}", std::process::id()));
+    let (response_timeout, tls) = connection()?;
+    let remote = hb_remote::RemoteConfig {
+        url,
+        token: token(None)?,
+        read_only: false,
+        signing_key: None,
+        trusted: Vec::new(),
+        response_timeout,
+        tls,
+    };
+    let cfg = hb_remote::worker::WorkerConfig { remote, cache: cache_dir.to_path_buf(), jobs, name, properties: props };
+    hb_remote::worker::serve(cfg, &|line| eprintln!("{line}")).context("hb worker")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The remote cache client, if one is configured.
+fn remote_client(ws: &Workspace, args: &RemoteArgs) -> Result<Option<std::sync::Arc<dyn hb_engine::RemoteCache>>> {
+    if args.no_remote {
+        return Ok(None);
+    }
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let Some(url) =
+        args.remote_cache.clone().or_else(|| env("HB_REMOTE_CACHE")).or_else(|| ws.settings.remote_cache.clone())
+    else {
+        return Ok(None);
+    };
+    let rel = |p: &str| ws.root.join(p);
+    let token = token(Some(ws))?;
+    let signing_key = match env("HB_REMOTE_SIGNING_KEY_FILE")
+        .map(PathBuf::from)
+        .or_else(|| ws.settings.remote_signing_key_file.as_deref().map(rel))
+    {
+        Some(f) => Some(hb_remote::read_signing_key(&f)?),
+        None => None,
+    };
+    let mut trusted = Vec::new();
+    for k in &ws.settings.remote_trusted_keys {
+        trusted.push(hb_remote::parse_public_key(k.get_ref()).with_context(|| "in [workspace] remote_trusted_keys")?);
+    }
+    for k in env("HB_REMOTE_TRUSTED_KEYS").unwrap_or_default().split([',', ' ']).filter(|k| !k.is_empty()) {
+        trusted.push(hb_remote::parse_public_key(k).context("in HB_REMOTE_TRUSTED_KEYS")?);
+    }
+    let read_only = args.remote_read_only || env("HB_REMOTE_READ_ONLY").is_some_and(|v| v != "0");
+    let (response_timeout, tls) = connection()?;
     let cfg = hb_remote::RemoteConfig { url, token, read_only, signing_key, trusted, response_timeout, tls };
     if cfg.url.starts_with("grpc://") || cfg.url.starts_with("grpcs://") {
         Ok(Some(std::sync::Arc::new(hb_remote::grpc::Grpc::new(cfg).context("the remote cache setting")?)))

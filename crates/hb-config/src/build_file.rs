@@ -56,6 +56,9 @@ pub struct WorkspaceSettings {
     pub wheelhouse: Vec<String>,
     /// The team's remote cache (HB_REMOTE_CACHE and --remote-cache override it).
     pub remote_cache: Option<String>,
+    /// The Remote Execution service that runs sandboxed commands
+    /// (HB_REMOTE_EXECUTOR and --remote-executor override it).
+    pub remote_executor: Option<String>,
     /// A file holding the upload token (HB_REMOTE_TOKEN / HB_REMOTE_TOKEN_FILE override it).
     pub remote_token_file: Option<String>,
     /// The key signing uploaded action entries (HB_REMOTE_SIGNING_KEY_FILE overrides it).

@@ -80,6 +80,52 @@ pub trait RemoteCache: Send + Sync {
     fn warnings(&self) -> Vec<String>;
 }
 
+/// A sandboxed command as data, for an executor on another machine (see hb-remote's
+/// REAPI executor and `hb worker`). The command runs with `root` as `/` and `work` at
+/// [`ExecCommand::work_at`], exactly as the local sandbox would run it.
+pub struct ExecCommand<'a> {
+    /// The action's name, for messages.
+    pub name: &'a str,
+    /// Everything the command reads besides the root: this directory of the build
+    /// machine, seen at `work_at` inside the sandbox; outputs come back into it.
+    pub work: &'a std::path::Path,
+    pub work_at: &'a str,
+    /// The working directory inside the sandbox (`work_at` or below it).
+    pub cwd: &'a str,
+    pub argv: &'a [String],
+    /// The command's whole environment.
+    pub env: &'a std::collections::BTreeMap<String, String>,
+    /// The target root mounted as `/`.
+    pub root: Option<&'a Tree>,
+    /// Paths relative to `work` that the command writes and the build reads afterwards.
+    pub outputs: &'a [String],
+    /// The modification time of every file under `work`.
+    pub mtime: u64,
+    pub timeout: Option<std::time::Duration>,
+    /// The Debian architecture the command runs on.
+    pub arch: &'a str,
+}
+
+/// What a command did on an executor.
+pub struct Ran {
+    pub code: Option<i32>,
+    pub timed_out: bool,
+    pub stdout: String,
+    pub stderr: String,
+    /// Which worker ran it, as the executor reports it.
+    pub worker: String,
+}
+
+/// Runs sandboxed commands on other machines. Unavailable executors are told once as a
+/// warning and the command runs locally, unless the user refused that.
+pub trait Executor: Send + Sync {
+    /// `Ok(None)`: the executor is unavailable; run the command here. `Err`: the command
+    /// could not be run remotely and must not run locally (a message for the user).
+    fn execute(&self, cmd: &ExecCommand<'_>, store: &Store) -> Result<Option<Ran>, String>;
+    /// What went wrong so far, each said once.
+    fn warnings(&self) -> Vec<String>;
+}
+
 /// Receives progress events; must be cheap.
 pub trait Reporter: Sync {
     fn started(&self, _name: &str) {}
@@ -115,12 +161,18 @@ pub struct Ctx<'a> {
     pub platform: &'a str,
     pub pool: &'a rayon::ThreadPool,
     remote: Option<&'a dyn RemoteCache>,
+    executor: Option<&'a dyn Executor>,
     stat: &'a Mutex<StatCache>,
     records: &'a Mutex<Vec<Record>>,
     reporter: &'a dyn Reporter,
 }
 
 impl Ctx<'_> {
+    /// Where sandboxed commands run when not here (`--remote-executor`).
+    pub fn executor(&self) -> Option<&dyn Executor> {
+        self.executor
+    }
+
     /// A source file's digest (from the stat cache when unchanged); its bytes are in
     /// the store afterwards.
     pub fn source_file(&self, path: &std::path::Path) -> Result<FileInfo, StoreError> {

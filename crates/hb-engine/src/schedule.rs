@@ -63,6 +63,8 @@ pub struct Options {
     pub keep_going: bool,
     pub platform: String,
     pub remote: Option<std::sync::Arc<dyn crate::RemoteCache>>,
+    /// Where sandboxed commands run, if not on this machine.
+    pub executor: Option<std::sync::Arc<dyn crate::Executor>>,
 }
 
 pub struct Report {
@@ -118,6 +120,7 @@ pub fn execute(
         platform: &opts.platform,
         pool: &pool,
         remote: opts.remote.as_deref(),
+        executor: opts.executor.as_deref(),
         stat,
         records: &records,
         reporter,
@@ -278,8 +281,14 @@ mod tests {
     fn run(g: &Graph, dir: &std::path::Path, keep_going: bool) -> Report {
         let store = Store::open(dir).unwrap();
         let stat = Mutex::new(StatCache::load(&store, dir));
-        let opts =
-            Options { started: std::time::Instant::now(), jobs: 2, keep_going, platform: "test".into(), remote: None };
+        let opts = Options {
+            started: std::time::Instant::now(),
+            jobs: 2,
+            keep_going,
+            platform: "test".into(),
+            remote: None,
+            executor: None,
+        };
         execute(g, &store, &stat, &opts, &Quiet)
     }
 

@@ -67,34 +67,34 @@ pub enum HashFn {
 }
 
 impl HashFn {
-    fn value(self) -> i32 {
+    pub(crate) fn value(self) -> i32 {
         match self {
             HashFn::Sha256 => re::digest_function::Value::Sha256 as i32,
             HashFn::Blake3 => re::digest_function::Value::Blake3 as i32,
         }
     }
 
-    fn hasher(self) -> Hasher {
+    pub(crate) fn hasher(self) -> Hasher {
         match self {
             HashFn::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
             HashFn::Blake3 => Hasher::Blake3(Box::new(blake3::Hasher::new())),
         }
     }
 
-    fn of(self, bytes: &[u8]) -> re::Digest {
+    pub(crate) fn of(self, bytes: &[u8]) -> re::Digest {
         let mut h = self.hasher();
         h.update(bytes);
         h.finish(bytes.len() as u64)
     }
 }
 
-enum Hasher {
+pub(crate) enum Hasher {
     Sha256(sha2::Sha256),
     Blake3(Box<blake3::Hasher>),
 }
 
 impl Hasher {
-    fn update(&mut self, b: &[u8]) {
+    pub(crate) fn update(&mut self, b: &[u8]) {
         match self {
             Hasher::Sha256(h) => h.update(b),
             Hasher::Blake3(h) => {
@@ -102,7 +102,7 @@ impl Hasher {
             }
         }
     }
-    fn finish(self, size: u64) -> re::Digest {
+    pub(crate) fn finish(self, size: u64) -> re::Digest {
         let hash = match self {
             Hasher::Sha256(h) => hex::encode(h.finalize()),
             Hasher::Blake3(h) => h.finalize().to_hex().to_string(),
@@ -183,7 +183,7 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
 }
 
 /// Why a request came to nothing.
-enum Fail {
+pub(crate) enum Fail {
     /// The server cannot be reached: stop using it.
     Gone(String),
     /// The server answered wrongly (bad bytes, refused request).
@@ -192,7 +192,7 @@ enum Fail {
     Absent,
 }
 
-fn status_fail(what: &str, s: tonic::Status) -> Fail {
+pub(crate) fn status_fail(what: &str, s: tonic::Status) -> Fail {
     use tonic::Code;
     // Transport errors say only "transport error"; their causes say what happened.
     let mut message = s.message().to_string();
@@ -211,30 +211,35 @@ fn status_fail(what: &str, s: tonic::Status) -> Fail {
             Fail::Gone(format!("{what}: {}", s.message()))
         }
         Code::Unauthenticated | Code::PermissionDenied => Fail::Bad(format!(
-            "remote cache refused {what} ({}: {}); is the token right?",
+            "the server refused {what} ({}: {}); is the token right?",
             s.code().description(),
             s.message()
         )),
-        _ => Fail::Bad(format!("remote cache failed {what} ({}: {})", s.code().description(), s.message())),
+        _ => Fail::Bad(format!("the server failed {what} ({}: {})", s.code().description(), s.message())),
     }
 }
 
 /// The REAPI client. Shared by every worker of a build; each call blocks its worker
 /// thread on a small private tokio runtime.
 pub struct Grpc {
-    cfg: RemoteConfig,
-    target: Target,
-    rt: tokio::runtime::Runtime,
-    channel: Channel,
+    pub(crate) cfg: RemoteConfig,
+    pub(crate) target: Target,
+    pub(crate) rt: tokio::runtime::Runtime,
+    pub(crate) channel: Channel,
     negotiated: OnceLock<Option<Negotiated>>,
-    health: Health,
+    pub(crate) health: Health,
     /// hb's BLAKE3 → the server's digest, for blobs hashed in this build.
     mapped: Mutex<BTreeMap<Digest, re::Digest>>,
 }
 
 impl Grpc {
-    pub fn new(mut cfg: RemoteConfig) -> Result<Grpc, RemoteError> {
-        let bad = |why: String| RemoteError::Key { what: format!("remote cache {}", cfg.url), why };
+    pub fn new(cfg: RemoteConfig) -> Result<Grpc, RemoteError> {
+        Grpc::with_health(cfg, Health::new)
+    }
+
+    /// A client whose warnings name it by `health`'s role.
+    pub(crate) fn with_health(mut cfg: RemoteConfig, health: impl Fn(&str) -> Health) -> Result<Grpc, RemoteError> {
+        let bad = |why: String| RemoteError::Key { what: format!("remote {}", cfg.url), why };
         let target = parse_url(&cfg.url).map_err(bad)?;
         if let Some(k) = &cfg.signing_key {
             let own = k.verifying_key();
@@ -270,7 +275,7 @@ impl Grpc {
             endpoint.connect_lazy()
         };
         Ok(Grpc {
-            health: Health::new(&cfg.url),
+            health: health(&cfg.url),
             cfg,
             target,
             rt,
@@ -321,11 +326,11 @@ impl Grpc {
             .filter(|_| self.health.active())
     }
 
-    fn writable(&self) -> bool {
+    pub(crate) fn writable(&self) -> bool {
         !self.cfg.read_only && self.cfg.signing_key.is_some()
     }
 
-    fn request<T>(&self, msg: T) -> tonic::Request<T> {
+    pub(crate) fn request<T>(&self, msg: T) -> tonic::Request<T> {
         let mut r = tonic::Request::new(msg);
         r.set_timeout(self.cfg.response_timeout);
         if let Some(token) = &self.cfg.token
@@ -336,7 +341,7 @@ impl Grpc {
         r
     }
 
-    fn fail(&self, f: Fail) {
+    pub(crate) fn fail(&self, f: Fail) {
         match f {
             Fail::Gone(why) => self.health.give_up(why),
             Fail::Bad(why) => self.health.bad_answer(why),
@@ -344,12 +349,12 @@ impl Grpc {
         }
     }
 
-    fn prefix(&self) -> String {
+    pub(crate) fn prefix(&self) -> String {
         if self.target.instance.is_empty() { String::new() } else { format!("{}/", self.target.instance) }
     }
 
     /// The ByteStream path of a blob: `blobs/[blake3/]HASH/SIZE`, or its zstd form.
-    fn blob_resource(&self, n: &Negotiated, d: &re::Digest) -> String {
+    pub(crate) fn blob_resource(&self, n: &Negotiated, d: &re::Digest) -> String {
         let function = if n.hash == HashFn::Blake3 { "blake3/" } else { "" };
         let kind = if n.zstd { "compressed-blobs/zstd" } else { "blobs" };
         format!("{kind}/{function}{}/{}", d.hash, d.size_bytes)
@@ -371,7 +376,7 @@ impl Grpc {
     }
 
     /// The server's digest of a local blob (hashing it once per build for SHA-256).
-    fn local_digest(&self, n: &Negotiated, store: &Store, d: &Digest, size: u64) -> Option<re::Digest> {
+    pub(crate) fn local_digest(&self, n: &Negotiated, store: &Store, d: &Digest, size: u64) -> Option<re::Digest> {
         if n.hash == HashFn::Blake3 {
             return Some(re::Digest { hash: d.hex(), size_bytes: i64::try_from(size).ok()? });
         }
@@ -397,7 +402,7 @@ impl Grpc {
 
     /// Reads blobs into memory, each checked against its digest: one batch when they
     /// fit, else one by one (ByteStream for the large).
-    fn read_verified(&self, n: &Negotiated, ds: &[re::Digest]) -> Result<Vec<Vec<u8>>, Fail> {
+    pub(crate) fn read_verified(&self, n: &Negotiated, ds: &[re::Digest]) -> Result<Vec<Vec<u8>>, Fail> {
         let total: usize =
             ds.iter().map(|d| usize::try_from(d.size_bytes).unwrap_or(usize::MAX)).fold(0, usize::saturating_add);
         let got: Vec<Vec<u8>> = if total <= n.max_batch {
@@ -429,7 +434,7 @@ impl Grpc {
     }
 
     /// `BatchReadBlobs`: every blob of `ds`, in order, unverified.
-    fn batch_read(&self, n: &Negotiated, ds: &[re::Digest]) -> Result<Vec<(re::Digest, Vec<u8>)>, Fail> {
+    pub(crate) fn batch_read(&self, n: &Negotiated, ds: &[re::Digest]) -> Result<Vec<(re::Digest, Vec<u8>)>, Fail> {
         let mut client = ContentAddressableStorageClient::new(self.channel.clone())
             .max_decoding_message_size(GRPC_MESSAGE_LIMIT * 2);
         let req = self.request(re::BatchReadBlobsRequest {
@@ -460,7 +465,7 @@ impl Grpc {
     }
 
     /// ByteStream `Read` of a blob into `out` (decompressed), unverified.
-    fn stream_read(&self, n: &Negotiated, d: &re::Digest, out: &mut dyn Write) -> Result<(), Fail> {
+    pub(crate) fn stream_read(&self, n: &Negotiated, d: &re::Digest, out: &mut dyn Write) -> Result<(), Fail> {
         let mut client = ByteStreamClient::new(self.channel.clone());
         let mut req = self.request(ReadRequest {
             resource_name: format!("{}{}", self.prefix(), self.blob_resource(n, d)),
@@ -568,7 +573,7 @@ impl Grpc {
     }
 
     /// The blobs of `all` the server lacks.
-    fn find_missing(&self, n: &Negotiated, all: &[re::Digest]) -> Result<Vec<re::Digest>, Fail> {
+    pub(crate) fn find_missing(&self, n: &Negotiated, all: &[re::Digest]) -> Result<Vec<re::Digest>, Fail> {
         let mut missing = Vec::new();
         for chunk in all.chunks(FIND_MISSING_CHUNK) {
             let mut client = ContentAddressableStorageClient::new(self.channel.clone());
@@ -585,7 +590,7 @@ impl Grpc {
     }
 
     /// Uploads blobs from their sources, small ones batched.
-    fn upload_blobs(&self, n: &Negotiated, blobs: Vec<(re::Digest, Source<'_>)>) -> bool {
+    pub(crate) fn upload_blobs(&self, n: &Negotiated, blobs: Vec<(re::Digest, Source<'_>)>) -> bool {
         let (batches, large) = batches(blobs, n.max_batch);
         let ok_small = batches.par_iter().map(|b| self.upload_batch(n, b)).all(|ok| ok);
         ok_small && large.par_iter().map(|(rd, src)| self.upload_stream(n, rd, src)).all(|ok| ok)
@@ -759,7 +764,7 @@ fn block_sigpipe() {
 }
 
 /// Where an upload's bytes come from.
-enum Source<'a> {
+pub(crate) enum Source<'a> {
     Memory(Vec<u8>),
     Store(&'a Store, Digest),
 }
@@ -800,10 +805,10 @@ impl Write for Capped<'_> {
 }
 
 /// Hashes what passes through on its way to the store.
-struct Tee {
-    hasher: Hasher,
-    size: u64,
-    inner: hb_store::BlobWriter,
+pub(crate) struct Tee {
+    pub(crate) hasher: Hasher,
+    pub(crate) size: u64,
+    pub(crate) inner: hb_store::BlobWriter,
 }
 
 impl Write for Tee {
@@ -821,10 +826,12 @@ impl Write for Tee {
 /// The REAPI `Tree` of an hb tree: one `Directory` per directory, files with their
 /// server digests, executable bits and modes, symlinks. Canonical: entries sorted by
 /// name, children in path order without repeats, so two clients agree on its digest.
+/// `mtime_of` gives a file's modification time by path, if it is to travel.
 pub fn reapi_tree(
     tree: &Tree,
     hash: HashFn,
     digest_of: &dyn Fn(&Digest, u64) -> Option<re::Digest>,
+    mtime_of: &dyn Fn(&str) -> Option<u64>,
 ) -> Option<re::Tree> {
     #[derive(Default)]
     struct Dir {
@@ -858,11 +865,14 @@ pub fn reapi_tree(
                 }
             }
             EntryKind::File { digest, size } => {
+                let mut properties = props(e.mode);
+                properties.mtime = mtime_of(&e.path)
+                    .map(|t| prost_types::Timestamp { seconds: i64::try_from(t).unwrap_or(i64::MAX), nanos: 0 });
                 let node = re::FileNode {
                     name: name.to_string(),
                     digest: Some(digest_of(digest, *size)?),
                     is_executable: e.mode & 0o111 != 0,
-                    node_properties: Some(props(e.mode)),
+                    node_properties: Some(properties),
                 };
                 dirs.get_mut(parent)?.files.push(node);
             }
@@ -1028,7 +1038,7 @@ impl RemoteCache for Grpc {
         }
         let Some(signer) = &self.cfg.signing_key else { return };
         let digest_of = |d: &Digest, size: u64| self.local_digest(&n, store, d, size);
-        let Some(tree) = reapi_tree(&result.tree, n.hash, &digest_of) else {
+        let Some(tree) = reapi_tree(&result.tree, n.hash, &digest_of, &|_| None) else {
             self.health.warn(format!("could not read the outputs of action {} to upload them", key.hex()));
             return;
         };
@@ -1190,7 +1200,7 @@ mod tests {
         ])
         .unwrap();
         let sha = |_: &Digest, size: u64| Some(HashFn::Sha256.of(&vec![b'x'; usize::try_from(size).unwrap()]));
-        let t = reapi_tree(&tree, HashFn::Sha256, &sha).unwrap();
+        let t = reapi_tree(&tree, HashFn::Sha256, &sha, &|_| None).unwrap();
         let root = t.root.clone().unwrap();
         assert_eq!(root.files.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(), ["top"]);
         assert_eq!(root.directories.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["a", "empty"]);
@@ -1200,7 +1210,7 @@ mod tests {
         assert!(a.files[0].is_executable);
         assert_eq!(a.symlinks[0].target, "run");
         // Same input, same bytes; the walk refuses to go past its limit.
-        assert_eq!(reapi_tree(&tree, HashFn::Sha256, &sha).unwrap().encode_to_vec(), t.encode_to_vec());
+        assert_eq!(reapi_tree(&tree, HashFn::Sha256, &sha, &|_| None).unwrap().encode_to_vec(), t.encode_to_vec());
         assert!(file_digests(&t, HashFn::Sha256, 2).is_none());
     }
 }

@@ -7,7 +7,9 @@
 //! The first transport failure disables the remote for the rest of the build, with one
 //! warning: a dead or slow server never fails a build.
 
+pub mod exec;
 pub mod grpc;
+pub mod worker;
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -142,6 +144,10 @@ pub struct Remote {
 /// answers counted, and whether it is still used. Shared by both transports.
 pub(crate) struct Health {
     url: String,
+    /// What the server is to this build: "remote cache" or "remote executor".
+    role: &'static str,
+    /// What happens when it is given up.
+    instead: &'static str,
     disabled: AtomicBool,
     bad_answers: std::sync::atomic::AtomicUsize,
     warnings: Mutex<Vec<String>>,
@@ -149,8 +155,14 @@ pub(crate) struct Health {
 
 impl Health {
     pub(crate) fn new(url: &str) -> Health {
+        Health::with_role(url, "remote cache", "building locally")
+    }
+
+    pub(crate) fn with_role(url: &str, role: &'static str, instead: &'static str) -> Health {
         Health {
             url: url.to_string(),
+            role,
+            instead,
             disabled: AtomicBool::new(false),
             bad_answers: std::sync::atomic::AtomicUsize::new(0),
             warnings: Mutex::new(Vec::new()),
@@ -166,8 +178,8 @@ impl Health {
         }
         if n == MAX_BAD_ANSWERS && !self.disabled.swap(true, Ordering::SeqCst) {
             self.warn(format!(
-                "remote cache {} gave {n} bad answers; it is not used for the rest of this build",
-                self.url
+                "{} {} gave {n} bad answers; it is not used for the rest of this build",
+                self.role, self.url
             ));
         }
     }
@@ -186,7 +198,14 @@ impl Health {
     /// Stops using the remote for this build after a transport failure.
     pub(crate) fn give_up(&self, why: impl std::fmt::Display) {
         if !self.disabled.swap(true, Ordering::SeqCst) {
-            self.warn(format!("remote cache {} is unreachable ({why}); building locally", self.url));
+            self.warn(format!("{} {} is unreachable ({why}); {}", self.role, self.url, self.instead));
+        }
+    }
+
+    /// Stops using the remote for this build, saying why.
+    pub(crate) fn disable(&self, why: impl std::fmt::Display) {
+        if !self.disabled.swap(true, Ordering::SeqCst) {
+            self.warn(format!("{} {}: {why}; {}", self.role, self.url, self.instead));
         }
     }
 

@@ -312,6 +312,7 @@ fn a_rule_needs_only_the_trait_and_a_registration() {
         keep_going: false,
         platform: "bookworm-amd64".into(),
         remote: None,
+        executor: None,
     };
     let report = hb_engine::execute(&p.graph, &store, &stat, &opts, &hb_engine::Quiet);
     assert!(report.failures.is_empty(), "{:?}", report.failures);

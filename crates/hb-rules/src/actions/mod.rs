@@ -4,6 +4,7 @@
 
 pub mod apt_repo;
 pub mod deb;
+pub mod exec;
 pub mod files;
 pub mod python;
 pub mod render;

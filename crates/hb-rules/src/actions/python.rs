@@ -205,17 +205,9 @@ impl Action for WheelJob {
         Ok(vec![Tool { path: interp.clone(), digest: info.digest }])
     }
     fn run(&self, ctx: &Ctx, inputs: &Inputs, sources: &[Source]) -> Result<Output<()>, JobError> {
-        static PROBE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-        if let Err(why) = PROBE.get_or_init(|| hb_sandbox::probe(self.sandbox).map_err(|e| e.to_string())) {
-            return Err(JobError::Failed(format!("{}: {why}", self.label)));
-        }
         let store = ctx.store;
         let root = match self.root {
-            Some(r) => {
-                hb_root::check_emulation(self.platform)
-                    .map_err(|e| JobError::Failed(format!("{}: {e}", self.label)))?;
-                Some(crate::actions::root::materialized(store, inputs.tree(r)?)?)
-            }
+            Some(r) => Some(inputs.tree(r)?),
             None => None,
         };
         let tmp = tempfile::tempdir_in(store.tmp_dir())
@@ -243,16 +235,20 @@ impl Action for WheelJob {
             format!("{base}/out"),
         ];
         let env = BTreeMap::from([("SOURCE_DATE_EPOCH".to_string(), self.mtime.to_string())]);
-        let spec = hb_sandbox::Spec {
+        let cmd = crate::actions::exec::Command {
+            label: &self.label,
             work,
             cwd: &format!("{base}/src"),
             argv,
             env,
-            root: root.as_deref(),
+            root,
             layers: Vec::new(),
             timeout: None,
+            outputs: vec!["out".to_string()],
+            mtime: self.mtime,
+            platform: self.platform,
         };
-        let out = hb_sandbox::run(self.sandbox, &spec).map_err(|e| JobError::Failed(format!("{}: {e}", self.label)))?;
+        let out = crate::actions::exec::run(ctx, self.sandbox, cmd)?;
         if let Some(why) = out.stdout.lines().find_map(|l| l.strip_prefix("HB_ERROR=")) {
             return Err(JobError::Failed(format!("{}: {why}", self.label)));
         }
@@ -533,12 +529,8 @@ impl Action for SdistJob {
     }
     fn run(&self, ctx: &Ctx, inputs: &Inputs, _: &[Source]) -> Result<Output<()>, JobError> {
         let what = format!("{}: compiling {} {} from its sdist", self.label, self.name, self.version);
-        if let Err(why) = hb_sandbox::probe(Mode::Bwrap) {
-            return Err(JobError::Failed(format!("{what}: {why}")));
-        }
-        hb_root::check_emulation(self.platform).map_err(|e| JobError::Failed(format!("{what}: {e}")))?;
         let store = ctx.store;
-        let root = crate::actions::root::materialized(store, inputs.tree(self.root)?)?;
+        let root = inputs.tree(self.root)?;
         let tmp = tempfile::tempdir_in(store.tmp_dir())
             .map_err(|e| JobError::Fs(hb_fs::FsError::new("creating a directory in", &store.tmp_dir(), e)))?;
         let work = tmp.path();
@@ -567,9 +559,20 @@ impl Action for SdistJob {
         ];
         let mut env = BTreeMap::from([("SOURCE_DATE_EPOCH".to_string(), self.mtime.to_string())]);
         env.extend(COMPILE_ENV.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let spec =
-            hb_sandbox::Spec { work, cwd: base, argv, env, root: Some(&root), layers: Vec::new(), timeout: None };
-        let out = hb_sandbox::run(Mode::Bwrap, &spec).map_err(|e| JobError::Failed(format!("{what}: {e}")))?;
+        let cmd = crate::actions::exec::Command {
+            label: &what,
+            work,
+            cwd: base,
+            argv,
+            env,
+            root: Some(root),
+            layers: Vec::new(),
+            timeout: None,
+            outputs: vec!["out".to_string()],
+            mtime: self.mtime,
+            platform: self.platform,
+        };
+        let out = crate::actions::exec::run(ctx, Mode::Bwrap, cmd)?;
         if let Some(why) = out.stdout.lines().find_map(|l| l.strip_prefix("HB_ERROR=")) {
             return Err(JobError::Failed(format!("{what}: {why}")));
         }

@@ -87,19 +87,11 @@ impl Action for StepJob {
 
     fn run(&self, ctx: &Ctx, inputs: &Inputs, sources: &[Source]) -> Result<Output<()>, JobError> {
         let fail = |why: String| JobError::Failed(format!("{}: {why}", self.label));
-        static PROBE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-        if let Err(why) = PROBE.get_or_init(|| hb_sandbox::probe(hb_sandbox::Mode::Bwrap).map_err(|e| e.to_string())) {
-            return Err(fail(why.clone()));
-        }
-        hb_root::check_emulation(self.platform).map_err(|e| fail(e.to_string()))?;
         let store = ctx.store;
-        let root = crate::actions::root::materialized(store, inputs.tree(self.root)?)?;
+        let root = inputs.tree(self.root)?;
         let mut layers = Vec::new();
         for (label, tree) in &self.tools {
-            let dir = crate::actions::root::materialized(store, inputs.tree(*tree)?)?;
-            let placed = hb_sandbox::layers::layers_of_tree(&root, &dir)
-                .map_err(|e| fail(format!("the tool {label} cannot be placed over the target root: {e}")))?;
-            layers.extend(placed);
+            layers.push((label.as_str(), inputs.tree(*tree)?));
         }
         let tmp = tempfile::tempdir_in(store.tmp_dir())
             .map_err(|e| JobError::Fs(hb_fs::FsError::new("creating a directory in", &store.tmp_dir(), e)))?;
@@ -112,16 +104,22 @@ impl Action for StepJob {
 
         let mut env = self.env.clone();
         env.insert("SOURCE_DATE_EPOCH".to_string(), self.mtime.to_string());
-        let spec = hb_sandbox::Spec {
+        let cmd = crate::actions::exec::Command {
+            label: &self.label,
             work,
             cwd: SRC_DIR,
             argv: self.cmd.clone(),
             env,
-            root: Some(&root),
+            root: Some(root),
             layers,
             timeout: Some(std::time::Duration::from_secs(self.timeout)),
+            // The sources come back too, so a command that changed them is caught
+            // wherever it ran.
+            outputs: vec!["out".to_string(), "src".to_string()],
+            mtime: self.mtime,
+            platform: self.platform,
         };
-        let out = hb_sandbox::run(hb_sandbox::Mode::Bwrap, &spec).map_err(|e| fail(e.to_string()))?;
+        let out = crate::actions::exec::run(ctx, hb_sandbox::Mode::Bwrap, cmd)?;
         let output = || tail(&format!("{}{}", out.stdout, out.stderr), 60);
         if out.timed_out {
             return Err(fail(format!(
