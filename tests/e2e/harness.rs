@@ -487,3 +487,64 @@ pub fn build_with_remote(
     let warnings = report["warnings"].as_array().unwrap().iter().map(|w| w.as_str().unwrap().to_string()).collect();
     (report, sha256(&ws.path("hb-out/demosite/demosite_0.1.0_amd64.deb")), warnings)
 }
+
+/// A private PostgreSQL cluster on loopback, run as the `postgres` user with Debian's
+/// server binaries; stopped on drop.
+pub struct Postgres {
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+    bin: PathBuf,
+    pub port: u16,
+}
+
+impl Postgres {
+    pub fn start(port: u16) -> Postgres {
+        let versions = hb_fs::read_dir_sorted(Path::new("/usr/lib/postgresql"))
+            .expect("Debian's postgresql is installed (scripts/deps.sh)");
+        let bin = versions.last().expect("a PostgreSQL version").path().join("bin");
+        let dir = tempfile::tempdir().unwrap();
+        run(Command::new("chmod").arg("0755").arg(dir.path()));
+        let data = dir.path().join("data");
+        run(Command::new("install").args(["-d", "-o", "postgres", "-g", "postgres"]).arg(&data));
+        let as_postgres = |program: &str| {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(bin.join(program));
+            c
+        };
+        run(as_postgres("initdb").arg("-D").arg(&data).args(["-A", "trust", "-U", "postgres", "--no-sync"]));
+        let options = format!("-p {port} -k {} -c listen_addresses=127.0.0.1", data.display());
+        run(as_postgres("pg_ctl")
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(data.join("server.log"))
+            .args(["-o", &options, "-w", "start"]));
+        Postgres { _dir: dir, data, bin, port }
+    }
+
+    /// Runs one SQL statement as the superuser `postgres`.
+    pub fn sql(&self, sql: &str) {
+        run(Command::new("runuser").args(["-u", "postgres", "--"]).arg(self.bin.join("psql")).args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "postgres",
+            "-c",
+            sql,
+        ]));
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+}

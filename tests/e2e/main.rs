@@ -17,6 +17,7 @@ mod pylock;
 mod python;
 mod reapi;
 mod remote;
+mod remote_exec;
 mod reproducible;
 mod sbom;
 mod service;

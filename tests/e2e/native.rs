@@ -8,65 +8,15 @@
 //! fails, a compile missing a header (named, with the `build_depends` fix, which then
 //! works).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use crate::harness::{Chroot, Ws, actions, get, run, sha256, show};
+use crate::harness::{Chroot, Postgres, Ws, actions, get, run, sha256, show};
 
 const DEB: &str = "hb-out/examples/pgsite/pgsite_0.1.0_amd64.deb";
 /// The example's service port (its BUILD.toml) and the test server's.
 const PORT: u16 = 8051;
 const PG_PORT: u16 = 8052;
-
-/// A private PostgreSQL cluster on loopback, run as the `postgres` user with Debian's
-/// server binaries; stopped on drop.
-struct Postgres {
-    _dir: tempfile::TempDir,
-    data: PathBuf,
-    bin: PathBuf,
-}
-
-impl Postgres {
-    fn start(port: u16) -> Postgres {
-        let versions = hb_fs::read_dir_sorted(Path::new("/usr/lib/postgresql"))
-            .expect("Debian's postgresql is installed (scripts/deps.sh)");
-        let bin = versions.last().expect("a PostgreSQL version").path().join("bin");
-        let dir = tempfile::tempdir().unwrap();
-        run(Command::new("chmod").arg("0755").arg(dir.path()));
-        let data = dir.path().join("data");
-        run(Command::new("install").args(["-d", "-o", "postgres", "-g", "postgres"]).arg(&data));
-        let as_postgres = |program: &str| {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(bin.join(program));
-            c
-        };
-        run(as_postgres("initdb").arg("-D").arg(&data).args(["-A", "trust", "-U", "postgres", "--no-sync"]));
-        let options = format!("-p {port} -k {} -c listen_addresses=127.0.0.1", data.display());
-        run(as_postgres("pg_ctl")
-            .arg("-D")
-            .arg(&data)
-            .arg("-l")
-            .arg(data.join("server.log"))
-            .args(["-o", &options, "-w", "start"]));
-        let pg = Postgres { _dir: dir, data, bin: bin.clone() };
-        for sql in ["CREATE USER pgsite", "CREATE DATABASE pgsite OWNER pgsite"] {
-            run(as_postgres("psql").args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-c", sql]));
-        }
-        pg
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        let _ = Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(self.bin.join("pg_ctl"))
-            .arg("-D")
-            .arg(&self.data)
-            .args(["-m", "immediate", "stop"])
-            .output();
-    }
-}
 
 /// `dpkg-shlibdeps`'s Depends for the ELF objects of `deb`, on this bookworm machine.
 fn dpkg_shlibdeps(deb: &Path) -> String {
@@ -134,6 +84,8 @@ fn psycopg2_compiled_from_its_sdist_installs_with_libpq5_and_queries_postgresql(
 
     // A fresh bookworm root: apt pulls libpq5 in.
     let pg = Postgres::start(PG_PORT);
+    pg.sql("CREATE USER pgsite");
+    pg.sql("CREATE DATABASE pgsite OWNER pgsite");
     let chroot = Chroot::new();
     std::fs::copy(&deb, chroot.path("/tmp/pgsite_0.1.0_amd64.deb")).unwrap();
     chroot.ok("apt-get update -qq");

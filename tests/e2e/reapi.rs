@@ -15,7 +15,7 @@ const DEB: &str = "hb-out/demosite/demosite_0.1.0_amd64.deb";
 const BUILDGRID: &str = "buildgrid==0.9.1";
 
 /// The venv holding BuildGrid, made once per machine (BuildGrid needs Python >= 3.13).
-fn buildgrid_venv() -> PathBuf {
+pub(crate) fn buildgrid_venv() -> PathBuf {
     let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
     let python = python313(&home)
         .expect("BuildGrid needs Python >= 3.13: install one (pyenv install 3.13) or put python3.13 on PATH");

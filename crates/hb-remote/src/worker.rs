@@ -42,7 +42,7 @@ pub struct WorkerConfig {
 }
 
 /// How often a running lease is reported while its command runs.
-const HEARTBEAT: Duration = Duration::from_secs(5);
+const HEARTBEAT: Duration = Duration::from_secs(2);
 /// How long to wait before trying the scheduler again after it failed.
 const RETRY: Duration = Duration::from_secs(2);
 /// The `type_url` of a lease result.
@@ -258,6 +258,10 @@ impl Worker<'_> {
         let input = self.read_message::<re::Directory>(&n, &input_digest).map_err(fail)?;
         let child = |name: &str| input.directories.iter().find(|d| d.name == name).and_then(|d| d.digest.clone());
         let started = Instant::now();
+        let program = |c: &re::Command| {
+            c.arguments.iter().take(2).map(|a| a.rsplit('/').next().unwrap_or(a)).collect::<Vec<_>>().join(" ")
+        };
+        (self.log)(&format!("{bot_id}: running action {} ({})", action_digest.hash, program(&command)));
 
         // The root, written out once per digest.
         let root = match child(ROOT_DIR) {

@@ -1,0 +1,240 @@
+//! Remote execution: a real BuildGrid with its execution service (its scheduler's state
+//! in a private PostgreSQL on loopback) and two `hb worker`s taking leases through the
+//! Bots API. A build whose machine has no `bwrap` on its PATH runs its wheel build on
+//! a worker (the worker's log names it) and writes the same deb as a local build; a
+//! command that fails remotely reads exactly as a local failure; a worker killed while
+//! it runs a command costs time, not bytes: the scheduler gives the lease to the other.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{Postgres, Ws, hb_bin, run, sha256, show};
+
+const DEMOSITE_DEB: &str = "hb-out/demosite/demosite_0.1.0_amd64.deb";
+const STEP_DEB: &str = "hb-out/job/job_1.0_amd64.deb";
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// BuildGrid's execution service with its database, and the workers; all stopped on
+/// drop.
+struct Grid {
+    bgd: Child,
+    url: String,
+    dir: tempfile::TempDir,
+    workers: Vec<(Child, PathBuf)>,
+    _pg: Postgres,
+}
+
+impl Grid {
+    fn start() -> Grid {
+        let venv = crate::reapi::buildgrid_venv();
+        let pg = Postgres::start(free_port());
+        pg.sql("CREATE DATABASE bgd");
+        let db = format!("postgresql+psycopg://postgres@127.0.0.1:{}/bgd", pg.port);
+        run(Command::new(venv.join("bin/bgd")).args(["migrate", "apply", &db]));
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let template =
+            std::fs::read_to_string(crate::harness::repo().join("cache/buildgrid/buildgrid-exec.yml")).unwrap();
+        assert!(template.contains("bot-session-keepalive-timeout: 15"), "the template changed");
+        let config = template
+            .replace("@LISTEN@", &format!("127.0.0.1:{port}"))
+            .replace("@STORAGE@", &dir.path().join("cas").display().to_string())
+            .replace("@DB@", &db)
+            // A dead worker is noticed sooner than a team would want.
+            .replace("bot-session-keepalive-timeout: 15", "bot-session-keepalive-timeout: 6");
+        let file = dir.path().join("buildgrid.yml");
+        std::fs::write(&file, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("buildgrid.log")).unwrap();
+        let bgd = Command::new(venv.join("bin/bgd"))
+            .args(["server", "start"])
+            .arg(&file)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "BuildGrid did not listen on {port}: {}",
+                std::fs::read_to_string(dir.path().join("buildgrid.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let mut grid = Grid { bgd, url: format!("grpc://127.0.0.1:{port}/main"), dir, workers: Vec::new(), _pg: pg };
+        for name in ["w1", "w2"] {
+            grid.add_worker(name);
+        }
+        grid
+    }
+
+    fn add_worker(&mut self, name: &str) {
+        let log = self.dir.path().join(format!("{name}.log"));
+        let child = Command::new(hb_bin())
+            .args(["worker", "--scheduler", &self.url, "-j", "1", "--name", name])
+            .env("HB_CACHE_DIR", self.dir.path().join(format!("{name}-cache")))
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        self.workers.push((child, log));
+    }
+
+    /// Each worker's log so far.
+    fn logs(&self) -> Vec<String> {
+        self.workers.iter().map(|(_, log)| std::fs::read_to_string(log).unwrap_or_default()).collect()
+    }
+
+    fn all_logs(&self) -> String {
+        self.logs().join("\n---\n")
+    }
+
+    /// `hb build LABEL` on the workers (never here), on a machine without bubblewrap.
+    fn build(&self, ws: &Ws, label: &str) -> Output {
+        let no_tools = ws.path("../no-tools");
+        std::fs::create_dir_all(&no_tools).unwrap();
+        ws.cmd()
+            .args(["build", label, "--remote-executor", &self.url, "--remote-only"])
+            .env("PATH", &no_tools)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Grid {
+    fn drop(&mut self) {
+        for (child, _) in &mut self.workers {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = self.bgd.kill();
+        let _ = self.bgd.wait();
+    }
+}
+
+/// The error block of a failed build's stderr: from `error:` to the end, without the
+/// closing summary line (its time differs).
+fn error_block(stderr: &str) -> String {
+    let from = stderr.find("error: action").unwrap_or_else(|| panic!("no error in:\n{stderr}"));
+    stderr[from..].lines().filter(|l| !l.contains(" action(s): ")).collect::<Vec<_>>().join("\n")
+}
+
+/// A workspace whose deb holds what one build step writes.
+fn step_ws(cmd: &str) -> Ws {
+    let ws = Ws::empty();
+    ws.write(
+        "job/BUILD.toml",
+        &format!(
+            r#"
+[[build_step]]
+name = "step"
+srcs = ["in.txt"]
+cmd = ["/bin/sh", "-c", {cmd:?}]
+outs = ["result.txt"]
+dest = "/usr/share/job"
+timeout = 300
+
+[[deb]]
+name = "deb"
+package = "job"
+version = "1.0"
+maintainer = "hb developers <hb@example.org>"
+description = "a build step's output\nWritten by one build step."
+deps = [":step"]
+"#
+        ),
+    );
+    ws.write("job/in.txt", "input\n");
+    ws
+}
+
+fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn kill(pid: u32) {
+    // SAFETY: kill has no memory effects.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+    }
+}
+
+#[test]
+fn builds_run_their_commands_on_workers_and_write_the_same_bytes() {
+    let mut grid = Grid::start();
+
+    // 1. demosite, cold, from a machine that cannot sandbox: the wheel is built by a
+    //    worker, and the deb is the one a local build writes.
+    let ws = Ws::demosite();
+    let out = grid.build(&ws, "//demosite:deb");
+    assert!(out.status.success(), "remote build failed:\n{}\nworkers:\n{}", show(&out), grid.all_logs());
+    let local = Ws::demosite();
+    local.ok(&["build", "//demosite:deb"]);
+    assert_eq!(sha256(&ws.path(DEMOSITE_DEB)), sha256(&local.path(DEMOSITE_DEB)), "remote and local debs differ");
+    let logs = grid.all_logs();
+    assert!(
+        logs.lines().any(|l| l.contains(": ran action ") && l.contains("(python pep517.py) exit 0")),
+        "no worker ran the wheel build:\n{logs}"
+    );
+
+    // 2. A command failing remotely reads as it does locally.
+    let failing = "echo building; echo 'oops: the input is bad' >&2; exit 3";
+    let remote = step_ws(failing);
+    let out = grid.build(&remote, "//job:deb");
+    assert!(!out.status.success(), "{}", show(&out));
+    let remote_error = error_block(&String::from_utf8_lossy(&out.stderr));
+    let local = step_ws(failing);
+    let local_error = error_block(&local.fails(&["build", "//job:deb"]));
+    assert_eq!(remote_error, local_error);
+    assert!(remote_error.contains("oops: the input is bad") && remote_error.contains("status 3"), "{remote_error}");
+
+    // 3. The worker running a command is killed: the scheduler hands the lease to the
+    //    other worker once the first stops reporting, and the bytes are the same.
+    let slow = "sleep 3; tr a-z A-Z < in.txt > {out}/result.txt";
+    let ws = step_ws(slow);
+    let build = {
+        let no_tools = ws.path("../no-tools");
+        std::fs::create_dir_all(&no_tools).unwrap();
+        ws.cmd()
+            .args(["build", "//job:deb", "--remote-executor", &grid.url, "--remote-only"])
+            .env("PATH", &no_tools)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut victim = None;
+    wait_for("a worker to start the step", Duration::from_secs(120), || {
+        victim =
+            grid.logs().iter().position(|l| l.lines().any(|x| x.contains("running action") && x.contains("(sh -c)")));
+        victim.is_some()
+    });
+    let victim = victim.unwrap();
+    kill(grid.workers[victim].0.id());
+    let _ = grid.workers[victim].0.wait();
+    let out = build.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the build did not survive a dead worker:\n{}\nworkers:\n{}",
+        show(&out),
+        grid.all_logs()
+    );
+    let survivor = &grid.logs()[1 - victim];
+    assert!(survivor.lines().any(|l| l.contains("ran action") && l.contains("(sh -c) exit 0")), "{survivor}");
+    let local = step_ws(slow);
+    local.ok(&["build", "//job:deb"]);
+    assert_eq!(sha256(&ws.path(STEP_DEB)), sha256(&local.path(STEP_DEB)));
+    let text = run(Command::new("dpkg-deb").arg("--fsys-tarfile").arg(ws.path(STEP_DEB)));
+    assert!(text.contains("INPUT"), "the step's output is packaged");
+}
