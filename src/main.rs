@@ -305,6 +305,8 @@ enum Command {
         name: Option<String>,
         /// An extra platform property to advertise, KEY=VALUE (repeatable); `ISA` (this
         /// machine's Debian architecture) and `OSFamily=linux` are always advertised.
+        /// `--property ISA=arm64` on an amd64 machine with qemu-user-static takes arm64
+        /// commands too.
         #[arg(long = "property", value_name = "KEY=VALUE")]
         properties: Vec<String>,
     },
@@ -1125,8 +1127,18 @@ fn worker(
             .split_once('=')
             .filter(|(k, _)| !k.is_empty())
             .with_context(|| format!("--property {p}: give KEY=VALUE, like ISA=arm64"))?;
-        props.retain(|(old, _)| old != k);
-        props.push((k.to_string(), v.to_string()));
+        if k == "ISA" && v != isa {
+            // Another architecture: only under an emulator the sandbox can reach.
+            let platform = hb_platform::PLATFORMS
+                .iter()
+                .find(|p| p.architecture == v)
+                .with_context(|| format!("--property ISA={v}: hb builds for no such Debian architecture"))?;
+            hb_root::check_emulation(platform).with_context(|| format!("--property ISA={v}"))?;
+        }
+        let pair = (k.to_string(), v.to_string());
+        if !props.contains(&pair) {
+            props.push(pair);
+        }
     }
     let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
     let host = hb_fs::read_to_string(Path::new("/proc/sys/kernel/hostname"))

@@ -1,7 +1,8 @@
 //! Remote execution: a real BuildGrid with its execution service (its scheduler's state
 //! in a private PostgreSQL on loopback) and two `hb worker`s taking leases through the
-//! Bots API. A build whose machine has no `bwrap` on its PATH runs its wheel build on
-//! a worker (the worker's log names it) and writes the same deb as a local build; a
+//! Bots API. A build for four platforms whose machine has no `bwrap` on its PATH runs
+//! its four wheel builds on both workers (their logs name them; arm64 under qemu) and
+//! writes the same deb as a local build; a
 //! command that fails remotely reads exactly as a local failure; a worker killed while
 //! it runs a command costs time, not bytes: the scheduler gives the lease to the other.
 
@@ -13,6 +14,8 @@ use crate::harness::{Postgres, Ws, hb_bin, run, sha256, show};
 
 const DEMOSITE_DEB: &str = "hb-out/demosite/demosite_0.1.0_amd64.deb";
 const STEP_DEB: &str = "hb-out/job/job_1.0_amd64.deb";
+const PLATFORMS: [(&str, &str); 4] =
+    [("bookworm-amd64", "amd64"), ("bookworm-arm64", "arm64"), ("trixie-amd64", "amd64"), ("trixie-arm64", "arm64")];
 
 fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -76,7 +79,8 @@ impl Grid {
     fn add_worker(&mut self, name: &str) {
         let log = self.dir.path().join(format!("{name}.log"));
         let child = Command::new(hb_bin())
-            .args(["worker", "--scheduler", &self.url, "-j", "1", "--name", name])
+            // This amd64 machine runs arm64 commands under qemu-user too.
+            .args(["worker", "--scheduler", &self.url, "-j", "1", "--name", name, "--property", "ISA=arm64"])
             .env("HB_CACHE_DIR", self.dir.path().join(format!("{name}-cache")))
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -96,12 +100,14 @@ impl Grid {
         self.logs().join("\n---\n")
     }
 
-    /// `hb build LABEL` on the workers (never here), on a machine without bubblewrap.
-    fn build(&self, ws: &Ws, label: &str) -> Output {
+    /// `hb build ARGS` on the workers (never here), on a machine without bubblewrap.
+    fn build(&self, ws: &Ws, args: &[&str]) -> Output {
         let no_tools = ws.path("../no-tools");
         std::fs::create_dir_all(&no_tools).unwrap();
         ws.cmd()
-            .args(["build", label, "--remote-executor", &self.url, "--remote-only"])
+            .arg("build")
+            .args(args)
+            .args(["--remote-executor", &self.url, "--remote-only"])
             .env("PATH", &no_tools)
             .output()
             .unwrap()
@@ -174,24 +180,34 @@ fn kill(pid: u32) {
 fn builds_run_their_commands_on_workers_and_write_the_same_bytes() {
     let mut grid = Grid::start();
 
-    // 1. demosite, cold, from a machine that cannot sandbox: the wheel is built by a
-    //    worker, and the deb is the one a local build writes.
+    // 1. demosite for all four platforms, cold, from a machine that cannot sandbox:
+    //    the workers build the four wheels (arm64 under qemu), both take some, and the
+    //    deb is the one a local build writes.
     let ws = Ws::demosite();
-    let out = grid.build(&ws, "//demosite:deb");
+    let out = grid.build(&ws, &["//demosite:deb", "--platform", "all"]);
     assert!(out.status.success(), "remote build failed:\n{}\nworkers:\n{}", show(&out), grid.all_logs());
+    for (platform, arch) in PLATFORMS {
+        let deb = ws.path(&format!("hb-out/{platform}/demosite/demosite_0.1.0_{arch}.deb"));
+        assert!(deb.is_file(), "{platform}: no deb");
+    }
+    let wheels = |log: &str| {
+        log.lines().filter(|l| l.contains(": ran action ") && l.contains("(python pep517.py) exit 0")).count()
+    };
+    let per_worker: Vec<usize> = grid.logs().iter().map(|l| wheels(l)).collect();
+    assert_eq!(per_worker.iter().sum::<usize>(), 4, "four wheel builds:\n{}", grid.all_logs());
+    assert!(per_worker.iter().all(|n| *n > 0), "one worker did all the work:\n{}", grid.all_logs());
     let local = Ws::demosite();
     local.ok(&["build", "//demosite:deb"]);
-    assert_eq!(sha256(&ws.path(DEMOSITE_DEB)), sha256(&local.path(DEMOSITE_DEB)), "remote and local debs differ");
-    let logs = grid.all_logs();
-    assert!(
-        logs.lines().any(|l| l.contains(": ran action ") && l.contains("(python pep517.py) exit 0")),
-        "no worker ran the wheel build:\n{logs}"
+    assert_eq!(
+        sha256(&ws.path("hb-out/bookworm-amd64/demosite/demosite_0.1.0_amd64.deb")),
+        sha256(&local.path(DEMOSITE_DEB)),
+        "remote and local debs differ"
     );
 
     // 2. A command failing remotely reads as it does locally.
     let failing = "echo building; echo 'oops: the input is bad' >&2; exit 3";
     let remote = step_ws(failing);
-    let out = grid.build(&remote, "//job:deb");
+    let out = grid.build(&remote, &["//job:deb"]);
     assert!(!out.status.success(), "{}", show(&out));
     let remote_error = error_block(&String::from_utf8_lossy(&out.stderr));
     let local = step_ws(failing);
