@@ -286,7 +286,8 @@ enum Command {
     /// BuildGrid's), runs each command in hb's sandbox with the target root the action
     /// names (written out once per root under the cache directory) and uploads its
     /// outputs. Builds reach it with `hb build --remote-executor` pointed at the same
-    /// scheduler. Runs until stopped; logs one line per command to stderr. TLS and token
+    /// scheduler. Logs each command to stderr. Runs until stopped: the first SIGTERM or
+    /// ^C lets running commands finish and tells the scheduler, a second one ends it. TLS and token
     /// settings are those of the remote cache (HB_REMOTE_TLS_*, HB_REMOTE_TOKEN).
     ///
     /// Example: hb worker --scheduler grpc://127.0.0.1:50051 -j 2
@@ -1156,6 +1157,21 @@ fn worker(
         tls,
     };
     let cfg = hb_remote::worker::WorkerConfig { remote, cache: cache_dir.to_path_buf(), jobs, name, properties: props };
+    // The first SIGTERM or ^C lets running commands finish and tells the scheduler; a
+    // second one ends the process at once.
+    extern "C" fn stop(signal: libc::c_int) {
+        hb_remote::worker::STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+        // SAFETY: signal() is async-signal-safe; SIG_DFL is a valid disposition.
+        unsafe {
+            libc::signal(signal, libc::SIG_DFL);
+        }
+    }
+    // SAFETY: `stop` only stores to an atomic and resets the disposition, both
+    // async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGTERM, stop as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, stop as *const () as libc::sighandler_t);
+    }
     hb_remote::worker::serve(cfg, &|line| eprintln!("{line}")).context("hb worker")?;
     Ok(ExitCode::SUCCESS)
 }

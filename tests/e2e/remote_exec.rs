@@ -2,9 +2,9 @@
 //! in a private PostgreSQL on loopback) and two `hb worker`s taking leases through the
 //! Bots API. A build for four platforms whose machine has no `bwrap` on its PATH runs
 //! its four wheel builds on both workers (their logs name them; arm64 under qemu) and
-//! writes the same deb as a local build; a
-//! command that fails remotely reads exactly as a local failure; a worker killed while
-//! it runs a command costs time, not bytes: the scheduler gives the lease to the other.
+//! writes the same deb as a local build; a command that fails or times out remotely
+//! reads exactly as a local one; a worker killed while it runs a command costs time,
+//! not bytes: the scheduler gives the lease to the other.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -134,6 +134,10 @@ fn error_block(stderr: &str) -> String {
 
 /// A workspace whose deb holds what one build step writes.
 fn step_ws(cmd: &str) -> Ws {
+    step_ws_with(cmd, 300)
+}
+
+fn step_ws_with(cmd: &str, timeout: u64) -> Ws {
     let ws = Ws::empty();
     ws.write(
         "job/BUILD.toml",
@@ -145,7 +149,7 @@ srcs = ["in.txt"]
 cmd = ["/bin/sh", "-c", {cmd:?}]
 outs = ["result.txt"]
 dest = "/usr/share/job"
-timeout = 300
+timeout = {timeout}
 
 [[deb]]
 name = "deb"
@@ -214,6 +218,14 @@ fn builds_run_their_commands_on_workers_and_write_the_same_bytes() {
     let local_error = error_block(&local.fails(&["build", "//job:deb"]));
     assert_eq!(remote_error, local_error);
     assert!(remote_error.contains("oops: the input is bad") && remote_error.contains("status 3"), "{remote_error}");
+    // So does one running past its timeout (the worker stops it).
+    let hanging = "echo started; sleep 60";
+    let out = grid.build(&step_ws_with(hanging, 2), &["//job:deb"]);
+    assert!(!out.status.success(), "{}", show(&out));
+    let remote_error = error_block(&String::from_utf8_lossy(&out.stderr));
+    let local_error = error_block(&step_ws_with(hanging, 2).fails(&["build", "//job:deb"]));
+    assert_eq!(remote_error, local_error);
+    assert!(remote_error.contains("ran past its timeout of 2 s") && remote_error.contains("started"), "{remote_error}");
 
     // 3. The worker running a command is killed: the scheduler hands the lease to the
     //    other worker once the first stops reporting, and the bytes are the same.

@@ -498,11 +498,18 @@ pub(crate) fn write_tree(
     dir: &Path,
     mtime_of: &dyn Fn(&str) -> u64,
 ) -> Result<(), String> {
-    let mut sorted: Vec<&TreeEntry> = entries.iter().collect();
-    sorted.sort_by(|a, b| hb_store::tree::path_order(&a.path, &b.path));
-    for e in sorted {
-        if !hb_store::tree::is_clean_relative(&e.path) {
-            return Err(format!("{} is not a clean relative path", e.path));
+    // Unique, clean paths, and none below a symlink: a hostile tree cannot write
+    // through a link out of `dir`.
+    let tree = Tree::new(entries.to_vec()).map_err(|e| e.to_string())?;
+    let links: std::collections::BTreeSet<&str> = tree
+        .entries()
+        .iter()
+        .filter(|e| matches!(e.kind, EntryKind::Symlink { .. }))
+        .map(|e| e.path.as_str())
+        .collect();
+    for e in tree.entries() {
+        if e.path.match_indices('/').any(|(i, _)| links.contains(&e.path[..i])) {
+            return Err(format!("{} lies below a symlink", e.path));
         }
         let dest = dir.join(&e.path);
         match &e.kind {
@@ -527,4 +534,63 @@ pub(crate) fn write_tree(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn work_directories_travel_with_modes_symlinks_and_mtimes() {
+        use std::os::unix::fs::PermissionsExt;
+        let cache = tempfile::tempdir().unwrap();
+        let store = Store::open(cache.path()).unwrap();
+        let from = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(from.path().join("src/pkg")).unwrap();
+        std::fs::create_dir_all(from.path().join("out")).unwrap();
+        std::fs::write(from.path().join("src/pkg/a.py"), "print('a')\n").unwrap();
+        std::fs::write(from.path().join("run.sh"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(from.path().join("run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::symlink("pkg/a.py", from.path().join("src/link.py")).unwrap();
+        let entries = capture(&store, from.path(), "work").unwrap();
+        let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["work/out", "work/run.sh", "work/src", "work/src/link.py", "work/src/pkg", "work/src/pkg/a.py"]
+        );
+
+        let tree = Tree::new(entries).unwrap();
+        let rel: Vec<TreeEntry> = tree
+            .entries()
+            .iter()
+            .map(|e| TreeEntry { path: e.path.trim_start_matches("work/").to_string(), ..e.clone() })
+            .collect();
+        let to = tempfile::tempdir().unwrap();
+        write_tree(&store, &rel, to.path(), &|_| 1_700_000_000).unwrap();
+        let meta = std::fs::metadata(to.path().join("run.sh")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o755);
+        assert_eq!(std::os::unix::fs::MetadataExt::mtime(&meta), 1_700_000_000);
+        assert_eq!(std::fs::read_link(to.path().join("src/link.py")).unwrap(), Path::new("pkg/a.py"));
+        assert_eq!(std::fs::read_to_string(to.path().join("src/pkg/a.py")).unwrap(), "print('a')\n");
+        assert!(to.path().join("out").is_dir(), "empty directories travel too");
+    }
+
+    #[test]
+    fn names_from_a_server_are_single_components() {
+        for bad in ["", ".", "..", "a/b", "x\0"] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_name("setup.py").is_ok());
+        // A tree entry that would leave the directory is refused when written.
+        let cache = tempfile::tempdir().unwrap();
+        let store = Store::open(cache.path()).unwrap();
+        let to = tempfile::tempdir().unwrap();
+        let escape = [TreeEntry::symlink("../escape", "/etc/passwd")];
+        assert!(write_tree(&store, &escape, to.path(), &|_| 0).is_err());
+        // So is one written through a symlink it placed first.
+        let d = store.put_bytes(b"owned").unwrap();
+        let through = [TreeEntry::symlink("src", "/tmp"), TreeEntry::file("src/x", d, 5, false)];
+        let err = write_tree(&store, &through, to.path(), &|_| 0).unwrap_err();
+        assert!(err.contains("below a symlink"), "{err}");
+    }
 }

@@ -41,6 +41,17 @@ pub struct WorkerConfig {
     pub properties: Vec<(String, String)>,
 }
 
+/// Set (by the binary's SIGTERM/SIGINT handler) to stop taking work: each slot finishes
+/// its command, tells the scheduler it is terminating, and returns.
+pub static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn stopping() -> bool {
+    STOP.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// How long an idle poll may be held by the scheduler (it answers at once when it has
+/// work), so a stop request is noticed within a few seconds.
+const IDLE_POLL: Duration = Duration::from_secs(5);
 /// How often a running lease is reported while its command runs.
 const HEARTBEAT: Duration = Duration::from_secs(2);
 /// How long to wait before trying the scheduler again after it failed.
@@ -105,12 +116,20 @@ impl Worker<'_> {
     /// One bot session: forever take a lease, run it, report it.
     fn slot(&self, slot: usize) {
         let bot_id = format!("{}-{slot}", self.cfg.name);
-        loop {
-            if let Err(why) = self.session(&bot_id) {
-                (self.log)(&format!("{bot_id}: {why}; trying again"));
-                std::thread::sleep(RETRY);
+        while !stopping() {
+            match self.session(&bot_id) {
+                Ok(()) => break,
+                Err(why) => {
+                    (self.log)(&format!(
+                        "{bot_id}: {why} (scheduler {}); trying again in {} s",
+                        self.cfg.remote.url,
+                        RETRY.as_secs()
+                    ));
+                    std::thread::sleep(RETRY);
+                }
             }
         }
+        (self.log)(&format!("{bot_id}: stopped"));
     }
 
     fn session(&self, bot_id: &str) -> Result<(), String> {
@@ -134,8 +153,14 @@ impl Worker<'_> {
             // Leases the scheduler has dropped or finished are not reported again.
             session.leases.retain(open);
             let Some(lease) = session.leases.first().cloned() else {
+                if stopping() {
+                    // No more work for this session; the scheduler closes it.
+                    session.status = bots::BotStatus::BotTerminating as i32;
+                    self.update(&mut client, session, IDLE_POLL)?;
+                    return Ok(());
+                }
                 // Nothing to do: the scheduler holds this call until it has work.
-                session = self.update(&mut client, session)?;
+                session = self.update(&mut client, session, IDLE_POLL)?;
                 continue;
             };
             for l in session.leases.iter_mut().filter(|l| l.id == lease.id) {
@@ -149,7 +174,7 @@ impl Worker<'_> {
                     .map(|r| prost_types::Any { type_url: RESULT_TYPE_URL.to_string(), value: r.encode_to_vec() });
                 l.status = Some(status.clone());
             }
-            session = self.update(&mut client, session)?;
+            session = self.update(&mut client, session, IDLE_POLL)?;
             // The answer may still list the lease as done; it is not run again.
             session.leases.retain(|l| l.id != lease.id);
         }
@@ -159,6 +184,7 @@ impl Worker<'_> {
         &self,
         client: &mut BotsClient<tonic::transport::Channel>,
         session: bots::BotSession,
+        wait: Duration,
     ) -> Result<bots::BotSession, String> {
         let g = &self.grpc;
         let mut req = g.request(bots::UpdateBotSessionRequest {
@@ -166,8 +192,8 @@ impl Worker<'_> {
             bot_session: Some(session),
             update_mask: None,
         });
-        // The scheduler may hold the request until it has work.
-        req.set_timeout(Duration::from_secs(120));
+        // An idle session's request is held until there is work (or most of `wait`).
+        req.set_timeout(wait);
         g.rt.block_on(client.update_bot_session(req))
             .map(|r| r.into_inner())
             .map_err(|s| format!("UpdateBotSession: {}", s.message()))
@@ -211,7 +237,7 @@ impl Worker<'_> {
                     }
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                         let current = std::mem::take(session);
-                        let mut answer = self.update(client, current)?;
+                        let mut answer = self.update(client, current, IDLE_POLL)?;
                         // Still this lease's: keep reporting it as running.
                         answer.leases.retain(|l| l.id == lease.id);
                         for l in &mut answer.leases {
