@@ -569,6 +569,7 @@ fn build_platforms(
             platform_out_dir: platforms.len() > 1 || *name != default,
             provenance_key: provenance_key.clone(),
             apt_signing_key: apt_signing_key.clone(),
+            parsed_cache: Some(store.location().join("parsed")),
         };
         let one = hb_rules::build::build(ws, &rules, store, labels, &opts, &plan_opts, reporter)?;
         let failed = !one.failures.is_empty();

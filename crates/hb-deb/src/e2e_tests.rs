@@ -32,7 +32,7 @@ fn compress(chunks: &[Vec<u8>], c: Compression) -> Vec<u8> {
             out.extend_from_slice(&xz::stream_header());
             let mut infos = Vec::new();
             for ch in chunks {
-                infos.push(xz::compress_block(&mut &ch[..], &mut out).expect("xz").0);
+                infos.push(xz::compress_block(&mut &ch[..], ch.len() as u64, &mut out).expect("xz").0);
             }
             let planned = xz::STREAM_HEADER_LEN
                 + infos.iter().map(xz::block_padded_len).sum::<u64>()

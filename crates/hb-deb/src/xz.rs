@@ -5,7 +5,7 @@
 //! container (stream header, index, footer) is written here rather than by liblzma.
 //!
 //! Each block's bytes come from liblzma's single-threaded stream encoder (LZMA2, preset
-//! 6, 8 MiB dictionary, CRC32 check), whose output is `header ++ block ++ index ++
+//! 6, CRC32 check, the dictionary sized to the block: see [`dict_for`]), whose output is `header ++ block ++ index ++
 //! footer`: the block is passed through verbatim and its sizes are read back from the
 //! one-record index, which is then dropped. (xz2 0.1.7 has no safe raw-encoder API; this
 //! yields the same block a raw LZMA2 encoder plus a hand-written block header would.)
@@ -20,8 +20,23 @@ use xz2::stream::{Check, Filters, LzmaOptions, Stream};
 pub const STREAM_HEADER_LEN: u64 = 12;
 /// The preset whose LZMA2 options every block uses (dpkg-deb's default is also 6).
 pub const PRESET: u32 = 6;
-/// The dictionary size set explicitly on the options (preset 6's own, 8 MiB).
+/// The largest dictionary a block gets (preset 6's own, 8 MiB; dpkg-deb's too).
 pub const DICT_SIZE: u32 = 8 << 20;
+/// The smallest dictionary liblzma takes.
+pub const MIN_DICT_SIZE: u32 = 4096;
+
+/// The dictionary of a block of `len` bytes: the smallest power of two holding it,
+/// between [`MIN_DICT_SIZE`] and [`DICT_SIZE`]. A dictionary larger than the block
+/// finds nothing more to refer back to, but liblzma sizes its match finder by it (about
+/// 94 MiB of encoder memory at 8 MiB, most of it touched), so small chunks compress
+/// in a fraction of the memory, and decompress in a fraction too.
+pub fn dict_for(len: u64) -> u32 {
+    let mut dict = MIN_DICT_SIZE;
+    while u64::from(dict) < len && dict < DICT_SIZE {
+        dict <<= 1;
+    }
+    dict
+}
 
 const MAGIC: [u8; 6] = [0xFD, b'7', b'z', b'X', b'Z', 0x00];
 /// Stream flags: no reserved bits, check type 0x01 = CRC32.
@@ -67,16 +82,17 @@ pub fn dict_size_byte(dict: u32) -> u8 {
     40
 }
 
-/// The 12-byte block header liblzma writes for our filter chain: header size byte,
-/// flags (one filter, no size fields), LZMA2 filter id, property size 1, the dictionary
-/// byte, zero padding to a multiple of 4, CRC32 of the preceding bytes.
-pub fn block_header() -> [u8; 12] {
+/// The 12-byte block header liblzma writes for our filter chain with dictionary
+/// `dict`: header size byte, flags (one filter, no size fields), LZMA2 filter id,
+/// property size 1, the dictionary byte, zero padding to a multiple of 4, CRC32 of the
+/// preceding bytes.
+pub fn block_header(dict: u32) -> [u8; 12] {
     let mut h = [0u8; 12];
     h[0] = (12 / 4 - 1) as u8;
     h[1] = 0x00;
     h[2] = 0x21;
     h[3] = 0x01;
-    h[4] = dict_size_byte(DICT_SIZE);
+    h[4] = dict_size_byte(dict);
     let crc = crc32fast::hash(&h[..8]);
     h[8..].copy_from_slice(&crc.to_le_bytes());
     h
@@ -160,20 +176,23 @@ impl Write for BlockExtractor<'_> {
     }
 }
 
-fn encoder() -> Result<Stream, DebError> {
+fn encoder(dict: u32) -> Result<Stream, DebError> {
     let mut opts = LzmaOptions::new_preset(PRESET)?;
-    opts.dict_size(DICT_SIZE);
+    opts.dict_size(dict);
     let mut filters = Filters::new();
     filters.lzma2(&opts);
     Ok(Stream::new_stream_encoder(&filters, Check::Crc32)?)
 }
 
 /// Compresses all of `input` into one block written to `out` (block header, LZMA2 data,
-/// block padding, CRC32 check). Returns the block's index record and the bytes written
-/// (= [`block_padded_len`]). Streams with bounded memory.
-pub fn compress_block(input: &mut dyn Read, out: &mut dyn Write) -> Result<(XzBlockInfo, u64), DebError> {
+/// block padding, CRC32 check). `len` is the input's length, which sizes the
+/// dictionary ([`dict_for`]); the bytes depend on it and on the input only. Returns the
+/// block's index record and the bytes written (= [`block_padded_len`]). Streams with
+/// bounded memory.
+pub fn compress_block(input: &mut dyn Read, len: u64, out: &mut dyn Write) -> Result<(XzBlockInfo, u64), DebError> {
+    let dict = dict_for(len);
     let sink = BlockExtractor { out, header: Vec::new(), tail: Vec::new(), passed: 0 };
-    let mut enc = xz2::write::XzEncoder::new_stream(sink, encoder()?);
+    let mut enc = xz2::write::XzEncoder::new_stream(sink, encoder(dict)?);
     let mut buf = vec![0u8; READ_BUF];
     let mut total_in = 0u64;
     loop {
@@ -188,7 +207,7 @@ pub fn compress_block(input: &mut dyn Read, out: &mut dyn Write) -> Result<(XzBl
     if total_in == 0 {
         // liblzma writes no block at all for empty input; write the one valid empty
         // block by hand: header, the LZMA2 end marker, padding, CRC32 of nothing.
-        let mut block = block_header().to_vec();
+        let mut block = block_header(dict).to_vec();
         block.extend_from_slice(&[0x00, 0, 0, 0]);
         block.extend_from_slice(&crc32fast::hash(b"").to_le_bytes());
         sink.out.write_all(&block)?;
@@ -251,7 +270,7 @@ mod tests {
         let mut infos = Vec::new();
         for c in chunks {
             let before = out.len();
-            let (info, n) = compress_block(&mut &c[..], &mut out).expect("block");
+            let (info, n) = compress_block(&mut &c[..], c.len() as u64, &mut out).expect("block");
             assert_eq!(n, (out.len() - before) as u64);
             assert_eq!(n, block_padded_len(&info));
             assert_eq!(info.uncompressed_size, c.len() as u64);
@@ -271,12 +290,29 @@ mod tests {
 
     #[test]
     fn block_header_uses_the_dictionary_we_set() {
-        let mut out = Vec::new();
-        compress_block(&mut &b"hello"[..], &mut out).expect("block");
-        // size byte, flags (1 filter, no sizes), LZMA2 id, props size 1, dict byte.
-        assert_eq!(&out[1..5], &[0x00, 0x21, 0x01, dict_size_byte(DICT_SIZE)]);
-        assert_eq!(out[4], 22);
-        assert_eq!(out[..12], block_header());
+        for (len, byte) in [(5u64, 0u8), (100_000, 10), (3 << 20, 20), (100 << 20, 22)] {
+            let mut out = Vec::new();
+            let data = sample(4, 5);
+            compress_block(&mut &data[..], len, &mut out).expect("block");
+            // size byte, flags (1 filter, no sizes), LZMA2 id, props size 1, dict byte.
+            assert_eq!(&out[1..5], &[0x00, 0x21, 0x01, byte], "{len}");
+            assert_eq!(out[..12], block_header(dict_for(len)));
+        }
+    }
+
+    #[test]
+    fn dictionaries_fit_their_blocks() {
+        assert_eq!(dict_for(0), MIN_DICT_SIZE);
+        assert_eq!(dict_for(4096), 4096);
+        assert_eq!(dict_for(4097), 8192);
+        assert_eq!(dict_for(1 << 20), 1 << 20);
+        assert_eq!(dict_for(u64::MAX), DICT_SIZE);
+        // What a small dictionary decodes to is still the input, with the xz tool too.
+        let chunks = vec![sample(5, 3000), sample(6, 5 << 20)];
+        let stream = build_stream(&chunks);
+        let mut got = Vec::new();
+        xz2::read::XzDecoder::new(&stream[..]).read_to_end(&mut got).expect("decode");
+        assert_eq!(got, chunks.concat());
     }
 
     #[test]
@@ -332,8 +368,8 @@ mod tests {
         let data = sample(9, 300_000);
         let mut a = Vec::new();
         let mut b = Vec::new();
-        let ia = compress_block(&mut &data[..], &mut a).expect("a");
-        let ib = compress_block(&mut Dribble(&data), &mut b).expect("b");
+        let ia = compress_block(&mut &data[..], data.len() as u64, &mut a).expect("a");
+        let ib = compress_block(&mut Dribble(&data), data.len() as u64, &mut b).expect("b");
         assert_eq!(ia, ib);
         assert_eq!(a, b);
     }

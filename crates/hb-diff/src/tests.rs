@@ -96,8 +96,10 @@ fn compress(tar: &[u8], c: Compression, chunks: usize) -> Vec<u8> {
     match c {
         Compression::Xz => {
             out.extend_from_slice(&hb_deb::xz::stream_header());
-            let infos: Vec<_> =
-                parts.iter().map(|p| hb_deb::xz::compress_block(&mut &p[..], &mut out).expect("xz").0).collect();
+            let infos: Vec<_> = parts
+                .iter()
+                .map(|p| hb_deb::xz::compress_block(&mut &p[..], p.len() as u64, &mut out).expect("xz").0)
+                .collect();
             out.extend_from_slice(&hb_deb::xz::index_and_footer(&infos));
         }
         Compression::Gzip => {

@@ -47,7 +47,7 @@ pub struct Root {
     pub package: Vec<RootPackage>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RootLock {
     pub roots: Vec<Root>,
 }
@@ -216,6 +216,46 @@ impl RootLock {
         self.roots.push(root);
     }
 
+    /// Reads the lock like [`RootLock::load`], keeping its parsed form in the directory
+    /// `cache`: an unchanged lock (the same bytes) is decoded from there rather than
+    /// parsed again, which a no-op build would otherwise spend most of its planning
+    /// on (the lock holds every platform's roots). The cache file is one per workspace
+    /// path, overwritten when the lock changes; failing to write it changes nothing.
+    pub fn load_cached(workspace_root: &Path, cache: &Path) -> Result<Option<RootLock>, RootError> {
+        let path = workspace_root.join(ROOT_LOCK);
+        let bytes = match hb_fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(RootError::Fs(e)),
+        };
+        // The parsed form's layout is this hb's: its version is in the digest.
+        let mut h = hb_store::Hasher::new();
+        h.update(format!("hb-root.lock parsed by hb {}\n", env!("CARGO_PKG_VERSION")).as_bytes());
+        h.update(&bytes);
+        let digest = h.finish();
+        let file = cache.join(format!("root-lock-{}", hb_store::Digest::of(path.as_os_str().as_encoded_bytes()).hex()));
+        if let Ok(saved) = std::fs::read(&file)
+            && let Ok((d, lock)) = postcard::from_bytes::<(hb_store::Digest, RootLock)>(&saved)
+            && d == digest
+        {
+            return Ok(Some(lock));
+        }
+        let text = String::from_utf8(bytes).map_err(|e| {
+            RootError::Fs(hb_fs::FsError::new(
+                "reading",
+                &path,
+                std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            ))
+        })?;
+        let lock = RootLock::parse(&text, Path::new(ROOT_LOCK))?;
+        if let Ok(encoded) = postcard::to_stdvec(&(digest, &lock))
+            && hb_fs::create_dir_all(cache).is_ok()
+        {
+            let _ = hb_fs::write_atomic(&file, &encoded, None);
+        }
+        Ok(Some(lock))
+    }
+
     /// Reads the lock at the workspace root (`None` if there is none).
     pub fn load(workspace_root: &Path) -> Result<Option<RootLock>, RootError> {
         let path = workspace_root.join(ROOT_LOCK);
@@ -230,6 +270,27 @@ impl RootLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cached_parse_is_the_parse_and_follows_edits() {
+        let ws = tempfile::tempdir().unwrap();
+        let cache = ws.path().join("cache");
+        assert_eq!(RootLock::load_cached(ws.path(), &cache).unwrap(), None);
+        let lock = RootLock::parse(&sample().render(), Path::new(ROOT_LOCK)).unwrap();
+        std::fs::write(ws.path().join(ROOT_LOCK), lock.render()).unwrap();
+        let first = RootLock::load_cached(ws.path(), &cache).unwrap();
+        assert_eq!(first.as_ref(), Some(&lock));
+        assert_eq!(hb_fs::read_dir_sorted(&cache).unwrap().len(), 1, "the parsed form is kept");
+        assert_eq!(RootLock::load_cached(ws.path(), &cache).unwrap(), first);
+        // An edit is parsed again (and a broken one still fails with its location).
+        let mut other = lock.clone();
+        other.roots[0].platform = "bookworm-amd64".into();
+        std::fs::write(ws.path().join(ROOT_LOCK), other.render()).unwrap();
+        assert_eq!(RootLock::load_cached(ws.path(), &cache).unwrap(), Some(other));
+        std::fs::write(ws.path().join(ROOT_LOCK), "version = 1\n[[root]]\nplatform = 3\n").unwrap();
+        let err = RootLock::load_cached(ws.path(), &cache).unwrap_err().to_string();
+        assert!(err.contains("hb-root.lock:"), "{err}");
+    }
 
     fn sample() -> RootLock {
         RootLock {

@@ -56,6 +56,9 @@ pub struct PlanOptions {
     pub provenance_key: Option<std::sync::Arc<ed25519_dalek::SigningKey>>,
     /// The armored OpenPGP secret key signing apt repositories (none: unsigned).
     pub apt_signing_key: Option<std::path::PathBuf>,
+    /// Where parsed forms of large workspace files (hb-root.lock) are kept between
+    /// builds (in the cache directory); none: parse them every time.
+    pub parsed_cache: Option<std::path::PathBuf>,
 }
 
 impl Default for PlanOptions {
@@ -66,6 +69,7 @@ impl Default for PlanOptions {
             platform_out_dir: false,
             provenance_key: None,
             apt_signing_key: None,
+            parsed_cache: None,
         }
     }
 }

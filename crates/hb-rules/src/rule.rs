@@ -120,8 +120,13 @@ pub struct Cx<'a> {
 impl Cx<'_> {
     /// The workspace's root lock (`None` if there is none), parsed once per plan.
     pub fn root_lock(&self) -> Result<Option<&hb_root::RootLock>, String> {
-        let loaded =
-            self.root_lock.get_or_init(|| hb_root::RootLock::load(self.workspace_root).map_err(|e| e.to_string()));
+        let loaded = self.root_lock.get_or_init(|| {
+            match &self.opts.parsed_cache {
+                Some(cache) => hb_root::RootLock::load_cached(self.workspace_root, cache),
+                None => hb_root::RootLock::load(self.workspace_root),
+            }
+            .map_err(|e| e.to_string())
+        });
         loaded.as_ref().map(Option::as_ref).map_err(Clone::clone)
     }
 

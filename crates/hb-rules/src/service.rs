@@ -147,6 +147,26 @@ fn template_sources(pkg: &Package, d: &DebAttrs) -> Result<Vec<(&'static str, St
     Ok(sources)
 }
 
+/// A template compiled once per process: each distinct text (the built-in one, or a
+/// package's own) has an environment holding only it, under its file name.
+fn compiled(name: &str, text: &str) -> Result<std::sync::Arc<minijinja::Environment<'static>>, minijinja::Error> {
+    type Compiled =
+        std::collections::BTreeMap<(String, hb_store::Digest), std::sync::Arc<minijinja::Environment<'static>>>;
+    static CACHE: std::sync::OnceLock<std::sync::Mutex<Compiled>> = std::sync::OnceLock::new();
+    let key = (name.to_string(), hb_store::Digest::of(text.as_bytes()));
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(env) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        return Ok(env.clone());
+    }
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env.set_keep_trailing_newline(true);
+    env.add_template_owned(name.to_string(), text.to_string())?;
+    let env = std::sync::Arc::new(env);
+    cache.lock().unwrap_or_else(|p| p.into_inner()).insert(key, env.clone());
+    Ok(env)
+}
+
 /// Renders every generated file of a deb.
 pub fn render(pkg: &Package, d: &DebAttrs, input: &RenderInput) -> Result<Rendered, RulesError> {
     let at_rule = pkg.locate(d.name.span());
@@ -166,9 +186,6 @@ pub fn render(pkg: &Package, d: &DebAttrs, input: &RenderInput) -> Result<Render
         python: PythonContext { prefixes: input.python_prefixes },
         service: input.service,
     };
-    let mut env = minijinja::Environment::new();
-    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-    env.set_keep_trailing_newline(true);
     let render_one = |name: &str| -> Result<String, RulesError> {
         let Some((_, text, at)) = sources.iter().find(|(n, _, _)| *n == name) else {
             return Err(RulesError::Invalid {
@@ -180,7 +197,8 @@ pub fn render(pkg: &Package, d: &DebAttrs, input: &RenderInput) -> Result<Render
             message: format!("template `{name}` does not render: {e}"),
             location: at.clone(),
         };
-        let tmpl = env.template_from_str(text).map_err(how)?;
+        let env = compiled(name, text).map_err(how)?;
+        let tmpl = env.get_template(name).map_err(how)?;
         tmpl.render(&ctx).map_err(how)
     };
 

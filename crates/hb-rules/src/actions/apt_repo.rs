@@ -75,7 +75,8 @@ fn hex(b: &[u8]) -> String {
 /// An xz stream of `data` (one block, pinned compressor).
 fn xz(data: &[u8]) -> Result<Vec<u8>, String> {
     let mut out = hb_deb::xz::stream_header().to_vec();
-    let (info, _) = hb_deb::xz::compress_block(&mut &data[..], &mut out).map_err(|e| e.to_string())?;
+    let (info, _) =
+        hb_deb::xz::compress_block(&mut &data[..], data.len() as u64, &mut out).map_err(|e| e.to_string())?;
     out.extend(hb_deb::xz::index_and_footer(&[info]));
     Ok(out)
 }
@@ -91,7 +92,8 @@ pub fn pool_path(component: &str, package: &str, file: &str) -> String {
 impl Action for AptRepoJob {
     type Facts = ();
     const KIND: &'static str = "apt_repo";
-    const VERSION: u32 = 1;
+    /// 2: Packages.xz with a dictionary sized to it.
+    const VERSION: u32 = 2;
     fn args(&self) -> Vec<u8> {
         let files: Vec<&str> = self.debs.iter().map(|d| d.file_name.as_str()).collect();
         encode_args(&(&self.dir, &self.meta, files, self.key.as_ref().map(|k| &k.digest)))
@@ -126,19 +128,28 @@ impl Action for AptRepoJob {
             }) else {
                 return Err(fail(label, format!("the deb action holds no {}", d.file_name)));
             };
-            let bytes = ctx.store.read_blob(&digest)?;
+            // Streamed to disk and through both hashes: a deb may be larger than memory
+            // should hold.
             let path = tmp.path().join(&d.file_name);
-            std::fs::write(&path, &bytes).map_err(|e| JobError::Fs(hb_fs::FsError::new("writing", &path, e)))?;
+            let (md5, sha256) = {
+                use md5::Digest as _;
+                let mut r = ctx.store.open_blob(&digest)?;
+                let mut f =
+                    std::fs::File::create(&path).map_err(|e| JobError::Fs(hb_fs::FsError::new("writing", &path, e)))?;
+                let (mut m, mut s) = (md5::Md5::new(), sha2::Sha256::new());
+                let mut buf = vec![0u8; 1 << 16];
+                loop {
+                    let n = std::io::Read::read(&mut r, &mut buf)?;
+                    let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else { break };
+                    m.update(chunk);
+                    s.update(chunk);
+                    std::io::Write::write_all(&mut f, chunk)
+                        .map_err(|e| JobError::Fs(hb_fs::FsError::new("writing", &path, e)))?;
+                }
+                (hex(&m.finalize()), hex(&s.finalize()))
+            };
             let parsed = hb_diff::deb::read_deb(&path).map_err(|e| fail(label, format!("{}: {e}", d.file_name)))?;
             let pool = pool_path(&m.component, &d.package, &d.file_name);
-            let md5 = {
-                use md5::Digest as _;
-                hex(&md5::Md5::digest(&bytes))
-            };
-            let sha256 = {
-                use sha2::Digest as _;
-                hex(&sha2::Sha256::digest(&bytes))
-            };
             let mut stanza = String::new();
             for (k, v) in &parsed.control_fields {
                 stanza.push_str(&format!("{k}: {v}\n"));

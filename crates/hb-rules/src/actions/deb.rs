@@ -155,16 +155,18 @@ fn write_tar(
     Ok(())
 }
 
-/// Compresses `input` as one unit (an xz block, a gzip member or a zstd frame) into a
-/// new blob; returns its digest, size and, for xz, the block's index record.
+/// Compresses `input` (`len` bytes) as one unit (an xz block, a gzip member or a zstd
+/// frame) into a new blob; returns its digest, size and, for xz, the block's index
+/// record.
 fn compress_unit(
     store: &Store,
     compression: Compression,
     input: &mut dyn Read,
+    len: u64,
 ) -> Result<(Digest, u64, Option<XzBlockInfo>), JobError> {
     let mut w = store.blob_writer()?;
     let info = match compression {
-        Compression::Xz => Some(hb_deb::xz::compress_block(input, &mut w).map_err(|e| deb_err("xz", e))?.0),
+        Compression::Xz => Some(hb_deb::xz::compress_block(input, len, &mut w).map_err(|e| deb_err("xz", e))?.0),
         Compression::Gzip => {
             hb_deb::gzip::compress_member(input, &mut w).map_err(|e| deb_err("gzip", e))?;
             None
@@ -222,7 +224,8 @@ pub struct ControlJob {
 impl Action for ControlJob {
     type Facts = MemberFacts;
     const KIND: &'static str = "deb_control";
-    const VERSION: u32 = 1;
+    /// 2: the xz dictionary sized to the member.
+    const VERSION: u32 = 2;
     fn args(&self) -> Vec<u8> {
         encode_args(&(&self.meta, &self.policy, &self.scripts, self.platform.libc_package))
     }
@@ -270,7 +273,8 @@ impl Action for ControlJob {
                 .map_err(|e| failed(&self.label, e))?;
         }
         hb_deb::write_end(&mut tar)?;
-        let (digest, size, info) = compress_unit(ctx.store, self.policy.compression, &mut tar.as_slice())?;
+        let (digest, size, info) =
+            compress_unit(ctx.store, self.policy.compression, &mut tar.as_slice(), tar.len() as u64)?;
         let name = format!("control.tar.{}", self.policy.compression.extension());
         let tree = Tree::new(vec![TreeEntry::file(name, digest, size, false)]).map_err(|e| failed(&self.label, e))?;
         Ok(Output { tree, facts: MemberFacts::of(info), exports: Vec::new() })
@@ -460,7 +464,8 @@ impl DataJob {
             entries.iter().filter_map(|(e, d)| d.map(|d| (format!("/{}", e.path), d))).collect();
         let args = encode_args(&args);
         let bytes_in = entries.iter().map(|(e, _)| if let TarKind::File { size } = e.kind { size } else { 0 }).sum();
-        let step = Step { name: &name, kind: "deb_data_chunk", version: 2, args: &args, inputs: &inputs, bytes_in };
+        // Version 3: xz dictionaries sized to the chunk.
+        let step = Step { name: &name, kind: "deb_data_chunk", version: 3, args: &args, inputs: &inputs, bytes_in };
         let result = ctx.memo::<MemberFacts>(&step, || {
             // The chunk's tar goes through a temporary file so memory stays bounded
             // whatever the size of the files in it.
@@ -470,8 +475,10 @@ impl DataJob {
                 write_tar(ctx.store, entries, self.policy.mtime, last, &mut w)?;
                 w.flush()?;
             }
+            let len = tmp.stream_position()?;
             tmp.rewind()?;
-            let (digest, size, info) = compress_unit(ctx.store, self.policy.compression, &mut io::BufReader::new(tmp))?;
+            let (digest, size, info) =
+                compress_unit(ctx.store, self.policy.compression, &mut io::BufReader::new(tmp), len)?;
             let tree = Tree::new(vec![TreeEntry::file("chunk", digest, size, false)]).map_err(|e| failed(&name, e))?;
             Ok(Output { tree, facts: MemberFacts::of(info), exports: Vec::new() })
         })?;

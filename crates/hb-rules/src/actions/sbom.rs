@@ -112,8 +112,10 @@ fn sbom_of(
     };
     let sha256 = {
         use sha2::Digest as _;
-        let bytes = ctx.store.read_blob(&digest)?;
-        sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect::<String>()
+        // Streamed: a deb may be larger than memory should hold.
+        let mut hasher = sha2::Sha256::new();
+        std::io::copy(&mut ctx.store.open_blob(&digest)?, &mut hasher)?;
+        hasher.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>()
     };
     let mut runtime: Vec<hb_sbom::PyFile> = Vec::new();
     for v in venvs {
