@@ -4,6 +4,10 @@
 //! entry once the chunk has reached `min_bytes` and a stable hash of that entry's path
 //! (blake3 of its bytes) says so, or unconditionally at `max_bytes`. Editing one file
 //! therefore leaves the other chunks' boundaries, and compressed bytes, unchanged.
+//! A chunk also ends where the top-level directory changes (`etc/` → `lib/` → `usr/`):
+//! the configuration under `etc/`, what users edit most, then sits in a small chunk
+//! of its own, and an edit recompresses a few kilobytes rather than a chunk of the
+//! virtualenv.
 
 use crate::tar::{TarEntry, entry_len};
 use std::ops::Range;
@@ -41,9 +45,12 @@ pub fn plan(entries: &[TarEntry], p: &ChunkParams) -> Vec<Range<usize>> {
     let mut start = 0;
     let mut acc = 0u64;
     let one_in = p.cut_one_in.max(1);
+    let top = |path: &str| path.split('/').next().unwrap_or("").to_string();
     for (i, e) in entries.iter().enumerate() {
         acc += entry_len(e);
-        let cut = acc >= p.max_bytes || (acc >= p.min_bytes && path_hash(&e.path).is_multiple_of(one_in));
+        let here = top(&e.path);
+        let leaves = !here.is_empty() && entries.get(i + 1).is_some_and(|next| top(&next.path) != here);
+        let cut = acc >= p.max_bytes || leaves || (acc >= p.min_bytes && path_hash(&e.path).is_multiple_of(one_in));
         if cut {
             ranges.push(start..i + 1);
             start = i + 1;
@@ -92,6 +99,22 @@ mod tests {
             }
         }
         assert_eq!(plan(&files(5, 10 << 20), &p).len(), 5);
+    }
+
+    #[test]
+    fn top_level_directories_end_chunks() {
+        let entry = |path: &str, size: u64| TarEntry { path: path.into(), kind: TarKind::File { size }, mode: 0o644 };
+        let dir = |path: &str| TarEntry { path: path.into(), kind: TarKind::Dir, mode: 0o755 };
+        let mut e = vec![dir(""), dir("etc"), dir("etc/app"), entry("etc/app/config.cfg", 100), dir("lib")];
+        e.push(entry("lib/app.service", 300));
+        e.push(dir("usr"));
+        e.extend(files(100, 30_000));
+        let r = plan(&e, &ChunkParams::default());
+        check_cover(&r, e.len());
+        // The root entry goes with etc/; etc/ and lib/ are chunks of their own.
+        assert_eq!(r[0], 0..4);
+        assert_eq!(r[1], 4..6);
+        assert_eq!(r[2].start, 6);
     }
 
     #[test]

@@ -397,7 +397,8 @@ struct ChunkArgs<'a> {
 impl Action for DataJob {
     type Facts = MemberFacts;
     const KIND: &'static str = "deb_data";
-    const VERSION: u32 = 1;
+    /// 2: chunks also end where the top-level directory changes.
+    const VERSION: u32 = 2;
     fn args(&self) -> Vec<u8> {
         encode_args(&(&self.policy, &self.chunks))
     }
