@@ -39,8 +39,9 @@ pub struct RootPackage {
 #[serde(deny_unknown_fields)]
 pub struct Root {
     pub platform: String,
-    /// The packages requested on top of the platform's, sorted; empty for the base root.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// The packages requested on top of the platform's, sorted; empty for the base root
+    /// (and then not written: see [`RootLock::render`]).
+    #[serde(default)]
     pub extra: Vec<String>,
     pub inputs: String,
     #[serde(default)]
@@ -280,7 +281,11 @@ mod tests {
         std::fs::write(ws.path().join(ROOT_LOCK), lock.render()).unwrap();
         let first = RootLock::load_cached(ws.path(), &cache).unwrap();
         assert_eq!(first.as_ref(), Some(&lock));
-        assert_eq!(hb_fs::read_dir_sorted(&cache).unwrap().len(), 1, "the parsed form is kept");
+        let kept = hb_fs::read_dir_sorted(&cache).unwrap();
+        assert_eq!(kept.len(), 1, "the parsed form is kept");
+        let saved = std::fs::read(kept[0].path()).unwrap();
+        let (_, decoded) = postcard::from_bytes::<(hb_store::Digest, RootLock)>(&saved).expect("the kept form decodes");
+        assert_eq!(Some(decoded), first);
         assert_eq!(RootLock::load_cached(ws.path(), &cache).unwrap(), first);
         // An edit is parsed again (and a broken one still fails with its location).
         let mut other = lock.clone();
