@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use crate::harness::{Ws, sha256, show, wheelhouse};
 
 #[derive(Default)]
-struct State {
+pub(crate) struct State {
     /// Files served, by name.
     served: Vec<String>,
     /// A file whose bytes are served with one byte flipped.
@@ -20,7 +20,7 @@ struct State {
 
 /// A PEP 691 index of `dir` on loopback: `/simple/<project>/` lists the files whose
 /// name starts with the project (links relative to the page), `/files/<name>` serves one.
-fn serve_index(dir: PathBuf) -> (String, Arc<Mutex<State>>) {
+pub(crate) fn serve_index(dir: PathBuf) -> (String, Arc<Mutex<State>>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/simple", listener.local_addr().unwrap());
     let state = Arc::new(Mutex::new(State::default()));

@@ -3,7 +3,8 @@
 //! never by URL) that a third-party installer, uv from PyPI, installs into a scratch
 //! venv of the target's Python: the same versions hb installs. And a python_app whose
 //! `runtime_lock` names that pylock locks its runtime files from it and builds the same
-//! deb as from hb.lock.
+//! deb as from hb.lock; so does one naming a requirements file with hashes and markers,
+//! or the `uv.lock` uv writes for it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -98,9 +99,14 @@ fn an_app_locked_from_a_pylock_builds_the_same_deb() {
     for f in lock.files(hb_fetch::Role::Runtime) {
         pins.entry((f.name.clone(), f.version.clone())).or_default().push(f.sha256.clone());
     }
-    let mut requirements = String::from("# generated for the test\n");
+    // Markers as uv and pip-compile write them: true ones keep their pin, a package for
+    // another system is left out (its hash is nowhere, so it must not be looked for).
+    let mut requirements = format!(
+        "# generated for the test\npywin32==306 ; sys_platform == \"win32\" \\\n    --hash=sha256:{}\n",
+        "f".repeat(64)
+    );
     for ((name, version), hashes) in &pins {
-        requirements.push_str(&format!("{name}=={version}"));
+        requirements.push_str(&format!("{name}=={version} ; python_full_version >= \"3.9\""));
         for h in hashes {
             requirements.push_str(&format!(" \\\n    --hash=sha256:{h}"));
         }
@@ -116,13 +122,72 @@ fn an_app_locked_from_a_pylock_builds_the_same_deb() {
     c.ok(&["build", "//demosite:deb"]);
     assert_eq!(sha256(&c.path(deb)), want);
 
-    // An edited pylock makes hb.lock out of date again; one hb cannot honour is named.
+    // An edited pylock makes hb.lock out of date again; a marker hb cannot evaluate for
+    // a target (the kernel it will run on) is named.
     let pylock = std::fs::read_to_string(b.path("demosite/pylock.toml")).unwrap();
     b.write(
         "demosite/pylock.toml",
-        &pylock.replacen("\nversion = ", "\nmarker = \"sys_platform == 'win32'\"\nversion = ", 1),
+        &pylock.replacen("\nversion = ", "\nmarker = \"platform_release >= '6'\"\nversion = ", 1),
     );
     assert!(b.fails(&["build", "//demosite:deb"]).contains("out of date"));
     let err = b.fails(&["lock", "//demosite:app"]);
-    assert!(err.contains("demosite/pylock.toml") && err.contains("marker"), "{err}");
+    assert!(err.contains("demosite/pylock.toml") && err.contains("platform_release"), "{err}");
+}
+
+#[test]
+fn an_app_locked_from_a_uv_lock_builds_the_same_deb() {
+    // The reference: demosite from its own hb.lock.
+    let a = Ws::demosite();
+    a.ok(&["build", "//demosite:deb"]);
+    let deb = "hb-out/demosite/demosite_0.1.0_amd64.deb";
+    let want = sha256(&a.path(deb));
+
+    // uv (from PyPI) locks the project from the wheelhouse, for Linux, with hb.lock's
+    // versions as constraints (the wheelhouse holds other versions too).
+    let lock_path = a.path("demosite/hb.lock");
+    let lock = hb_fetch::Lock::parse(&std::fs::read_to_string(&lock_path).unwrap(), &lock_path).unwrap();
+    let mut pins: Vec<String> =
+        lock.files(hb_fetch::Role::Runtime).map(|f| format!("\"{}=={}\"", f.name, f.version)).collect();
+    pins.sort();
+    pins.dedup();
+    let b = Ws::demosite();
+    // uv takes these from the project (setuptools, building the wheel, ignores them).
+    let pyproject = std::fs::read_to_string(b.path("demosite/pyproject.toml")).unwrap();
+    b.write(
+        "demosite/pyproject.toml",
+        &format!(
+            "{pyproject}\n[tool.uv]\nenvironments = [\"sys_platform == 'linux'\"]\nconstraint-dependencies = [{}]\n",
+            pins.join(", ")
+        ),
+    );
+    let scratch = tempfile::tempdir().unwrap();
+    // The wheelhouse as an index on loopback (uv records hashes of index files only).
+    let (index, _) = crate::index::serve_index(crate::harness::wheelhouse().to_path_buf());
+    run(Command::new(uv())
+        .args(["lock", "--default-index", &index])
+        .args(["--python", "/usr/bin/python3.11"])
+        .current_dir(b.path("demosite"))
+        .env("UV_CACHE_DIR", scratch.path().join("uv-cache")));
+    let uv_lock = std::fs::read_to_string(b.path("demosite/uv.lock")).unwrap();
+    assert!(uv_lock.contains("name = \"flask\""), "{uv_lock}");
+
+    let build = std::fs::read_to_string(b.path("demosite/BUILD.toml")).unwrap();
+    b.write(
+        "demosite/BUILD.toml",
+        &build.replace("module = \"demosite:app\"", "module = \"demosite:app\"\nruntime_lock = \"uv.lock\""),
+    );
+    let out = b.ok(&["lock", "//demosite:app"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("from demosite/uv.lock"), "{}", crate::harness::show(&out));
+    b.ok(&["build", "//demosite:deb"]);
+    assert_eq!(sha256(&b.path(deb)), want, "the deb from uv.lock differs from the one from hb.lock");
+    // hb.lock names no URL, though uv.lock does.
+    assert!(!std::fs::read_to_string(b.path("demosite/hb.lock")).unwrap().contains("://"));
+
+    // A package from a git repository is refused by name.
+    b.write(
+        "demosite/uv.lock",
+        &uv_lock.replacen("source = { registry = ", "source = { git = \"https://example.invalid/x.git\" }\n# was ", 1),
+    );
+    let err = b.fails(&["lock", "//demosite:app"]);
+    assert!(err.contains("demosite/uv.lock") && err.contains("git source"), "{err}");
 }

@@ -43,6 +43,31 @@ fn python313(home: &Path) -> Option<PathBuf> {
     })
 }
 
+/// Starts `bgd server start` with `config` (written to `dir/buildgrid.yml`, its log to
+/// `dir/buildgrid.log`) and waits until it listens on `port`.
+pub(crate) fn spawn_bgd(venv: &Path, dir: &Path, config: &str, port: u16) -> Child {
+    let file = dir.join("buildgrid.yml");
+    std::fs::write(&file, config).unwrap();
+    let log = std::fs::File::create(dir.join("buildgrid.log")).unwrap();
+    let child = Command::new(venv.join("bin/bgd"))
+        .args(["server", "start"])
+        .arg(&file)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "BuildGrid did not listen on {port}: {}",
+            std::fs::read_to_string(dir.join("buildgrid.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child
+}
+
 /// A running BuildGrid, killed on drop.
 struct BuildGrid {
     child: Child,
@@ -135,25 +160,7 @@ impl BuildGrid {
             .replace("@LISTEN@", &format!("127.0.0.1:{port}"))
             .replace("@STORAGE@", &storage.display().to_string())
             .replace("    insecure-mode: true\n", &channel);
-        let file = tmp.path().join("buildgrid.yml");
-        std::fs::write(&file, config).unwrap();
-        let log = std::fs::File::create(tmp.path().join("buildgrid.log")).unwrap();
-        let child = Command::new(venv.join("bin/bgd"))
-            .args(["server", "start"])
-            .arg(&file)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "BuildGrid did not listen on {port}: {}",
-                std::fs::read_to_string(tmp.path().join("buildgrid.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let child = spawn_bgd(&venv, tmp.path(), &config, port);
         let scheme = if tls.is_some() { "grpcs" } else { "grpc" };
         BuildGrid { child, url: format!("{scheme}://127.0.0.1:{port}/main"), storage, _tmp: tmp }
     }

@@ -50,25 +50,7 @@ impl Grid {
             .replace("@DB@", &db)
             // A dead worker is noticed sooner than a team would want.
             .replace("bot-session-keepalive-timeout: 15", "bot-session-keepalive-timeout: 6");
-        let file = dir.path().join("buildgrid.yml");
-        std::fs::write(&file, config).unwrap();
-        let log = std::fs::File::create(dir.path().join("buildgrid.log")).unwrap();
-        let bgd = Command::new(venv.join("bin/bgd"))
-            .args(["server", "start"])
-            .arg(&file)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "BuildGrid did not listen on {port}: {}",
-                std::fs::read_to_string(dir.path().join("buildgrid.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let bgd = crate::reapi::spawn_bgd(&venv, dir.path(), &config, port);
         let mut grid = Grid { bgd, url: format!("grpc://127.0.0.1:{port}/main"), dir, workers: Vec::new(), _pg: pg };
         for name in ["w1", "w2"] {
             grid.add_worker(name);

@@ -102,6 +102,32 @@ pub fn remove_dir_all_if_exists(path: &Path) -> Result<()> {
     }
 }
 
+/// The directory `base/name`, made once: `fill` writes a fresh temporary directory in
+/// `base`, which is then renamed into place, so a partial one is never seen. If another
+/// process placed it first, theirs is kept: callers name directories by their content.
+pub fn dir_once<E: From<FsError>>(
+    base: &Path,
+    name: &str,
+    fill: impl FnOnce(&Path) -> std::result::Result<(), E>,
+) -> std::result::Result<PathBuf, E> {
+    let dir = base.join(name);
+    if dir.is_dir() {
+        return Ok(dir);
+    }
+    create_dir_all(base)?;
+    let tmp = tempfile::tempdir_in(base).ctx("creating a directory in", base)?;
+    fill(tmp.path())?;
+    let staged = tmp.keep();
+    match fs::rename(&staged, &dir) {
+        Ok(()) => Ok(dir),
+        Err(_) if dir.is_dir() => {
+            let _ = remove_dir_all_if_exists(&staged);
+            Ok(dir)
+        }
+        Err(e) => Err(FsError::new("placing", &dir, e).into()),
+    }
+}
+
 pub fn rename(from: &Path, to: &Path) -> Result<()> {
     fs::rename(from, to).ctx("renaming into", to)
 }

@@ -16,6 +16,9 @@ pub struct Platform {
     pub architecture: &'static str,
     /// The release's `python3` version.
     pub python: (u32, u32),
+    /// Its full upstream version (`python_full_version` in environment markers); a
+    /// Debian release keeps it for its lifetime, patching in place.
+    pub python_full: &'static str,
     /// The release's glibc version.
     pub glibc: (u32, u32),
     /// The machine name in wheel platform tags (`manylinux_2_36_x86_64`).
@@ -53,6 +56,7 @@ pub const BOOKWORM_AMD64: Platform = Platform {
     suite: "bookworm",
     architecture: "amd64",
     python: (3, 11),
+    python_full: "3.11.2",
     glibc: (2, 36),
     wheel_arch: "x86_64",
     systemd_unit_dir: "lib/systemd/system",
@@ -78,6 +82,7 @@ pub const TRIXIE_AMD64: Platform = Platform {
     name: "trixie-amd64",
     suite: "trixie",
     python: (3, 13),
+    python_full: "3.13.5",
     glibc: (2, 41),
     systemd_unit_dir: "usr/lib/systemd/system",
     root_packages: ROOT_PACKAGES_313,

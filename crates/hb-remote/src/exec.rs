@@ -162,17 +162,7 @@ impl RemoteExecutor {
             let d = n.hash.of(&bytes);
             blobs.insert((d.hash, d.size_bytes), Source::Memory(bytes));
         }
-        let all: Vec<re::Digest> =
-            blobs.keys().map(|(hash, size_bytes)| re::Digest { hash: hash.clone(), size_bytes: *size_bytes }).collect();
-        let missing = g.find_missing(n, &all)?;
-        let to_send: Vec<(re::Digest, Source<'_>)> = missing
-            .into_iter()
-            .filter_map(|d| {
-                let src = blobs.remove(&(d.hash.clone(), d.size_bytes))?;
-                Some((d, src))
-            })
-            .collect();
-        if !g.upload_blobs(n, to_send) {
+        if !g.upload_missing(n, blobs)? {
             return Err(Fail::Gone("uploading the action's inputs failed".to_string()));
         }
         let response = self.execute(n, &action_digest, cmd.timeout.unwrap_or(DEFAULT_WAIT))?;

@@ -589,6 +589,25 @@ impl Grpc {
         Ok(missing)
     }
 
+    /// Uploads the blobs of `blobs` (by server hash and size) the server lacks.
+    pub(crate) fn upload_missing(
+        &self,
+        n: &Negotiated,
+        mut blobs: BTreeMap<(String, i64), Source<'_>>,
+    ) -> Result<bool, Fail> {
+        let all: Vec<re::Digest> =
+            blobs.keys().map(|(hash, size_bytes)| re::Digest { hash: hash.clone(), size_bytes: *size_bytes }).collect();
+        let missing = self.find_missing(n, &all)?;
+        let to_send: Vec<(re::Digest, Source<'_>)> = missing
+            .into_iter()
+            .filter_map(|d| {
+                let src = blobs.remove(&(d.hash.clone(), d.size_bytes))?;
+                Some((d, src))
+            })
+            .collect();
+        Ok(self.upload_blobs(n, to_send))
+    }
+
     /// Uploads blobs from their sources, small ones batched.
     pub(crate) fn upload_blobs(&self, n: &Negotiated, blobs: Vec<(re::Digest, Source<'_>)>) -> bool {
         let (batches, large) = batches(blobs, n.max_batch);
@@ -1062,24 +1081,13 @@ impl RemoteCache for Grpc {
         for (d, b) in extra {
             blobs.insert((d.hash, d.size_bytes), Source::Memory(b));
         }
-        let all: Vec<re::Digest> =
-            blobs.keys().map(|(hash, size_bytes)| re::Digest { hash: hash.clone(), size_bytes: *size_bytes }).collect();
-        let missing = match self.find_missing(&n, &all) {
-            Ok(m) => m,
+        match self.upload_missing(&n, blobs) {
+            Ok(true) => {}
+            Ok(false) => return,
             Err(f) => {
                 self.fail(f);
                 return;
             }
-        };
-        let to_send: Vec<(re::Digest, Source<'_>)> = missing
-            .into_iter()
-            .filter_map(|d| {
-                let src = blobs.remove(&(d.hash.clone(), d.size_bytes))?;
-                Some((d, src))
-            })
-            .collect();
-        if !self.upload_blobs(&n, to_send) {
-            return;
         }
         let ar = re::ActionResult {
             output_files: vec![re::OutputFile {

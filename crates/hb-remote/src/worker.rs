@@ -395,26 +395,19 @@ impl Worker<'_> {
             *slot = Some(d.clone());
             blobs.push((d, Source::Memory(bytes)));
         }
-        let mut unique: BTreeMap<(String, i64), (re::Digest, Source<'_>)> = BTreeMap::new();
+        let mut unique: BTreeMap<(String, i64), Source<'_>> = BTreeMap::new();
         for (d, s) in blobs {
-            unique.entry((d.hash.clone(), d.size_bytes)).or_insert((d, s));
+            unique.entry((d.hash, d.size_bytes)).or_insert(s);
         }
-        let all: Vec<re::Digest> = unique.values().map(|(d, _)| d.clone()).collect();
-        let missing = g.find_missing(&n, &all).map_err(fail)?;
-        let send: Vec<(re::Digest, Source<'_>)> =
-            missing.into_iter().filter_map(|d| unique.remove(&(d.hash.clone(), d.size_bytes))).collect();
-        if !g.upload_blobs(&n, send) {
+        if !g.upload_missing(&n, unique).map_err(fail)? {
             return Err(g.warnings().last().cloned().unwrap_or_else(|| "uploading the outputs failed".into()));
         }
         result.execution_metadata =
             Some(re::ExecutedActionMetadata { worker: bot_id.to_string(), ..Default::default() });
-        let what =
-            command.arguments.iter().skip(1).take(1).map(|a| a.rsplit('/').next().unwrap_or(a)).collect::<Vec<_>>();
         (self.log)(&format!(
-            "{bot_id}: ran action {} ({} {}) exit {} in {:.1}s",
+            "{bot_id}: ran action {} ({}) exit {} in {:.1}s",
             action_digest.hash,
-            command.arguments.first().map(|a| a.rsplit('/').next().unwrap_or(a)).unwrap_or(""),
-            what.join(" "),
+            program(&command),
             result.exit_code,
             started.elapsed().as_secs_f64()
         ));
@@ -457,24 +450,22 @@ impl Worker<'_> {
     fn root(&self, n: &Negotiated, d: &re::Digest) -> Result<PathBuf, Fail> {
         let bad = |e: String| Fail::Bad(format!("writing out root {}: {e}", d.hash));
         let base = self.store.location().join("worker-roots");
-        let dir = base.join(&d.hash);
-        if dir.is_dir() {
-            return Ok(dir);
+        if base.join(&d.hash).is_dir() {
+            return Ok(base.join(&d.hash));
         }
         let tree = self.fetch_tree(n, d)?;
         let (entries, _) = hb_entries(&self.grpc, n, &self.store, &tree)?;
-        hb_fs::create_dir_all(&base).map_err(|e| bad(e.to_string()))?;
-        let tmp = tempfile::tempdir_in(&base).map_err(|e| bad(e.to_string()))?;
-        write_tree(&self.store, &entries, tmp.path(), &|_| 0).map_err(bad)?;
-        let staged = tmp.keep();
-        match std::fs::rename(&staged, &dir) {
-            Ok(()) => Ok(dir),
-            Err(_) if dir.is_dir() => {
-                let _ = hb_fs::remove_dir_all_if_exists(&staged);
-                Ok(dir)
-            }
-            Err(e) => Err(bad(e.to_string())),
-        }
+        hb_fs::dir_once(&base, &d.hash, |tmp| write_tree(&self.store, &entries, tmp, &|_| 0).map_err(Failed))
+            .map_err(|Failed(e)| bad(e))
+    }
+}
+
+/// A failure writing a root out (for [`hb_fs::dir_once`]).
+struct Failed(String);
+
+impl From<hb_fs::FsError> for Failed {
+    fn from(e: hb_fs::FsError) -> Self {
+        Failed(e.to_string())
     }
 }
 

@@ -145,22 +145,7 @@ pub fn materialized(store: &Store, tree: &Tree) -> Result<PathBuf, JobError> {
     let bytes = postcard::to_stdvec(tree).map_err(|e| JobError::Failed(format!("encoding a root tree: {e}")))?;
     let digest = Digest::of(&bytes);
     let base = store.location().join("roots");
-    let dir = base.join(digest.hex());
-    if dir.is_dir() {
-        return Ok(dir);
-    }
-    hb_fs::create_dir_all(&base)?;
-    let tmp = tempfile::tempdir_in(&base)
-        .map_err(|e| JobError::Fs(hb_fs::FsError::new("creating a directory in", &base, e)))?;
-    crate::actions::python::materialize(&|d: &Digest| store.read_blob(d), tree.entries(), tmp.path(), 0)?;
-    let staged = tmp.keep();
-    match std::fs::rename(&staged, &dir) {
-        Ok(()) => Ok(dir),
-        // Another build wrote it first: theirs is the same tree.
-        Err(_) if dir.is_dir() => {
-            let _ = hb_fs::remove_dir_all_if_exists(&staged);
-            Ok(dir)
-        }
-        Err(e) => Err(JobError::Fs(hb_fs::FsError::new("placing", &dir, e))),
-    }
+    hb_fs::dir_once(&base, &digest.hex(), |tmp| {
+        crate::actions::python::materialize(&|d: &Digest| store.read_blob(d), tree.entries(), tmp, 0)
+    })
 }

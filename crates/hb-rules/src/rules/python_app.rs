@@ -39,9 +39,9 @@ pub struct PythonAppAttrs {
     pub prefix: Option<Spanned<String>>,
     /// The lock file, relative to the package; default `hb.lock`.
     pub lock: Option<Spanned<String>>,
-    /// A PEP 751 `pylock.toml`, or a pip requirements file (`*.txt`, every requirement
-    /// pinned with `--hash`), relative to the package, whose pins are the app's runtime
-    /// files: `hb lock` takes them from it for each target (the best wheel by the
+    /// A PEP 751 `pylock.toml`, a `uv.lock`, or a pip requirements file (`*.txt`, every
+    /// requirement pinned with `--hash`), relative to the package, whose pins are the
+    /// app's runtime files: `hb lock` takes them from it for each target (the best wheel by the
     /// target's tags, its sha256) instead of resolving `[project].dependencies`.
     pub runtime_lock: Option<Spanned<String>>,
     /// Dependencies that may be locked as their sdist and compiled in the target root
@@ -331,6 +331,16 @@ fn wheel_limits(settings: &hb_config::WorkspaceSettings) -> hb_python::Limits {
 }
 
 /// The wheel tags a platform accepts.
+/// Whether a runtime_lock is uv's (`uv.lock`) rather than a pylock.
+fn is_uv_lock(path: &Path) -> bool {
+    path.file_name().is_some_and(|n| n == "uv.lock")
+}
+
+/// The environment markers of a platform's interpreter (PEP 508).
+fn markers(p: &Platform) -> Result<hb_fetch::import::Markers, hb_fetch::FetchError> {
+    hb_fetch::import::Markers::new(p.python, p.python_full, p.machine)
+}
+
 pub fn wheel_target(p: &Platform) -> hb_python::Target {
     hb_python::Target { python: p.python, glibc: p.glibc, arch: p.wheel_arch.to_string() }
 }
@@ -558,7 +568,21 @@ pub fn lock(ws: &mut Workspace, label: &Label, progress: &dyn Fn(&str)) -> Resul
             let shown = Path::new(&pkg.path).join(rl.get_ref());
             // A requirements file names hashes, not files: find them once for all targets.
             let located = if rl.get_ref().ends_with(".txt") {
-                let pins = hb_fetch::import::parse_requirements(&text, &shown).map_err(&fail)?;
+                let mut pins = hb_fetch::import::parse_requirements(&text, &shown).map_err(&fail)?;
+                // Only pins some platform of the workspace installs are looked for.
+                let every: Vec<hb_fetch::import::Markers> =
+                    ws.platforms.iter().map(|p| markers(p)).collect::<Result<_, _>>().map_err(&fail)?;
+                let mut kept = Vec::new();
+                for pin in pins.drain(..) {
+                    let mut any = false;
+                    for m in &every {
+                        any |= pin.applies(m, &shown).map_err(&fail)?;
+                    }
+                    if any {
+                        kept.push(pin);
+                    }
+                }
+                let pins = kept;
                 let extra: Vec<PathBuf> = ws.settings.wheelhouse.iter().map(|w| ws.root.join(w)).collect();
                 progress(&format!("finding the files the hashes of {} name", shown.display()));
                 let located = hb_fetch::import::locate(
@@ -586,9 +610,13 @@ pub fn lock(ws: &mut Workspace, label: &Label, progress: &dyn Fn(&str)) -> Resul
         let runtime = match &runtime_pins {
             Some((text, shown, located)) => {
                 progress(&format!("taking {label}'s runtime files for {} from {}", target.describe(), shown.display()));
+                let markers = markers(platform).map_err(&fail)?;
                 let files = match located {
-                    Some(located) => hb_fetch::import::select(located, shown, &target),
-                    None => hb_fetch::import::pylock_runtime(text, shown, &target),
+                    Some(located) => hb_fetch::import::select(located, shown, &target, &markers),
+                    None if is_uv_lock(shown) => {
+                        hb_fetch::import::uv_runtime(text, shown, &proj.name, &target, &markers)
+                    }
+                    None => hb_fetch::import::pylock_runtime(text, shown, &target, &markers),
                 }
                 .map_err(&fail)?;
                 hb_fetch::Resolution { files, sdists: Vec::new() }
