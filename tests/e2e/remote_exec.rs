@@ -170,7 +170,16 @@ fn builds_run_their_commands_on_workers_and_write_the_same_bytes() {
     //    the workers build the four wheels (arm64 under qemu), both take some, and the
     //    deb is the one a local build writes.
     let ws = Ws::demosite();
-    let out = grid.build(&ws, &["//demosite:deb", "--platform", "all"]);
+    // The four roots first (with a trivial step each, run remotely too), so that the
+    // four wheel builds are ready at once and sent together: then both workers must
+    // take some, however fast each wheel builds.
+    ws.write(
+        "warm/BUILD.toml",
+        "[[build_step]]\nname = \"step\"\ncmd = [\"/bin/sh\", \"-c\", \"echo ok > {out}/ok\"]\nouts = [\"ok\"]\ndest = \"/usr/share/warm\"\n",
+    );
+    let out = grid.build(&ws, &["//warm:step", "--platform", "all"]);
+    assert!(out.status.success(), "remote build failed:\n{}\nworkers:\n{}", show(&out), grid.all_logs());
+    let out = grid.build(&ws, &["//demosite:deb", "--platform", "all", "-j", "4"]);
     assert!(out.status.success(), "remote build failed:\n{}\nworkers:\n{}", show(&out), grid.all_logs());
     for (platform, arch) in PLATFORMS {
         let deb = ws.path(&format!("hb-out/{platform}/demosite/demosite_0.1.0_{arch}.deb"));
