@@ -296,8 +296,9 @@ pub fn uv_runtime(
             && !source.contains_key("registry")
         {
             let kind = source.keys().next().map(String::as_str).unwrap_or("unknown");
+            let article = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
             return Err(bad(format!(
-                "package {name} comes from a {kind} source; hb takes packages from an index, by hash"
+                "package {name} comes from {article} {kind} source; hb takes packages from an index, by hash"
             )));
         }
         let mut best: Option<(usize, String, String)> = None;

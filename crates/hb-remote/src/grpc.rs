@@ -23,7 +23,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use hb_engine::{ActionResult, RemoteCache};
@@ -226,7 +226,9 @@ pub struct Grpc {
     pub(crate) target: Target,
     pub(crate) rt: tokio::runtime::Runtime,
     pub(crate) channel: Channel,
-    negotiated: OnceLock<Option<Negotiated>>,
+    /// Known once the server has answered GetCapabilities (a failure is not kept: a
+    /// long-running worker asks again).
+    negotiated: Mutex<Option<Negotiated>>,
     pub(crate) health: Health,
     /// hb's BLAKE3 → the server's digest, for blobs hashed in this build.
     mapped: Mutex<BTreeMap<Digest, re::Digest>>,
@@ -280,7 +282,7 @@ impl Grpc {
             target,
             rt,
             channel,
-            negotiated: OnceLock::new(),
+            negotiated: Mutex::new(None),
             mapped: Mutex::new(BTreeMap::new()),
         })
     }
@@ -295,35 +297,35 @@ impl Grpc {
         if !self.health.active() {
             return None;
         }
-        self.negotiated
-            .get_or_init(|| {
-                let mut client = CapabilitiesClient::new(self.channel.clone());
-                let req = self.request(re::GetCapabilitiesRequest { instance_name: self.target.instance.clone() });
-                match self.rt.block_on(client.get_capabilities(req)) {
-                    Ok(caps) => match negotiate(caps.get_ref()) {
-                        Ok(n) => {
-                            if self.writable() && !n.ac_updates {
-                                self.health.warn(format!(
-                                    "remote cache {} does not accept action-cache updates from clients; nothing will be uploaded",
-                                    self.cfg.url
-                                ));
-                            }
-                            Some(n)
-                        }
-                        Err(why) => {
-                            self.health.give_up(why);
-                            None
-                        }
-                    },
-                    Err(s) => {
-                        self.fail(status_fail("GetCapabilities", s));
-                        self.health.give_up("no answer to GetCapabilities");
-                        None
+        if let Some(n) = self.negotiated.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Some(n);
+        }
+        let mut client = CapabilitiesClient::new(self.channel.clone());
+        let req = self.request(re::GetCapabilitiesRequest { instance_name: self.target.instance.clone() });
+        let n = match self.rt.block_on(client.get_capabilities(req)) {
+            Ok(caps) => match negotiate(caps.get_ref()) {
+                Ok(n) => {
+                    if self.writable() && !n.ac_updates {
+                        self.health.warn(format!(
+                            "remote cache {} does not accept action-cache updates from clients; nothing will be uploaded",
+                            self.cfg.url
+                        ));
                     }
+                    n
                 }
-            })
-            .clone()
-            .filter(|_| self.health.active())
+                Err(why) => {
+                    self.health.give_up(why);
+                    return None;
+                }
+            },
+            Err(s) => {
+                self.fail(status_fail("GetCapabilities", s));
+                self.health.give_up("no answer to GetCapabilities");
+                return None;
+            }
+        };
+        *self.negotiated.lock().unwrap_or_else(|p| p.into_inner()) = Some(n.clone());
+        self.health.active().then_some(n)
     }
 
     pub(crate) fn writable(&self) -> bool {

@@ -188,6 +188,15 @@ impl Health {
         self.warnings.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// The warnings so far, forgotten, and the remote in use again with no bad answers
+    /// counted: for a long-running process (`hb worker`), where one lease's trouble must
+    /// not stop the next.
+    pub(crate) fn reset(&self) -> Vec<String> {
+        self.disabled.store(false, Ordering::SeqCst);
+        self.bad_answers.store(0, Ordering::SeqCst);
+        std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     pub(crate) fn warn(&self, w: String) {
         let mut ws = self.warnings.lock().unwrap_or_else(|p| p.into_inner());
         if !ws.contains(&w) {

@@ -256,6 +256,10 @@ impl Worker<'_> {
     /// Runs one lease's action: inputs from the CAS, the sandbox, outputs to the CAS.
     fn run_lease(&self, lease: &bots::Lease, bot_id: &str) -> Result<(re::ActionResult, bool), String> {
         let g = &self.grpc;
+        // What went wrong before is logged, and this lease starts with the CAS in use.
+        for w in g.health.reset() {
+            (self.log)(&format!("{bot_id}: {w}"));
+        }
         let n = g.negotiated().ok_or_else(|| "the scheduler's capabilities are unknown".to_string())?;
         let fail = |f: Fail| match f {
             Fail::Gone(w) | Fail::Bad(w) => w,
