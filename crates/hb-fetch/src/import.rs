@@ -56,10 +56,55 @@ impl File {
         if let Some(n) = &self.name {
             return Some(n.clone());
         }
-        let from = self.path.as_deref().or(self.url.as_deref())?;
-        let last = from.split(['#', '?']).next()?.rsplit('/').next()?;
-        (!last.is_empty()).then(|| last.to_string())
+        last_component(self.path.as_deref().or(self.url.as_deref())?)
     }
+}
+
+/// The last component of a path or URL (its query and fragment dropped), if any.
+fn last_component(from: &str) -> Option<String> {
+    let last = from.split(['#', '?']).next()?.rsplit('/').next()?;
+    (!last.is_empty()).then(|| last.to_string())
+}
+
+/// Of a locked package's wheels, each (file name, its sha256 if the lock gives one),
+/// the best-ranked for `target` as a runtime file. A wheel named for another package
+/// or, among those the target takes, one without a sha256 is refused; so is a package
+/// with no wheel for the target.
+fn best_wheel(
+    name: &str,
+    version: &str,
+    wheels: &[(String, Option<&str>)],
+    has_sdist: bool,
+    target: &Target,
+    bad: &dyn Fn(String) -> FetchError,
+) -> Result<LockedFile, FetchError> {
+    let mut best: Option<(usize, &str, String)> = None;
+    for (file, sha256) in wheels {
+        let wheel = WheelName::parse(file).map_err(|e| bad(format!("{file}: {e}")))?;
+        if wheel.normalized_name() != name {
+            return Err(bad(format!("{file} is listed under package {name}")));
+        }
+        let Some(rank) = target.rank(&wheel) else { continue };
+        let Some(sha256) = sha256.filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())) else {
+            return Err(bad(format!("{file} has no sha256 hash; hb verifies every file by its sha256")));
+        };
+        if best.as_ref().is_none_or(|(r, _, _)| rank < *r) {
+            best = Some((rank, file, sha256.to_ascii_lowercase()));
+        }
+    }
+    let Some((_, file, sha256)) = best else {
+        let sdist =
+            if has_sdist { " (only its sdist: hb compiles sdists it locks itself, see allow_sdist)" } else { "" };
+        return Err(bad(format!("package {name} {version} has no wheel for {}{sdist}", target.describe())));
+    };
+    Ok(LockedFile {
+        name: name.to_string(),
+        version: version.to_string(),
+        role: Role::Runtime,
+        file: file.to_string(),
+        sha256,
+        targets: Vec::new(),
+    })
 }
 
 /// The environment markers of a target: a Debian release's CPython on Linux.
@@ -131,32 +176,14 @@ pub fn pylock_runtime(
         let Some(version) = &p.version else {
             return Err(bad(format!("package {name} has no version")));
         };
-        let mut best: Option<(usize, String, String)> = None;
+        let mut wheels = Vec::new();
         for w in &p.wheels {
             let Some(file) = w.file_name() else {
                 return Err(bad(format!("a wheel of {name} has no name, path or URL")));
             };
-            let wheel = WheelName::parse(&file).map_err(|e| bad(format!("{file}: {e}")))?;
-            if wheel.normalized_name() != name {
-                return Err(bad(format!("{file} is listed under package {name}")));
-            }
-            let Some(rank) = target.rank(&wheel) else { continue };
-            let Some(sha256) = w.hashes.get("sha256").filter(|h| h.len() == 64) else {
-                return Err(bad(format!("{file} has no sha256 in its hashes; hb verifies every file by its sha256")));
-            };
-            if best.as_ref().is_none_or(|(r, _, _)| rank < *r) {
-                best = Some((rank, file, sha256.to_ascii_lowercase()));
-            }
+            wheels.push((file, w.hashes.get("sha256").map(String::as_str)));
         }
-        let Some((_, file, sha256)) = best else {
-            let sdist = if p.sdist.is_some() {
-                " (only its sdist: hb compiles sdists it locks itself, see allow_sdist)"
-            } else {
-                ""
-            };
-            return Err(bad(format!("package {name} {version} has no wheel for {}{sdist}", target.describe())));
-        };
-        out.push(LockedFile { name, version: version.clone(), role: Role::Runtime, file, sha256, targets: Vec::new() });
+        out.push(best_wheel(&name, version, &wheels, p.sdist.is_some(), target, &bad)?);
     }
     out.sort_by(|a, b| (&a.name, &a.file).cmp(&(&b.name, &b.file)));
     Ok(out)
@@ -301,38 +328,16 @@ pub fn uv_runtime(
                 "package {name} comes from {article} {kind} source; hb takes packages from an index, by hash"
             )));
         }
-        let mut best: Option<(usize, String, String)> = None;
+        let mut wheels = Vec::new();
         for w in &p.wheels {
             let file = w
                 .filename
                 .clone()
-                .or_else(|| {
-                    let from = w.path.as_deref().or(w.url.as_deref())?;
-                    let last = from.split(['#', '?']).next()?.rsplit('/').next()?;
-                    (!last.is_empty()).then(|| last.to_string())
-                })
+                .or_else(|| last_component(w.path.as_deref().or(w.url.as_deref())?))
                 .ok_or_else(|| bad(format!("a wheel of {name} has no file name")))?;
-            let wheel = WheelName::parse(&file).map_err(|e| bad(format!("{file}: {e}")))?;
-            let Some(rank) = target.rank(&wheel) else { continue };
-            let sha256 = w
-                .hash
-                .as_deref()
-                .and_then(|h| h.strip_prefix("sha256:"))
-                .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-                .ok_or_else(|| bad(format!("{file} has no sha256 hash; hb verifies every file by its sha256")))?;
-            if best.as_ref().is_none_or(|(r, _, _)| rank < *r) {
-                best = Some((rank, file, sha256.to_ascii_lowercase()));
-            }
+            wheels.push((file, w.hash.as_deref().and_then(|h| h.strip_prefix("sha256:"))));
         }
-        let Some((_, file, sha256)) = best else {
-            let sdist = if p.sdist.is_some() {
-                " (only its sdist: hb compiles sdists it locks itself, see allow_sdist)"
-            } else {
-                ""
-            };
-            return Err(bad(format!("package {name} {version} has no wheel for {}{sdist}", target.describe())));
-        };
-        out.push(LockedFile { name, version, role: Role::Runtime, file, sha256, targets: Vec::new() });
+        out.push(best_wheel(&name, &version, &wheels, p.sdist.is_some(), target, &bad)?);
     }
     out.sort_by(|a, b| (&a.name, &a.file).cmp(&(&b.name, &b.file)));
     Ok(out)
