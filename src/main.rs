@@ -626,6 +626,7 @@ fn build_outputs(cwd: &Path, cache_dir: &Path, args: &BuildArgs) -> Result<(Exit
         platform: String::new(),
         remote: remote.clone(),
         executor: executor.clone(),
+        lazy_blobs: true,
     };
     let mut outcome = build_platforms(&mut ws, &store, &labels, &platforms, base, sandbox, &reporter)?;
     reporter.finish();

@@ -46,6 +46,31 @@ fn corrupted_blobs_are_detected_and_their_actions_rerun() {
 }
 
 #[test]
+fn a_cache_that_lost_blobs_rebuilds_them_when_they_are_needed() {
+    let ws = Ws::demosite();
+    ws.ok(&["build", "//demosite:deb"]);
+    let good = sha256(&ws.path(DEB));
+    // The deb's own blob goes (as `hb cache gc` or a hand could remove it).
+    let hex = hb_store::Digest::of(&std::fs::read(ws.path(DEB)).unwrap()).hex();
+    std::fs::remove_file(ws.cache.join("v1/cas").join(&hex[..2]).join(&hex)).unwrap();
+    // hb-out still holds the deb: nothing reads the missing blob, nothing is rebuilt.
+    let r = ws.build_json("//demosite:deb");
+    assert_eq!(r["executed"], 0, "{r}");
+    assert_eq!(r["warnings"].as_array().map(Vec::len), Some(0), "{r}");
+    // Now it must be read to be placed in hb-out: the build runs again checking every
+    // cached result, says so, and rebuilds the deb, byte for byte.
+    std::fs::remove_file(ws.path(DEB)).unwrap();
+    let r = ws.build_json("//demosite:deb");
+    let warnings = r["warnings"].as_array().unwrap();
+    assert!(warnings.iter().any(|w| w.as_str().unwrap().contains("no longer holds")), "{r}");
+    assert!(r["executed"].as_u64().unwrap() >= 1, "{r}");
+    assert_eq!(sha256(&ws.path(DEB)), good);
+    let again = ws.build_json("//demosite:deb");
+    assert_eq!(again["executed"], 0, "{again}");
+    assert_eq!(again["warnings"].as_array().map(Vec::len), Some(0), "{again}");
+}
+
+#[test]
 fn a_build_killed_with_sigkill_resumes_to_the_same_bytes() {
     let ws = Ws::demosite().with_static_payload(150);
 

@@ -185,13 +185,17 @@ impl Package {
                 return Err(pkg.error(key.span(), format!("unknown rule `{}`; {hint}", key.get_ref())));
             }
         }
-        pkg.workspace =
-            crate::schema::table::<WorkspaceSettings>(&pkg.text, "workspace").map_err(|e| pkg.toml_error(&e))?;
+        // Each table read below parses the text again: read only the kinds it has.
+        let has = |kind: &str| keys.iter().any(|k| k.get_ref() == kind);
+        if has("workspace") {
+            pkg.workspace =
+                crate::schema::table::<WorkspaceSettings>(&pkg.text, "workspace").map_err(|e| pkg.toml_error(&e))?;
+        }
         if let Some(ws) = &pkg.workspace {
             check_workspace(&pkg, ws)?;
         }
         let mut declared = Vec::new();
-        for schema in schemas.iter() {
+        for schema in schemas.iter().filter(|s| has(s.kind())) {
             declared.extend(schema.parse(&pkg)?);
         }
         // In the order they are written, so a duplicate is reported at the second one.

@@ -55,6 +55,14 @@ impl ActionResult {
         postcard::from_bytes(bytes.strip_prefix(RESULT_MAGIC.as_slice())?).ok()
     }
 
+    /// [`ActionResult::decode`], with the digest of `bytes` as the result's digest
+    /// (saving the re-encoding [`ActionResult::digest`] would do). Bytes with anything
+    /// after the encoded result are refused, so the digest names exactly what decoded.
+    pub fn decode_with_digest(bytes: &[u8]) -> Option<(ActionResult, Digest)> {
+        let (result, rest) = postcard::take_from_bytes(bytes.strip_prefix(RESULT_MAGIC.as_slice())?).ok()?;
+        rest.is_empty().then(|| (result, Digest::of(bytes)))
+    }
+
     /// The digest dependents see as this result.
     pub fn digest(&self) -> Digest {
         Digest::of(&self.encode())
@@ -80,7 +88,12 @@ mod tests {
     #[test]
     fn results_round_trip() {
         let r = ActionResult { facts: vec![3], ..Default::default() };
-        assert_eq!(ActionResult::decode(&r.encode()), Some(r));
+        assert_eq!(ActionResult::decode(&r.encode()), Some(r.clone()));
         assert_eq!(ActionResult::decode(b"garbage"), None);
+        let bytes = r.encode();
+        assert_eq!(ActionResult::decode_with_digest(&bytes), Some((r.clone(), r.digest())));
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(ActionResult::decode_with_digest(&longer), None);
     }
 }

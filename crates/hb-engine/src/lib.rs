@@ -33,6 +33,14 @@ pub enum JobError {
 }
 
 impl JobError {
+    /// The blob this error says is missing from the store.
+    pub fn missing_blob(&self) -> Option<Digest> {
+        match self {
+            JobError::Store(StoreError::Missing(digest)) => Some(*digest),
+            _ => None,
+        }
+    }
+
     /// The corrupt blob this error is about, if it is a store corruption.
     pub fn corrupt_blob(&self) -> Option<Digest> {
         match self {
@@ -162,6 +170,8 @@ pub struct Ctx<'a> {
     pub pool: &'a rayon::ThreadPool,
     remote: Option<&'a dyn RemoteCache>,
     executor: Option<&'a dyn Executor>,
+    /// See [`Options::lazy_blobs`].
+    lazy_blobs: bool,
     stat: &'a Mutex<StatCache>,
     records: &'a Mutex<Vec<Record>>,
     reporter: &'a dyn Reporter,
@@ -188,26 +198,28 @@ impl Ctx<'_> {
         run: impl FnOnce() -> Result<Output<F>, JobError>,
     ) -> Result<Output<F>, JobError> {
         let typed = |r: &ActionResult| Output::<F>::decode(r).is_some();
-        let result = self.memo_result(step, &typed, || Ok(run()?.encode()))?;
+        let (result, _) = self.memo_result(step, false, &typed, || Ok(run()?.encode()))?;
         Output::<F>::decode(&result)
             .ok_or_else(|| JobError::Failed(format!("{}: its result's facts do not decode (a bug in hb)", step.name)))
     }
 
-    /// [`Ctx::memo`] on stored results; a cached result is used only if `usable` accepts it.
+    /// [`Ctx::memo`] on stored results; a cached result is used only if `usable` accepts it
+    /// and, unless `lazy`, the store holds every blob it names.
     pub(crate) fn memo_result(
         &self,
         step: &Step,
+        lazy: bool,
         usable: &dyn Fn(&ActionResult) -> bool,
         run: impl FnOnce() -> Result<ActionResult, JobError>,
-    ) -> Result<ActionResult, JobError> {
+    ) -> Result<(ActionResult, Digest), JobError> {
         let Step { name, kind, version, args, inputs, bytes_in } = *step;
         let key = action_key(kind, version, self.platform, args, inputs);
         let started = std::time::Instant::now();
-        let record = |result: &ActionResult, status| Record {
+        let record = |result: &ActionResult, digest: Digest, status| Record {
             name: name.to_string(),
             kind: kind.to_string(),
             key,
-            result: result.digest(),
+            result: digest,
             status,
             args: Digest::of(args),
             inputs: inputs.to_vec(),
@@ -219,29 +231,33 @@ impl Ctx<'_> {
             },
         };
         if let Some(bytes) = self.store.get_action(&key)?
-            && let Some(result) = ActionResult::decode(&bytes)
-            && result.tree.blobs().all(|d| self.store.has_blob(d))
+            && let Some((result, digest)) = ActionResult::decode_with_digest(&bytes)
+            && (lazy || result.tree.blobs().all(|d| self.store.has_blob(d)))
             && usable(&result)
         {
-            self.record(record(&result, Status::Cached));
-            return Ok(result);
+            self.record(record(&result, digest, Status::Cached));
+            return Ok((result, digest));
         }
         if let Some(remote) = self.remote
             && let Some(result) = remote.fetch(&key, self.store)
             && usable(&result)
         {
-            self.store.put_action(&key, &result.encode())?;
-            self.record(record(&result, Status::Remote));
-            return Ok(result);
+            let bytes = result.encode();
+            self.store.put_action(&key, &bytes)?;
+            let digest = Digest::of(&bytes);
+            self.record(record(&result, digest, Status::Remote));
+            return Ok((result, digest));
         }
         self.reporter.started(name);
         let result = run()?;
-        self.store.put_action(&key, &result.encode())?;
+        let bytes = result.encode();
+        self.store.put_action(&key, &bytes)?;
         if let Some(remote) = self.remote {
             remote.upload(&key, &result, self.store);
         }
-        self.record(record(&result, Status::Executed));
-        Ok(result)
+        let digest = Digest::of(&bytes);
+        self.record(record(&result, digest, Status::Executed));
+        Ok((result, digest))
     }
 
     fn record(&self, record: Record) {

@@ -56,6 +56,7 @@ pub struct Failure {
     pub error: JobError,
 }
 
+#[derive(Clone)]
 pub struct Options {
     /// When the build started (records' times are relative to it).
     pub started: std::time::Instant,
@@ -65,6 +66,13 @@ pub struct Options {
     pub remote: Option<std::sync::Arc<dyn crate::RemoteCache>>,
     /// Where sandboxed commands run, if not on this machine.
     pub executor: Option<std::sync::Arc<dyn crate::Executor>>,
+    /// Use a node's cached result without checking that the store still holds every
+    /// blob it names (a no-op reads no blob, so checking them all is most of its
+    /// time). A blob found missing later, when an action that runs or the export reads
+    /// it, fails with [`hb_store::StoreError::Missing`]; the build then runs another
+    /// pass with this off, in which every hit is checked and a result whose blobs
+    /// are gone is rebuilt. Sub-actions ([`crate::Ctx::memo`]) are always checked.
+    pub lazy_blobs: bool,
 }
 
 pub struct Report {
@@ -111,7 +119,8 @@ pub fn execute(
             dependents[d].push(i);
         }
     }
-    let results: Vec<OnceLock<Arc<ActionResult>>> = (0..n).map(|_| OnceLock::new()).collect();
+    // Each result with its digest (what dependents' keys name), computed once.
+    let results: Vec<OnceLock<(Arc<ActionResult>, Digest)>> = (0..n).map(|_| OnceLock::new()).collect();
     let records = Mutex::new(Vec::new());
     let mut failures = Vec::new();
     let ctx = Ctx {
@@ -121,6 +130,7 @@ pub fn execute(
         pool: &pool,
         remote: opts.remote.as_deref(),
         executor: opts.executor.as_deref(),
+        lazy_blobs: opts.lazy_blobs,
         stat,
         records: &records,
         reporter,
@@ -128,7 +138,7 @@ pub fn execute(
 
     let (work_tx, work_rx) = mpsc::channel::<NodeId>();
     let work_rx = Mutex::new(work_rx);
-    let (done_tx, done_rx) = mpsc::channel::<(NodeId, Result<ActionResult, JobError>)>();
+    let (done_tx, done_rx) = mpsc::channel::<(NodeId, Result<(ActionResult, Digest), JobError>)>();
     std::thread::scope(|s| {
         for _ in 0..jobs {
             let done_tx = done_tx.clone();
@@ -165,9 +175,9 @@ pub fn execute(
             let Ok((i, r)) = done_rx.recv() else { break };
             running -= 1;
             match r {
-                Ok(result) => {
+                Ok((result, digest)) => {
                     state[i] = State::Done;
-                    let _ = results[i].set(Arc::new(result));
+                    let _ = results[i].set((Arc::new(result), digest));
                     for &d in &dependents[i] {
                         if let State::Waiting(k) = state[d] {
                             state[d] = State::Waiting(k - 1);
@@ -196,7 +206,7 @@ pub fn execute(
         .map(|i| graph.nodes[i].name.clone())
         .collect();
     Report {
-        results: results.into_iter().map(|c| c.into_inner()).collect(),
+        results: results.into_iter().map(|c| c.into_inner().map(|(r, _)| r)).collect(),
         records: records.into_inner().unwrap_or_else(|p| p.into_inner()),
         failures,
         skipped,
@@ -217,17 +227,17 @@ fn run_node(
     graph: &Graph,
     i: NodeId,
     ctx: &Ctx,
-    results: &[OnceLock<Arc<ActionResult>>],
-) -> Result<ActionResult, JobError> {
+    results: &[OnceLock<(Arc<ActionResult>, Digest)>],
+) -> Result<(ActionResult, Digest), JobError> {
     let node = &graph.nodes[i];
     let mut inputs = Inputs { name: &node.name, results: Vec::with_capacity(node.deps.len()) };
     // Dependencies enter the key under their action names, so `hb explain` can say which.
     let mut key_inputs: Vec<(String, Digest)> = Vec::new();
     let mut bytes_in = 0;
     for &d in &node.deps {
-        let r = results[d].get().map(|r| r.as_ref()).expect("dependencies finish first");
+        let (r, digest) = results[d].get().map(|(r, d)| (r.as_ref(), *d)).expect("dependencies finish first");
         inputs.results.push((d, r));
-        key_inputs.push((graph.nodes[d].name.clone(), r.digest()));
+        key_inputs.push((graph.nodes[d].name.clone(), digest));
         bytes_in += r.tree.file_bytes();
     }
     let sources = node.job.sources(ctx)?;
@@ -243,7 +253,19 @@ fn run_node(
         inputs: &key_inputs,
         bytes_in,
     };
-    ctx.memo_result(&step, &|_| true, || node.job.run(ctx, &inputs, &sources))
+    ctx.memo_result(&step, ctx.lazy_blobs, &|_| true, || {
+        if ctx.lazy_blobs {
+            // The inputs may be hits taken on trust: the job reads their blobs, so
+            // make sure they are here before it starts (a typed error, not whatever
+            // the job would make of a missing file).
+            for (_, r) in &inputs.results {
+                if let Some(d) = r.tree.blobs().find(|d| !ctx.store.has_blob(d)) {
+                    return Err(JobError::Store(hb_store::StoreError::Missing(*d)));
+                }
+            }
+        }
+        node.job.run(ctx, &inputs, &sources)
+    })
 }
 
 #[cfg(test)]
@@ -279,6 +301,10 @@ mod tests {
     }
 
     fn run(g: &Graph, dir: &std::path::Path, keep_going: bool) -> Report {
+        run_with(g, dir, keep_going, false)
+    }
+
+    fn run_with(g: &Graph, dir: &std::path::Path, keep_going: bool, lazy_blobs: bool) -> Report {
         let store = Store::open(dir).unwrap();
         let stat = Mutex::new(StatCache::load(&store, dir));
         let opts = Options {
@@ -288,6 +314,7 @@ mod tests {
             platform: "test".into(),
             remote: None,
             executor: None,
+            lazy_blobs,
         };
         execute(g, &store, &stat, &opts, &Quiet)
     }
@@ -325,5 +352,32 @@ mod tests {
         assert_eq!(r.failures[0].name, "a");
         assert_eq!(r.skipped, ["b"]);
         assert!(r.results[2].is_some());
+    }
+
+    #[test]
+    fn lazy_hits_are_checked_when_read_and_an_eager_pass_rebuilds_them() {
+        let d = tempfile::tempdir().unwrap();
+        let mut g = Graph::default();
+        let a = g.add("a", Put("a", false, vec![]));
+        g.add("b", Put("b", false, vec![a]));
+        let first = run(&g, d.path(), false);
+        let store = Store::open(d.path()).unwrap();
+        let blob = |i: usize| first.results[i].as_ref().unwrap().tree.blobs().next().copied().unwrap();
+        std::fs::remove_file(store.blob_path(&blob(0))).unwrap();
+
+        // Nothing reads a's blob: a lazy pass takes both hits as they are.
+        let r = run_with(&g, d.path(), false, true);
+        assert!(r.failures.is_empty() && r.records.iter().all(|r| r.status == Status::Cached));
+        // An eager pass finds a's blob gone and runs a again (b's key is unchanged).
+        let r = run(&g, d.path(), false);
+        assert_eq!(r.records[0].status, Status::Executed);
+        assert!(store.has_blob(&blob(0)));
+
+        // b must run and a's blob is gone: the lazy pass fails before b starts, typed.
+        std::fs::remove_file(store.blob_path(&blob(0))).unwrap();
+        store.remove_action(&r.records[1].key).unwrap();
+        let r = run_with(&g, d.path(), false, true);
+        assert_eq!(r.failures.len(), 1);
+        assert_eq!(r.failures[0].error.missing_blob(), Some(blob(0)));
     }
 }

@@ -184,8 +184,16 @@ impl AtomicFile {
 
     /// Flushes to disk and renames over the destination.
     pub fn commit(self) -> Result<()> {
+        self.tmp.as_file().sync_all().ctx("syncing", &self.dest)?;
+        self.commit_unsynced()
+    }
+
+    /// Renames over the destination without waiting for the bytes to reach the disk:
+    /// readers never see a partial file, but after a power loss the file may be empty.
+    /// Only for state whose loss costs nothing but time (run logs, caches of parsed
+    /// files), and whose readers treat an unreadable file as absent.
+    pub fn commit_unsynced(self) -> Result<()> {
         let dest = self.dest;
-        self.tmp.as_file().sync_all().ctx("syncing", &dest)?;
         if let Some(parent) = dest.parent() {
             create_dir_all(parent)?;
         }
@@ -208,6 +216,14 @@ pub fn write_atomic(dest: &Path, bytes: &[u8], tmp_dir: Option<&Path>) -> Result
     let mut f = AtomicFile::create(dest, tmp_dir)?;
     f.write_all(bytes).ctx("writing", dest)?;
     f.commit()
+}
+
+/// Writes `bytes` to `dest` atomically but without syncing (see
+/// [`AtomicFile::commit_unsynced`] for when that is right).
+pub fn write_atomic_unsynced(dest: &Path, bytes: &[u8], tmp_dir: Option<&Path>) -> Result<()> {
+    let mut f = AtomicFile::create(dest, tmp_dir)?;
+    f.write_all(bytes).ctx("writing", dest)?;
+    f.commit_unsynced()
 }
 
 /// Reads up to `buf.len()` bytes, fewer only at the end of the stream (retrying short

@@ -252,7 +252,7 @@ impl RootLock {
         if let Ok(encoded) = postcard::to_stdvec(&(digest, &lock))
             && hb_fs::create_dir_all(cache).is_ok()
         {
-            let _ = hb_fs::write_atomic(&file, &encoded, None);
+            let _ = hb_fs::write_atomic_unsynced(&file, &encoded, None);
         }
         Ok(Some(lock))
     }

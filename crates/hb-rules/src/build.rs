@@ -3,7 +3,9 @@
 //! `hb-out/<platform>/<package path>/` beside other platforms (atomically, and
 //! only when they differ from what is there). A blob found corrupt during a pass is
 //! removed by the store; the build then runs again, and the action that produced the
-//! blob, no longer satisfied by the cache, re-executes.
+//! blob, no longer satisfied by the cache, re-executes. The first pass takes cached
+//! results on trust ([`Options::lazy_blobs`]); a blob found missing when read (a cache
+//! trimmed by `hb cache gc` or by hand) makes the build run again checking every hit.
 
 use std::path::{Path, PathBuf};
 
@@ -53,9 +55,14 @@ pub fn build(
     let stat = Mutex::new(StatCache::load(store, &ws.root));
     let mut outcome = Outcome::default();
     let mut seen_corrupt = std::collections::BTreeSet::new();
+    let mut opts = opts.clone();
     for pass in 1..=MAX_PASSES {
-        let report = hb_engine::execute(&plan.graph, store, &stat, opts, reporter);
+        let report = hb_engine::execute(&plan.graph, store, &stat, &opts, reporter);
         merge_records(&mut outcome.records, report.records);
+        if opts.lazy_blobs && report.failures.iter().any(|f| f.error.missing_blob().is_some()) {
+            lazy_pass_missed(&mut opts, &mut outcome);
+            continue;
+        }
         let (corrupt, other): (Vec<Failure>, Vec<Failure>) =
             report.failures.into_iter().partition(|f| f.error.corrupt_blob().is_some());
         let mut progress = false;
@@ -69,6 +76,9 @@ pub fn build(
             break;
         }
         if !corrupt.is_empty() {
+            // Corrupt blobs are removed: from now on a missing blob is expected, and
+            // every hit is checked.
+            opts.lazy_blobs = false;
             // Find every other corrupt blob now, rather than one per pass.
             let removed = scrub(store, &outcome.records);
             if removed > 0 {
@@ -85,6 +95,10 @@ pub fn build(
             }
             Err(JobError::Store(e @ StoreError::Corrupt { digest, .. })) if seen_corrupt.insert(Some(digest)) => {
                 outcome.warnings.push(e.to_string());
+                opts.lazy_blobs = false;
+            }
+            Err(JobError::Store(StoreError::Missing(_))) if opts.lazy_blobs => {
+                lazy_pass_missed(&mut opts, &mut outcome);
             }
             Err(error) => {
                 outcome.failures.push(Failure { name: "export to hb-out".into(), error });
@@ -107,6 +121,17 @@ pub fn build(
         outcome.warnings.push(format!("could not save the build log for `hb explain`: {e}"));
     }
     Ok(outcome)
+}
+
+/// A pass that trusted cached results read a blob the store no longer has: the next
+/// pass checks every hit's blobs, so the results that lost theirs are rebuilt.
+fn lazy_pass_missed(opts: &mut Options, outcome: &mut Outcome) {
+    opts.lazy_blobs = false;
+    outcome.warnings.push(
+        "some cached results name blobs the cache no longer holds (trimmed by `hb cache gc` or removed by hand); \
+         the build ran again checking every cached result, and rebuilt what was missing"
+            .into(),
+    );
 }
 
 /// What a build did, kept for `hb explain`: the store keeps the last build of a

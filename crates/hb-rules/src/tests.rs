@@ -313,6 +313,7 @@ fn a_rule_needs_only_the_trait_and_a_registration() {
         platform: "bookworm-amd64".into(),
         remote: None,
         executor: None,
+        lazy_blobs: false,
     };
     let report = hb_engine::execute(&p.graph, &store, &stat, &opts, &hb_engine::Quiet);
     assert!(report.failures.is_empty(), "{:?}", report.failures);

@@ -183,7 +183,8 @@ impl Store {
         if last.exists() {
             hb_fs::rename(&last, &dir.join("previous"))?;
         }
-        Ok(hb_fs::write_atomic(&last, log, Some(&self.tmp_dir()))?)
+        // Unsynced: a log lost to a power cut only leaves `hb explain` less to say.
+        Ok(hb_fs::write_atomic_unsynced(&last, log, Some(&self.tmp_dir()))?)
     }
 
     /// The last and the previous build logs of `workspace`, when there are any.

@@ -109,7 +109,8 @@ impl StatCache {
     pub fn save(&mut self, store: &Store) -> Result<()> {
         if self.dirty && !store.read_only() {
             let bytes = postcard::to_stdvec(&self.entries).expect("stat cache encodes");
-            hb_fs::write_atomic(&self.file, &bytes, Some(&store.tmp_dir()))?;
+            // Unsynced: a cache lost to a power cut is read as empty (files hashed again).
+            hb_fs::write_atomic_unsynced(&self.file, &bytes, Some(&store.tmp_dir()))?;
             self.dirty = false;
         }
         Ok(())
