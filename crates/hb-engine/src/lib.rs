@@ -167,7 +167,8 @@ pub struct Ctx<'a> {
     /// When the build started: records say when actions ran relative to it.
     epoch: std::time::Instant,
     pub platform: &'a str,
-    pub pool: &'a rayon::ThreadPool,
+    pool: &'a std::sync::OnceLock<rayon::ThreadPool>,
+    jobs: usize,
     remote: Option<&'a dyn RemoteCache>,
     executor: Option<&'a dyn Executor>,
     /// See [`Options::lazy_blobs`].
@@ -178,6 +179,18 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// A pool of `jobs` threads for work inside one action (compressing chunks),
+    /// started when first asked for.
+    pub fn pool(&self) -> &rayon::ThreadPool {
+        self.pool.get_or_init(|| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(self.jobs)
+                .thread_name(|i| format!("hb-work-{i}"))
+                .build()
+                .expect("thread pool starts")
+        })
+    }
+
     /// Where sandboxed commands run when not here (`--remote-executor`).
     pub fn executor(&self) -> Option<&dyn Executor> {
         self.executor

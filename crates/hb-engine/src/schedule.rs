@@ -5,7 +5,7 @@
 //! only the failed node's dependents are skipped.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use hb_store::stat::StatCache;
 use hb_store::{Digest, Store};
@@ -97,7 +97,22 @@ enum State {
     Skipped,
 }
 
+/// What the workers share: the nodes' states, the ready queue and how it ends.
+struct Board {
+    state: Vec<State>,
+    ready: VecDeque<NodeId>,
+    /// Nodes a worker has taken and not yet reported.
+    running: usize,
+    /// A node failed without `keep_going`: only fetches still start.
+    stopping: bool,
+    failures: Vec<Failure>,
+}
+
 /// Runs every node of `graph`.
+///
+/// Each worker takes a ready node, runs it, and records the outcome itself (marking
+/// dependents ready) before taking the next, so a cached node costs no hand-off to
+/// another thread; a no-op build is one cache lookup after another on `jobs` threads.
 pub fn execute(
     graph: &Graph,
     store: &Store,
@@ -107,27 +122,27 @@ pub fn execute(
 ) -> Report {
     let n = graph.nodes.len();
     let jobs = opts.jobs.max(1);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(jobs)
-        .thread_name(|i| format!("hb-work-{i}"))
-        .build()
-        .expect("thread pool starts");
     let mut dependents = vec![Vec::new(); n];
-    let mut state: Vec<State> = graph.nodes.iter().map(|node| State::Waiting(node.deps.len())).collect();
     for (i, node) in graph.nodes.iter().enumerate() {
         for &d in &node.deps {
             dependents[d].push(i);
         }
     }
+    let state: Vec<State> = graph.nodes.iter().map(|node| State::Waiting(node.deps.len())).collect();
+    let ready = (0..n).filter(|&i| state[i] == State::Waiting(0)).collect();
+    let board = Mutex::new(Board { state, ready, running: 0, stopping: false, failures: Vec::new() });
+    let wake = std::sync::Condvar::new();
     // Each result with its digest (what dependents' keys name), computed once.
     let results: Vec<OnceLock<(Arc<ActionResult>, Digest)>> = (0..n).map(|_| OnceLock::new()).collect();
     let records = Mutex::new(Vec::new());
-    let mut failures = Vec::new();
+    // Built on first use: a no-op build compresses nothing and starts no pool threads.
+    let pool = OnceLock::new();
     let ctx = Ctx {
         epoch: opts.started,
         store,
         platform: &opts.platform,
         pool: &pool,
+        jobs,
         remote: opts.remote.as_deref(),
         executor: opts.executor.as_deref(),
         lazy_blobs: opts.lazy_blobs,
@@ -136,79 +151,84 @@ pub fn execute(
         reporter,
     };
 
-    let (work_tx, work_rx) = mpsc::channel::<NodeId>();
-    let work_rx = Mutex::new(work_rx);
-    let (done_tx, done_rx) = mpsc::channel::<(NodeId, Result<(ActionResult, Digest), JobError>)>();
-    std::thread::scope(|s| {
-        for _ in 0..jobs {
-            let done_tx = done_tx.clone();
-            let (work_rx, ctx, results) = (&work_rx, &ctx, &results);
-            s.spawn(move || {
-                loop {
-                    let next = work_rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                    let Ok(i) = next else { break };
-                    let r = run_node(graph, i, ctx, results);
-                    if done_tx.send((i, r)).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        drop(done_tx);
-
-        let mut ready: VecDeque<NodeId> = (0..n).filter(|&i| state[i] == State::Waiting(0)).collect();
-        let mut running = 0usize;
-        let mut stopping = false;
+    let work = || {
+        let lock = || board.lock().unwrap_or_else(|p| p.into_inner());
+        let mut b = lock();
         loop {
-            if stopping {
+            if b.stopping {
                 // Only actions that must complete (fetches) still start.
-                ready.retain(|&i| graph.nodes[i].job.always_complete());
+                b.ready.retain(|&i| graph.nodes[i].job.always_complete());
             }
-            while let Some(i) = ready.pop_front() {
-                state[i] = State::Started;
-                running += 1;
-                work_tx.send(i).expect("workers are alive while the scheduler runs");
-            }
-            if running == 0 {
-                break;
-            }
-            let Ok((i, r)) = done_rx.recv() else { break };
-            running -= 1;
-            match r {
+            let Some(i) = b.ready.pop_front() else {
+                if b.running == 0 {
+                    // Nothing runs, so nothing can become ready: every worker stops.
+                    wake.notify_all();
+                    return;
+                }
+                b = wake.wait(b).unwrap_or_else(|p| p.into_inner());
+                continue;
+            };
+            b.state[i] = State::Started;
+            b.running += 1;
+            drop(b);
+            // A panic is a bug in hb; it fails the node rather than leaving the other
+            // workers waiting for a report that never comes.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_node(graph, i, &ctx, &results)))
+                .unwrap_or_else(|_| {
+                    Err(JobError::Failed(format!(
+                        "{}: hb panicked running this action (a bug in hb)",
+                        graph.nodes[i].name
+                    )))
+                });
+            b = lock();
+            b.running -= 1;
+            match outcome {
                 Ok((result, digest)) => {
-                    state[i] = State::Done;
+                    b.state[i] = State::Done;
                     let _ = results[i].set((Arc::new(result), digest));
+                    let mut woken = 0;
                     for &d in &dependents[i] {
-                        if let State::Waiting(k) = state[d] {
-                            state[d] = State::Waiting(k - 1);
+                        if let State::Waiting(k) = b.state[d] {
+                            b.state[d] = State::Waiting(k - 1);
                             if k == 1 {
-                                ready.push_back(d);
+                                b.ready.push_back(d);
+                                woken += 1;
                             }
                         }
                     }
+                    // This worker takes one of them; others may take the rest.
+                    for _ in 1..woken {
+                        wake.notify_one();
+                    }
                 }
                 Err(error) => {
-                    state[i] = State::Failed;
-                    failures.push(Failure { name: graph.nodes[i].name.clone(), error });
+                    b.state[i] = State::Failed;
+                    b.failures.push(Failure { name: graph.nodes[i].name.clone(), error });
                     if opts.keep_going {
-                        skip_dependents(i, &dependents, &mut state);
+                        skip_dependents(i, &dependents, &mut b.state);
                     } else {
-                        stopping = true;
+                        b.stopping = true;
                     }
                 }
             }
         }
-        drop(work_tx);
+    };
+    std::thread::scope(|s| {
+        for _ in 1..jobs {
+            s.spawn(work);
+        }
+        work();
     });
 
+    let board = board.into_inner().unwrap_or_else(|p| p.into_inner());
     let skipped = (0..n)
-        .filter(|&i| !matches!(state[i], State::Done | State::Failed))
+        .filter(|&i| !matches!(board.state[i], State::Done | State::Failed))
         .map(|i| graph.nodes[i].name.clone())
         .collect();
     Report {
         results: results.into_iter().map(|c| c.into_inner().map(|(r, _)| r)).collect(),
         records: records.into_inner().unwrap_or_else(|p| p.into_inner()),
-        failures,
+        failures: board.failures,
         skipped,
     }
 }

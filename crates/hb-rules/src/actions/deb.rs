@@ -339,7 +339,7 @@ impl ControlJob {
 /// The md5 sum of each file, computed in parallel.
 fn md5_of(ctx: &Ctx, files: &[(&str, Digest)]) -> Result<Vec<(String, [u8; 16])>, JobError> {
     let store = ctx.store;
-    ctx.pool.install(|| {
+    ctx.pool().install(|| {
         files
             .par_iter()
             .map(|(path, d)| {
@@ -421,7 +421,7 @@ impl Action for DataJob {
             }
         };
         let count = ranges.len();
-        let units: Vec<(Digest, u64, Option<XzBlockInfo>)> = ctx.pool.install(|| {
+        let units: Vec<(Digest, u64, Option<XzBlockInfo>)> = ctx.pool().install(|| {
             ranges
                 .par_iter()
                 .enumerate()
