@@ -418,7 +418,9 @@ fn resolve(ws: &mut Workspace, cwd: &Path, texts: &[String]) -> Result<Vec<Label
     let mut labels = Vec::new();
     for text in texts {
         if text == "//..." {
-            for pkg in ws.package_paths()? {
+            let paths = ws.package_paths()?;
+            ws.preload(&paths);
+            for pkg in paths {
                 let names: Vec<String> = ws.package(&pkg)?.targets.keys().cloned().collect();
                 labels.extend(names.into_iter().map(|name| Label { package: pkg.clone(), name }));
             }

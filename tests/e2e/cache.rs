@@ -68,6 +68,22 @@ fn a_cache_that_lost_blobs_rebuilds_them_when_they_are_needed() {
     let again = ws.build_json("//demosite:deb");
     assert_eq!(again["executed"], 0, "{again}");
     assert_eq!(again["warnings"].as_array().map(Vec::len), Some(0), "{again}");
+
+    // A source file's blob goes too, and another source of the same action changes:
+    // the stat cache took the unchanged file on trust, so the wheel build, before it
+    // starts, finds its blob gone; the next pass hashes the file into the cache again.
+    let template = ws.path("demosite/demosite/templates/index.html");
+    let hex = hb_store::Digest::of(&std::fs::read(&template).unwrap()).hex();
+    std::fs::remove_file(ws.cache.join("v1/cas").join(&hex[..2]).join(&hex)).unwrap();
+    let init = ws.path("demosite/demosite/__init__.py");
+    let mut text = std::fs::read_to_string(&init).unwrap();
+    text.push_str("# edited\n");
+    std::fs::write(&init, text).unwrap();
+    let r = ws.build_json("//demosite:deb");
+    let warnings = r["warnings"].as_array().unwrap();
+    assert!(warnings.iter().any(|w| w.as_str().unwrap().contains("no longer holds")), "{r}");
+    assert!(ws.cache.join("v1/cas").join(&hex[..2]).join(&hex).is_file());
+    assert_eq!(ws.build_json("//demosite:deb")["executed"], 0);
 }
 
 #[test]

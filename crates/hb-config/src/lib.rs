@@ -141,6 +141,39 @@ impl Workspace {
         Ok(p)
     }
 
+    /// Reads the packages at `paths` not read yet, on a few threads (a workspace of many
+    /// packages is mostly parsing); errors are left for [`Workspace::package`] to
+    /// report, so they come in path order and with their suggestions.
+    pub fn preload(&mut self, paths: &[String]) {
+        let missing: Vec<&String> = paths.iter().filter(|p| !self.packages.contains_key(p.as_str())).collect();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+        if missing.len() < 8 || threads < 2 {
+            return;
+        }
+        let (root, schemas) = (&self.root, &self.schemas);
+        let loaded: Vec<(String, Package)> = std::thread::scope(|s| {
+            let per = missing.len().div_ceil(threads);
+            let handles: Vec<_> = missing
+                .chunks(per)
+                .map(|chunk| {
+                    s.spawn(move || {
+                        chunk
+                            .iter()
+                            .filter_map(|p| Package::load(root, p, schemas).ok().map(|pkg| (p.to_string(), pkg)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+        });
+        for (path, pkg) in loaded {
+            // A `[workspace]` table where it does not belong is reported by `package`.
+            if pkg.workspace.is_none() {
+                self.packages.insert(path, pkg);
+            }
+        }
+    }
+
     /// The package at workspace-relative `path`, read on first use.
     pub fn package(&mut self, path: &str) -> Result<&Package, ConfigError> {
         if !self.packages.contains_key(path) {

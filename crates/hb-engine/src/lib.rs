@@ -200,7 +200,9 @@ impl Ctx<'_> {
     /// the store afterwards.
     pub fn source_file(&self, path: &std::path::Path) -> Result<FileInfo, StoreError> {
         let mut stat = self.stat.lock().unwrap_or_else(|p| p.into_inner());
-        stat.file(self.store, path)
+        // Taken on trust like cached results: a node that runs checks its sources'
+        // blobs first (see `run_node`).
+        stat.file(self.store, path, self.lazy_blobs)
     }
 
     /// A sub-action: runs `run` unless the action cache has a result for the key made of

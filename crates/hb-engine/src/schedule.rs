@@ -283,6 +283,9 @@ fn run_node(
                     return Err(JobError::Store(hb_store::StoreError::Missing(*d)));
                 }
             }
+            if let Some(s) = sources.iter().find(|s| !ctx.store.has_blob(&s.digest)) {
+                return Err(JobError::Store(hb_store::StoreError::Missing(s.digest)));
+            }
         }
         node.job.run(ctx, &inputs, &sources)
     })

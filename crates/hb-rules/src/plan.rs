@@ -80,6 +80,7 @@ pub fn plan(ws: &mut Workspace, rules: &Rules, roots: &[Label], opts: &PlanOptio
     let mut actions = Actions::default();
     let mut providers: BTreeMap<Label, Providers> = BTreeMap::new();
     let root_lock = std::cell::OnceCell::new();
+    let root_summaries = std::cell::RefCell::default();
     for target in &targets {
         let package = ws.package(&target.label.package)?.clone();
         let mut cx = Cx {
@@ -93,6 +94,7 @@ pub fn plan(ws: &mut Workspace, rules: &Rules, roots: &[Label], opts: &PlanOptio
             actions: &mut actions,
             providers: &providers,
             root_lock: &root_lock,
+            root_summaries: &root_summaries,
         };
         let provided = rules.plan(&mut cx)?;
         providers.insert(target.label.clone(), provided);

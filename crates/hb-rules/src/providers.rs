@@ -43,8 +43,8 @@ pub struct PythonApp {
     /// The locked runtime wheels of the platform being built (file names).
     pub locked_wheels: Vec<String>,
     /// The packages of the root its sdists compiled in, else of the base root (none
-    /// without the sandbox).
-    pub root_packages: Vec<hb_root::RootPackage>,
+    /// without the sandbox), as an SBOM lists them (see [`crate::roots::RootSummary`]).
+    pub root_packages: crate::roots::RootSummary,
 }
 impl Provider for PythonApp {}
 

@@ -122,12 +122,30 @@ pub fn root_input_with(cx: &mut Cx, extra: &[String]) -> Result<Input<()>, Rules
     Ok(cx.actions.shared(action, || RootJob { platform, debs }))
 }
 
-/// The locked packages of the platform's root with `extra` (empty when it is not
+/// A root's packages as an SBOM lists them: (name, version, architecture, sha256),
+/// sorted. Made once per plan and root, and shared by every target that lists it.
+pub type RootSummary = std::sync::Arc<Vec<(String, String, String, String)>>;
+
+/// The [`RootSummary`] of the platform's root with `extra` (empty when it is not
 /// locked: whatever needs the root has said so already).
-pub fn locked_packages(cx: &Cx, extra: &[String]) -> Vec<hb_root::RootPackage> {
-    cx.root_lock()
+pub fn locked_summary(cx: &Cx, extra: &[String]) -> RootSummary {
+    if let Some(known) = cx.root_summaries.borrow().get(extra) {
+        return known.clone();
+    }
+    let mut list: Vec<(String, String, String, String)> = cx
+        .root_lock()
         .ok()
         .flatten()
-        .and_then(|l| l.root_with(cx.platform.name, extra).map(|r| r.package.clone()))
-        .unwrap_or_default()
+        .and_then(|l| l.root_with(cx.platform.name, extra))
+        .map(|r| {
+            r.package
+                .iter()
+                .map(|p| (p.name.clone(), p.version.clone(), p.architecture.clone(), p.sha256.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    list.sort();
+    let summary = RootSummary::new(list);
+    cx.root_summaries.borrow_mut().insert(extra.to_vec(), summary.clone());
+    summary
 }

@@ -115,6 +115,8 @@ pub struct Cx<'a> {
     /// hb-root.lock, read once per plan by the first rule that asks (it is large: every
     /// platform's roots and compile roots), through [`Cx::root_lock`].
     pub(crate) root_lock: &'a std::cell::OnceCell<Result<Option<hb_root::RootLock>, String>>,
+    /// Each root's [`crate::roots::RootSummary`] by its extra packages, made once per plan.
+    pub(crate) root_summaries: &'a std::cell::RefCell<BTreeMap<Vec<String>, crate::roots::RootSummary>>,
 }
 
 impl Cx<'_> {

@@ -50,8 +50,9 @@ pub struct SbomArgs {
     pub build: Vec<Known>,
     /// The runtime wheels of the locks (file names).
     pub locked: Vec<String>,
-    /// The root's packages: name, version, architecture, sha256.
-    pub root: Vec<(String, String, String, String)>,
+    /// The root's packages: name, version, architecture, sha256 (shared by every deb
+    /// of the plan; encoded as the list itself).
+    pub root: crate::roots::RootSummary,
 }
 
 impl SbomJob {

@@ -465,14 +465,11 @@ fn sbom_args(cx: &Cx, d: &DebAttrs, meta: &DebMeta, apps: &[(Label, &PythonApp)]
     build.sort_by(|a, b| a.file.cmp(&b.file));
     sources.sort_by(|a, b| a.file.cmp(&b.file));
     locked.sort();
-    let root_packages = match apps.first() {
+    let root = match apps.first() {
         Some((_, app)) => app.root_packages.clone(),
-        None if cx.opts.sandbox == hb_sandbox::Mode::Bwrap => crate::roots::locked_packages(cx, &[]),
-        None => Vec::new(),
+        None if cx.opts.sandbox == hb_sandbox::Mode::Bwrap => crate::roots::locked_summary(cx, &[]),
+        None => Default::default(),
     };
-    let mut root: Vec<(String, String, String, String)> =
-        root_packages.into_iter().map(|p| (p.name, p.version, p.architecture, p.sha256)).collect();
-    root.sort();
     SbomArgs {
         package: meta.package.clone(),
         version: meta.version.clone(),

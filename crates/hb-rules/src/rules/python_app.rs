@@ -173,8 +173,8 @@ impl Rule for PythonApp {
             a.lock.files_for(Role::Runtime, &id).filter(|f| is_sdist(&f.file)).cloned().collect();
         let mut compile_root = None;
         let mut root_packages = match cx.opts.sandbox {
-            hb_sandbox::Mode::Bwrap => crate::roots::locked_packages(cx, &[]),
-            hb_sandbox::Mode::Off => Vec::new(),
+            hb_sandbox::Mode::Bwrap => crate::roots::locked_summary(cx, &[]),
+            hb_sandbox::Mode::Off => Default::default(),
         };
         if let Some(first) = sdists.first() {
             if cx.opts.sandbox == hb_sandbox::Mode::Off {
@@ -189,7 +189,7 @@ impl Rule for PythonApp {
             let extra = p.compile_extra(platform);
             let root = crate::roots::root_input_with(cx, &extra)?;
             compile_root = Some(root);
-            root_packages = crate::roots::locked_packages(cx, &extra);
+            root_packages = crate::roots::locked_summary(cx, &extra);
             let build_depends: Vec<String> =
                 p.build_depends.iter().flat_map(|b| b.get_ref().iter().map(|d| d.get_ref().clone())).collect();
             for f in &sdists {
