@@ -559,12 +559,7 @@ fn build_platforms(
         if platforms.len() > 1 {
             progress::note(&format!("building for {name}"));
         }
-        let opts = Options {
-            platform: name.to_string(),
-            remote: base.remote.clone(),
-            executor: base.executor.clone(),
-            ..base
-        };
+        let opts = Options { platform: name.to_string(), ..base.clone() };
         let plan_opts = hb_rules::PlanOptions {
             sandbox,
             apt_dir: apt_dir_setting(),
@@ -629,6 +624,7 @@ fn build_outputs(cwd: &Path, cache_dir: &Path, args: &BuildArgs) -> Result<(Exit
         remote: remote.clone(),
         executor: executor.clone(),
         lazy_blobs: true,
+        known: Default::default(),
     };
     let mut outcome = build_platforms(&mut ws, &store, &labels, &platforms, base, sandbox, &reporter)?;
     reporter.finish();

@@ -18,7 +18,7 @@ use hb_store::stat::{FileInfo, StatCache};
 pub use action::{Action, AnyInput, Facts, Input, Inputs, Output, Tool};
 pub use hb_store::{Digest, EntryKind, Store, StoreError, Tree, TreeEntry};
 pub use key::{ActionResult, action_key, encode_args};
-pub use schedule::{Failure, Options, Record, Report, Status, Timing, execute};
+pub use schedule::{Failure, Options, Record, Report, Slot, Status, Timing, execute};
 
 /// Why an action failed.
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +134,43 @@ pub trait Executor: Send + Sync {
     fn warnings(&self) -> Vec<String>;
 }
 
+/// An action's outcome as [`Ctx::memo_result`] found it.
+pub(crate) struct Memo {
+    pub key: Digest,
+    /// `None` when the key was known from the last build and its entry not read.
+    pub result: Option<ActionResult>,
+    /// What dependents' keys name.
+    pub digest: Digest,
+    pub bytes_out: u64,
+}
+
+/// What the last build of a workspace (for one platform) found for each action key:
+/// its result's digest and the bytes of its files. With [`Options::lazy_blobs`] a node
+/// whose key is here is cached without reading its action-cache entry; its result is
+/// read only when something needs it, and must then hash to the same digest.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KnownResults(std::collections::BTreeMap<Digest, (Digest, u64)>);
+
+impl KnownResults {
+    fn get(&self, key: &Digest) -> Option<&(Digest, u64)> {
+        self.0.get(key)
+    }
+
+    /// What `records` found.
+    pub fn from_records(records: &[Record]) -> KnownResults {
+        KnownResults(records.iter().map(|r| (r.key, (r.result, r.timing.bytes_out))).collect())
+    }
+
+    /// Reads an encoded set (anything undecodable is empty).
+    pub fn decode(bytes: &[u8]) -> KnownResults {
+        postcard::from_bytes(bytes).unwrap_or_default()
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("known results encode")
+    }
+}
+
 /// Receives progress events; must be cheap.
 pub trait Reporter: Sync {
     fn started(&self, _name: &str) {}
@@ -173,6 +210,7 @@ pub struct Ctx<'a> {
     executor: Option<&'a dyn Executor>,
     /// See [`Options::lazy_blobs`].
     lazy_blobs: bool,
+    known: &'a KnownResults,
     stat: &'a Mutex<StatCache>,
     records: &'a Mutex<Vec<Record>>,
     reporter: &'a dyn Reporter,
@@ -213,24 +251,29 @@ impl Ctx<'_> {
         run: impl FnOnce() -> Result<Output<F>, JobError>,
     ) -> Result<Output<F>, JobError> {
         let typed = |r: &ActionResult| Output::<F>::decode(r).is_some();
-        let (result, _) = self.memo_result(step, false, &typed, || Ok(run()?.encode()))?;
+        let memo = self.memo_result(step, false, None, &typed, || Ok(run()?.encode()))?;
+        let result = memo.result.ok_or_else(|| {
+            JobError::Failed(format!("{}: a sub-action's result was not read (a bug in hb)", step.name))
+        })?;
         Output::<F>::decode(&result)
             .ok_or_else(|| JobError::Failed(format!("{}: its result's facts do not decode (a bug in hb)", step.name)))
     }
 
     /// [`Ctx::memo`] on stored results; a cached result is used only if `usable` accepts it
-    /// and, unless `lazy`, the store holds every blob it names.
+    /// and, unless `lazy`, the store holds every blob it names. A key in `known` is
+    /// cached without reading its entry: the memo then has no result.
     pub(crate) fn memo_result(
         &self,
         step: &Step,
         lazy: bool,
+        known: Option<&KnownResults>,
         usable: &dyn Fn(&ActionResult) -> bool,
         run: impl FnOnce() -> Result<ActionResult, JobError>,
-    ) -> Result<(ActionResult, Digest), JobError> {
+    ) -> Result<Memo, JobError> {
         let Step { name, kind, version, args, inputs, bytes_in } = *step;
         let key = action_key(kind, version, self.platform, args, inputs);
         let started = std::time::Instant::now();
-        let record = |result: &ActionResult, digest: Digest, status| Record {
+        let record = |digest: Digest, bytes_out: u64, status| Record {
             name: name.to_string(),
             kind: kind.to_string(),
             key,
@@ -242,16 +285,25 @@ impl Ctx<'_> {
                 start_us: micros(started.saturating_duration_since(self.epoch)),
                 duration_us: micros(started.elapsed()),
                 bytes_in,
-                bytes_out: result.tree.file_bytes(),
+                bytes_out,
             },
+        };
+        if let Some(&(digest, bytes_out)) = known.and_then(|k| k.get(&key)) {
+            self.record(record(digest, bytes_out, Status::Cached));
+            return Ok(Memo { key, result: None, digest, bytes_out });
+        }
+        let memo = |result: ActionResult, digest| {
+            let bytes_out = result.tree.file_bytes();
+            Memo { key, result: Some(result), digest, bytes_out }
         };
         if let Some(bytes) = self.store.get_action(&key)?
             && let Some((result, digest)) = ActionResult::decode_with_digest(&bytes)
             && (lazy || result.tree.blobs().all(|d| self.store.has_blob(d)))
             && usable(&result)
         {
-            self.record(record(&result, digest, Status::Cached));
-            return Ok((result, digest));
+            let m = memo(result, digest);
+            self.record(record(digest, m.bytes_out, Status::Cached));
+            return Ok(m);
         }
         if let Some(remote) = self.remote
             && let Some(result) = remote.fetch(&key, self.store)
@@ -259,9 +311,9 @@ impl Ctx<'_> {
         {
             let bytes = result.encode();
             self.store.put_action(&key, &bytes)?;
-            let digest = Digest::of(&bytes);
-            self.record(record(&result, digest, Status::Remote));
-            return Ok((result, digest));
+            let m = memo(result, Digest::of(&bytes));
+            self.record(record(m.digest, m.bytes_out, Status::Remote));
+            return Ok(m);
         }
         self.reporter.started(name);
         let result = run()?;
@@ -270,9 +322,9 @@ impl Ctx<'_> {
         if let Some(remote) = self.remote {
             remote.upload(&key, &result, self.store);
         }
-        let digest = Digest::of(&bytes);
-        self.record(record(&result, digest, Status::Executed));
-        Ok((result, digest))
+        let m = memo(result, Digest::of(&bytes));
+        self.record(record(m.digest, m.bytes_out, Status::Executed));
+        Ok(m)
     }
 
     fn record(&self, record: Record) {

@@ -2,7 +2,9 @@
 //! threads. A node's life is Waiting (counting unfinished dependencies) → Ready
 //! (queued) → Running → Done or Failed; nodes downstream of a failure are Skipped.
 //! On the first failure nothing new starts unless `keep_going` is set, in which case
-//! only the failed node's dependents are skipped.
+//! only the failed node's dependents are skipped. A finished node is a [`Slot`]: the
+//! digest its dependents' keys name, and its result, read from the action cache only
+//! when something needs it (see [`crate::KnownResults`]).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -73,11 +75,45 @@ pub struct Options {
     /// pass with this off, in which every hit is checked and a result whose blobs
     /// are gone is rebuilt. Sub-actions ([`crate::Ctx::memo`]) are always checked.
     pub lazy_blobs: bool,
+    /// The last build's results by key (used only with `lazy_blobs`).
+    pub known: Arc<crate::KnownResults>,
+}
+
+/// A node's outcome: the digest dependents' keys name, and its result, read from the
+/// action cache only when something needs it (a node known from the last build).
+pub struct Slot {
+    key: Digest,
+    digest: Digest,
+    bytes_out: u64,
+    result: OnceLock<Arc<ActionResult>>,
+}
+
+impl Slot {
+    /// The digest of the node's result (what its dependents' keys name).
+    pub fn digest(&self) -> Digest {
+        self.digest
+    }
+
+    /// The node's result, read from the action cache on first use. An entry that is
+    /// gone, or no longer hashes to the digest the build used, is reported as a missing
+    /// blob: the build then runs again without taking anything on trust.
+    pub fn result(&self, store: &Store) -> Result<&Arc<ActionResult>, JobError> {
+        if let Some(r) = self.result.get() {
+            return Ok(r);
+        }
+        let missing = || JobError::Store(hb_store::StoreError::Missing(self.digest));
+        let bytes = store.get_action(&self.key)?.ok_or_else(missing)?;
+        let (result, digest) = ActionResult::decode_with_digest(&bytes).ok_or_else(missing)?;
+        if digest != self.digest {
+            return Err(missing());
+        }
+        Ok(self.result.get_or_init(|| Arc::new(result)))
+    }
 }
 
 pub struct Report {
-    /// Result of each node, `None` when it failed or was skipped.
-    pub results: Vec<Option<Arc<ActionResult>>>,
+    /// Each node's outcome, `None` when it failed or was skipped.
+    pub results: Vec<Option<Slot>>,
     /// Every action (nodes and their sub-actions) in completion order.
     pub records: Vec<Record>,
     pub failures: Vec<Failure>,
@@ -132,8 +168,7 @@ pub fn execute(
     let ready = (0..n).filter(|&i| state[i] == State::Waiting(0)).collect();
     let board = Mutex::new(Board { state, ready, running: 0, stopping: false, failures: Vec::new() });
     let wake = std::sync::Condvar::new();
-    // Each result with its digest (what dependents' keys name), computed once.
-    let results: Vec<OnceLock<(Arc<ActionResult>, Digest)>> = (0..n).map(|_| OnceLock::new()).collect();
+    let results: Vec<OnceLock<Slot>> = (0..n).map(|_| OnceLock::new()).collect();
     let records = Mutex::new(Vec::new());
     // Built on first use: a no-op build compresses nothing and starts no pool threads.
     let pool = OnceLock::new();
@@ -146,6 +181,7 @@ pub fn execute(
         remote: opts.remote.as_deref(),
         executor: opts.executor.as_deref(),
         lazy_blobs: opts.lazy_blobs,
+        known: &opts.known,
         stat,
         records: &records,
         reporter,
@@ -183,9 +219,9 @@ pub fn execute(
             b = lock();
             b.running -= 1;
             match outcome {
-                Ok((result, digest)) => {
+                Ok(slot) => {
                     b.state[i] = State::Done;
-                    let _ = results[i].set((Arc::new(result), digest));
+                    let _ = results[i].set(slot);
                     let mut woken = 0;
                     for &d in &dependents[i] {
                         if let State::Waiting(k) = b.state[d] {
@@ -226,7 +262,7 @@ pub fn execute(
         .map(|i| graph.nodes[i].name.clone())
         .collect();
     Report {
-        results: results.into_iter().map(|c| c.into_inner().map(|(r, _)| r)).collect(),
+        results: results.into_iter().map(OnceLock::into_inner).collect(),
         records: records.into_inner().unwrap_or_else(|p| p.into_inner()),
         failures: board.failures,
         skipped,
@@ -243,22 +279,17 @@ fn skip_dependents(i: NodeId, dependents: &[Vec<NodeId>], state: &mut [State]) {
     }
 }
 
-fn run_node(
-    graph: &Graph,
-    i: NodeId,
-    ctx: &Ctx,
-    results: &[OnceLock<(Arc<ActionResult>, Digest)>],
-) -> Result<(ActionResult, Digest), JobError> {
+fn run_node(graph: &Graph, i: NodeId, ctx: &Ctx, results: &[OnceLock<Slot>]) -> Result<Slot, JobError> {
     let node = &graph.nodes[i];
-    let mut inputs = Inputs { name: &node.name, results: Vec::with_capacity(node.deps.len()) };
     // Dependencies enter the key under their action names, so `hb explain` can say which.
     let mut key_inputs: Vec<(String, Digest)> = Vec::new();
     let mut bytes_in = 0;
+    let mut deps = Vec::with_capacity(node.deps.len());
     for &d in &node.deps {
-        let (r, digest) = results[d].get().map(|(r, d)| (r.as_ref(), *d)).expect("dependencies finish first");
-        inputs.results.push((d, r));
-        key_inputs.push((graph.nodes[d].name.clone(), digest));
-        bytes_in += r.tree.file_bytes();
+        let slot = results[d].get().expect("dependencies finish first");
+        deps.push((d, slot));
+        key_inputs.push((graph.nodes[d].name.clone(), slot.digest));
+        bytes_in += slot.bytes_out;
     }
     let sources = node.job.sources(ctx)?;
     bytes_in += sources.iter().map(|s| s.size).sum::<u64>();
@@ -273,7 +304,14 @@ fn run_node(
         inputs: &key_inputs,
         bytes_in,
     };
-    ctx.memo_result(&step, ctx.lazy_blobs, &|_| true, || {
+    let known = ctx.lazy_blobs.then_some(ctx.known);
+    let memo = ctx.memo_result(&step, ctx.lazy_blobs, known, &|_| true, || {
+        // The job runs: read its inputs' results (those known from the last build were
+        // not read yet).
+        let mut inputs = Inputs { name: &node.name, results: Vec::with_capacity(deps.len()) };
+        for (d, slot) in &deps {
+            inputs.results.push((*d, slot.result(ctx.store)?.as_ref()));
+        }
         if ctx.lazy_blobs {
             // The inputs may be hits taken on trust: the job reads their blobs, so
             // make sure they are here before it starts (a typed error, not whatever
@@ -288,7 +326,12 @@ fn run_node(
             }
         }
         node.job.run(ctx, &inputs, &sources)
-    })
+    })?;
+    let result = OnceLock::new();
+    if let Some(r) = memo.result {
+        let _ = result.set(Arc::new(r));
+    }
+    Ok(Slot { key: memo.key, digest: memo.digest, bytes_out: memo.bytes_out, result })
 }
 
 #[cfg(test)]
@@ -328,6 +371,16 @@ mod tests {
     }
 
     fn run_with(g: &Graph, dir: &std::path::Path, keep_going: bool, lazy_blobs: bool) -> Report {
+        run_known(g, dir, keep_going, lazy_blobs, Default::default())
+    }
+
+    fn run_known(
+        g: &Graph,
+        dir: &std::path::Path,
+        keep_going: bool,
+        lazy_blobs: bool,
+        known: crate::KnownResults,
+    ) -> Report {
         let store = Store::open(dir).unwrap();
         let stat = Mutex::new(StatCache::load(&store, dir));
         let opts = Options {
@@ -338,6 +391,7 @@ mod tests {
             remote: None,
             executor: None,
             lazy_blobs,
+            known: Arc::new(known),
         };
         execute(g, &store, &stat, &opts, &Quiet)
     }
@@ -357,9 +411,11 @@ mod tests {
         let r2 = run(&g, d.path(), false);
         assert_eq!(r2.records.len(), 3);
         assert!(r2.records.iter().all(|r| r.status == Status::Cached));
-        assert_eq!(r.results[2], r2.results[2]);
+        let digest = |r: &Report| r.results[2].as_ref().unwrap().digest();
+        assert_eq!(digest(&r), digest(&r2));
         // c read its inputs' facts (each 1 byte of text) by handle: "c" + "1" + "1" + "1".
-        let c = r.results[2].as_ref().unwrap();
+        let store = Store::open(d.path()).unwrap();
+        let c = r2.results[2].as_ref().unwrap().result(&store).unwrap();
         assert_eq!(postcard::from_bytes::<u64>(&c.facts).unwrap(), 4);
     }
 
@@ -385,7 +441,8 @@ mod tests {
         g.add("b", Put("b", false, vec![a]));
         let first = run(&g, d.path(), false);
         let store = Store::open(d.path()).unwrap();
-        let blob = |i: usize| first.results[i].as_ref().unwrap().tree.blobs().next().copied().unwrap();
+        let blob =
+            |i: usize| first.results[i].as_ref().unwrap().result(&store).unwrap().tree.blobs().next().copied().unwrap();
         std::fs::remove_file(store.blob_path(&blob(0))).unwrap();
 
         // Nothing reads a's blob: a lazy pass takes both hits as they are.
@@ -402,5 +459,33 @@ mod tests {
         let r = run_with(&g, d.path(), false, true);
         assert_eq!(r.failures.len(), 1);
         assert_eq!(r.failures[0].error.missing_blob(), Some(blob(0)));
+    }
+
+    #[test]
+    fn known_results_are_cached_without_reading_their_entries_until_needed() {
+        let d = tempfile::tempdir().unwrap();
+        let mut g = Graph::default();
+        let a = g.add("a", Put("a", false, vec![]));
+        g.add("b", Put("b", false, vec![a]));
+        let first = run(&g, d.path(), false);
+        let known = crate::KnownResults::from_records(&first.records);
+        let store = Store::open(d.path()).unwrap();
+        // a's entry goes: the last build knew it, so nothing reads it.
+        store.remove_action(&first.records[0].key).unwrap();
+        let r = run_known(&g, d.path(), false, true, known.clone());
+        assert!(r.failures.is_empty() && r.records.iter().all(|r| r.status == Status::Cached));
+        // Not without lazy_blobs: a runs again.
+        let r = run_known(&g, d.path(), false, false, known.clone());
+        assert_eq!(r.records[0].status, Status::Executed);
+        // b must run (the last build knew only a), and a's result is needed: an entry
+        // that no longer hashes to what the last build saw is reported as missing (the
+        // build then runs again without trusting anything).
+        assert_eq!(first.records[0].name, "a");
+        let known_a = crate::KnownResults::from_records(&first.records[..1]);
+        store.put_action(&first.records[0].key, &ActionResult::default().encode()).unwrap();
+        store.remove_action(&first.records[1].key).unwrap();
+        let r = run_known(&g, d.path(), false, true, known_a);
+        assert_eq!(r.failures.len(), 1, "{:?}", r.failures);
+        assert!(r.failures[0].error.missing_blob().is_some());
     }
 }

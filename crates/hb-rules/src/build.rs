@@ -4,7 +4,8 @@
 //! only when they differ from what is there). A blob found corrupt during a pass is
 //! removed by the store; the build then runs again, and the action that produced the
 //! blob, no longer satisfied by the cache, re-executes. The first pass takes cached
-//! results on trust ([`Options::lazy_blobs`]); a blob found missing when read (a cache
+//! results on trust ([`Options::lazy_blobs`], and the last build's known results by
+//! key, kept per workspace and platform); a blob found missing when read (a cache
 //! trimmed by `hb cache gc` or by hand) makes the build run again checking every hit.
 
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use hb_config::{Label, Workspace};
-use hb_engine::{Failure, JobError, Options, Record, Reporter, Status};
+use hb_engine::{Failure, JobError, KnownResults, Options, Record, Reporter, Status};
 use hb_store::stat::StatCache;
 use hb_store::{EntryKind, Store, StoreError};
 
@@ -56,6 +57,12 @@ pub fn build(
     let mut outcome = Outcome::default();
     let mut seen_corrupt = std::collections::BTreeSet::new();
     let mut opts = opts.clone();
+    // What the last build of this workspace and platform found, by action key.
+    let known_file = format!("known-{}", opts.platform);
+    let known = store.load_run_file(&ws.root, &known_file).map(|b| KnownResults::decode(&b)).unwrap_or_default();
+    if opts.lazy_blobs {
+        opts.known = std::sync::Arc::new(known.clone());
+    }
     for pass in 1..=MAX_PASSES {
         let report = hb_engine::execute(&plan.graph, store, &stat, &opts, reporter);
         merge_records(&mut outcome.records, report.records);
@@ -115,6 +122,12 @@ pub fn build(
     let mut stat = stat.into_inner().unwrap_or_else(|p| p.into_inner());
     if let Err(e) = stat.save(store) {
         outcome.warnings.push(format!("could not save the stat cache: {e}"));
+    }
+    let now_known = KnownResults::from_records(&outcome.records);
+    if now_known != known
+        && let Err(e) = store.save_run_file(&ws.root, &known_file, &now_known.encode())
+    {
+        outcome.warnings.push(format!("could not save what this build found: {e}"));
     }
     let log = RunLog { labels: labels.iter().map(|l| l.to_string()).collect(), records: outcome.records.clone() };
     if let Err(e) = log.save(store, &ws.root) {
@@ -190,15 +203,16 @@ fn export(
     stat: &mut StatCache,
     labels: &[Label],
     plan: &crate::Plan,
-    results: &[Option<std::sync::Arc<hb_engine::ActionResult>>],
+    results: &[Option<hb_engine::Slot>],
     platform_out_dir: bool,
 ) -> Result<Vec<PathBuf>, JobError> {
     let mut outputs = Vec::new();
     let out = if platform_out_dir { Path::new(OUT_DIR).join(ws.platform.name) } else { PathBuf::from(OUT_DIR) };
     for label in labels {
-        let Some(result) = plan.output(label).and_then(|o| results.get(o.node())).and_then(|r| r.as_ref()) else {
+        let Some(slot) = plan.output(label).and_then(|o| results.get(o.node())).and_then(|r| r.as_ref()) else {
             continue;
         };
+        let result = slot.result(store)?;
         for name in &result.exports {
             let Some(entry) = result.tree.entries().iter().find(|e| &e.path == name) else { continue };
             let EntryKind::File { digest, .. } = entry.kind else { continue };

@@ -314,13 +314,14 @@ fn a_rule_needs_only_the_trait_and_a_registration() {
         remote: None,
         executor: None,
         lazy_blobs: false,
+        known: Default::default(),
     };
     let report = hb_engine::execute(&p.graph, &store, &stat, &opts, &hb_engine::Quiet);
     assert!(report.failures.is_empty(), "{:?}", report.failures);
     let out = p.output(&Label::parse("//pkg:deb", None).unwrap()).unwrap();
-    let deb = report.results[out.node()].as_ref().unwrap();
+    let deb = report.results[out.node()].as_ref().unwrap().result(&store).unwrap();
     assert_eq!(deb.exports, ["tiny_1.0_amd64.deb", "tiny_1.0_amd64.spdx.json", "tiny_1.0_amd64.cdx.json"]);
-    let layout = report.results[out.node() - 4].as_ref().unwrap();
+    let layout = report.results[out.node() - 4].as_ref().unwrap().result(&store).unwrap();
     assert!(layout.tree.entries().iter().any(|e| e.path == "etc/motd"));
 }
 

@@ -1,7 +1,8 @@
 //! The local store under the cache directory (inside a layout version directory): a
 //! content-addressed store of blobs and an action cache mapping action keys to encoded
 //! results (both in the [`layout`] shared with `hb cache serve`), per-workspace stat
-//! caches (`stat/<workspace>`) and run logs (`runs/<workspace>/{last,previous}`). No
+//! caches (`stat/<workspace>`), run logs (`runs/<workspace>/{last,previous}`) and other
+//! per-workspace run files (`runs/<workspace>/<name>`: the last build's known results). No
 //! other crate knows where anything is under the cache directory.
 //!
 //! Every write goes to a temporary file in `tmp/` and is renamed into place, so a
@@ -185,6 +186,22 @@ impl Store {
         }
         // Unsynced: a log lost to a power cut only leaves `hb explain` less to say.
         Ok(hb_fs::write_atomic_unsynced(&last, log, Some(&self.tmp_dir()))?)
+    }
+
+    /// Keeps `bytes` as `workspace`'s run file `name` (beside its run logs; unsynced,
+    /// like them: a file lost to a power cut is read as absent).
+    pub fn save_run_file(&self, workspace: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        let dir = self.runs_dir(workspace);
+        hb_fs::create_dir_all(&dir)?;
+        Ok(hb_fs::write_atomic_unsynced(&dir.join(name), bytes, Some(&self.tmp_dir()))?)
+    }
+
+    /// `workspace`'s run file `name`, if there is one.
+    pub fn load_run_file(&self, workspace: &Path, name: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.runs_dir(workspace).join(name)).ok()
     }
 
     /// The last and the previous build logs of `workspace`, when there are any.
