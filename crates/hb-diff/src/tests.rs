@@ -2,7 +2,7 @@
 //! foreign owners), written to a temp dir, read back and compared with `diff_debs`.
 
 use crate::{Difference, FileDiff, MemberChange, diff_debs, read_deb};
-use hb_deb::{ArWriter, Compression, TarEntry, TarKind};
+use hb_deb::{Compression, TarEntry, TarKind};
 use md5::Digest as _;
 use std::path::{Path, PathBuf};
 
