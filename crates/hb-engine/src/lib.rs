@@ -251,7 +251,7 @@ impl Ctx<'_> {
         run: impl FnOnce() -> Result<Output<F>, JobError>,
     ) -> Result<Output<F>, JobError> {
         let typed = |r: &ActionResult| Output::<F>::decode(r).is_some();
-        let memo = self.memo_result(step, false, None, &typed, || Ok(run()?.encode()))?;
+        let memo = self.memo_result(step, false, &typed, || Ok(run()?.encode()))?;
         let result = memo.result.ok_or_else(|| {
             JobError::Failed(format!("{}: a sub-action's result was not read (a bug in hb)", step.name))
         })?;
@@ -260,13 +260,12 @@ impl Ctx<'_> {
     }
 
     /// [`Ctx::memo`] on stored results; a cached result is used only if `usable` accepts it
-    /// and, unless `lazy`, the store holds every blob it names. A key in `known` is
-    /// cached without reading its entry: the memo then has no result.
+    /// and, unless `trusted`, the store holds every blob it names. When `trusted`, a key
+    /// the last build knew is cached without reading its entry: the memo has no result.
     pub(crate) fn memo_result(
         &self,
         step: &Step,
-        lazy: bool,
-        known: Option<&KnownResults>,
+        trusted: bool,
         usable: &dyn Fn(&ActionResult) -> bool,
         run: impl FnOnce() -> Result<ActionResult, JobError>,
     ) -> Result<Memo, JobError> {
@@ -288,7 +287,7 @@ impl Ctx<'_> {
                 bytes_out,
             },
         };
-        if let Some(&(digest, bytes_out)) = known.and_then(|k| k.get(&key)) {
+        if trusted && let Some(&(digest, bytes_out)) = self.known.get(&key) {
             self.record(record(digest, bytes_out, Status::Cached));
             return Ok(Memo { key, result: None, digest, bytes_out });
         }
@@ -298,7 +297,7 @@ impl Ctx<'_> {
         };
         if let Some(bytes) = self.store.get_action(&key)?
             && let Some((result, digest)) = ActionResult::decode_with_digest(&bytes)
-            && (lazy || result.tree.blobs().all(|d| self.store.has_blob(d)))
+            && (trusted || result.tree.blobs().all(|d| self.store.has_blob(d)))
             && usable(&result)
         {
             let m = memo(result, digest);

@@ -304,8 +304,7 @@ fn run_node(graph: &Graph, i: NodeId, ctx: &Ctx, results: &[OnceLock<Slot>]) -> 
         inputs: &key_inputs,
         bytes_in,
     };
-    let known = ctx.lazy_blobs.then_some(ctx.known);
-    let memo = ctx.memo_result(&step, ctx.lazy_blobs, known, &|_| true, || {
+    let memo = ctx.memo_result(&step, ctx.lazy_blobs, &|_| true, || {
         // The job runs: read its inputs' results (those known from the last build were
         // not read yet).
         let mut inputs = Inputs { name: &node.name, results: Vec::with_capacity(deps.len()) };

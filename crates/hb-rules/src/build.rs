@@ -59,9 +59,11 @@ pub fn build(
     let mut opts = opts.clone();
     // What the last build of this workspace and platform found, by action key.
     let known_file = format!("known-{}", opts.platform);
-    let known = store.load_run_file(&ws.root, &known_file).map(|b| KnownResults::decode(&b)).unwrap_or_default();
+    let known = std::sync::Arc::new(
+        store.load_run_file(&ws.root, &known_file).map(|b| KnownResults::decode(&b)).unwrap_or_default(),
+    );
     if opts.lazy_blobs {
-        opts.known = std::sync::Arc::new(known.clone());
+        opts.known = known.clone();
     }
     for pass in 1..=MAX_PASSES {
         let report = hb_engine::execute(&plan.graph, store, &stat, &opts, reporter);
@@ -124,7 +126,7 @@ pub fn build(
         outcome.warnings.push(format!("could not save the stat cache: {e}"));
     }
     let now_known = KnownResults::from_records(&outcome.records);
-    if now_known != known
+    if now_known != *known
         && let Err(e) = store.save_run_file(&ws.root, &known_file, &now_known.encode())
     {
         outcome.warnings.push(format!("could not save what this build found: {e}"));
