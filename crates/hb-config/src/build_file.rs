@@ -16,7 +16,7 @@ use toml::Spanned;
 use crate::ConfigError;
 use crate::label::{Label, valid_name};
 use crate::location::Location;
-use crate::schema::{Attrs, Schemas};
+use crate::schema::{Attrs, Document, Schemas, TomlError};
 
 /// The name of the file declaring a package's targets.
 pub const BUILD_FILE: &str = "BUILD.toml";
@@ -152,8 +152,8 @@ impl Package {
     }
 
     /// A TOML error of this file, at its span.
-    pub fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
-        self.error(e.span().unwrap_or(0..0), e.message().to_string())
+    pub fn toml_error(&self, e: &TomlError) -> ConfigError {
+        self.error(e.span.clone().unwrap_or(0..0), e.message.clone())
     }
 
     /// Parses the BUILD.toml text of package `path` with the rule kinds of `schemas`.
@@ -173,7 +173,9 @@ impl Package {
             workspace: None,
             targets: BTreeMap::new(),
         };
-        let keys = crate::schema::top_level_keys(&pkg.text).map_err(|e| pkg.toml_error(&e))?;
+        // Parsed once; every rule kind's tables are read from this tree.
+        let doc = Document::parse(&pkg.text).map_err(|e| pkg.toml_error(&e))?;
+        let keys = doc.top_level_keys();
         for key in &keys {
             if key.get_ref() != "workspace" && !schemas.iter().any(|s| s.kind() == key.get_ref()) {
                 let known: Vec<String> = schemas.iter().map(|s| s.kind().to_string()).collect();
@@ -185,18 +187,16 @@ impl Package {
                 return Err(pkg.error(key.span(), format!("unknown rule `{}`; {hint}", key.get_ref())));
             }
         }
-        // Each table read below parses the text again: read only the kinds it has.
         let has = |kind: &str| keys.iter().any(|k| k.get_ref() == kind);
         if has("workspace") {
-            pkg.workspace =
-                crate::schema::table::<WorkspaceSettings>(&pkg.text, "workspace").map_err(|e| pkg.toml_error(&e))?;
+            pkg.workspace = doc.table::<WorkspaceSettings>("workspace").map_err(|e| pkg.toml_error(&e))?;
         }
         if let Some(ws) = &pkg.workspace {
             check_workspace(&pkg, ws)?;
         }
         let mut declared = Vec::new();
         for schema in schemas.iter().filter(|s| has(s.kind())) {
-            declared.extend(schema.parse(&pkg)?);
+            declared.extend(schema.parse(&pkg, &doc)?);
         }
         // In the order they are written, so a duplicate is reported at the second one.
         declared.sort_by_key(|d| d.name.span().start);
@@ -290,9 +290,11 @@ fn check_workspace(pkg: &Package, ws: &WorkspaceSettings) -> Result<(), ConfigEr
     Ok(())
 }
 
-/// Reads a rule's `[[kind]]` tables as `A`, checking each with `check`.
+/// Reads a rule's `[[kind]]` tables of `doc` (`pkg`'s text) as `A`, checking each with
+/// `check`.
 pub fn parse_rule<A>(
     pkg: &Package,
+    doc: &Document,
     kind: &str,
     check: impl Fn(&Package, &A) -> Result<(), ConfigError>,
     declare: impl Fn(A) -> crate::schema::Declared,
@@ -301,7 +303,7 @@ where
     A: serde::de::DeserializeOwned,
 {
     let mut out = Vec::new();
-    for t in crate::schema::tables::<A>(&pkg.text, kind).map_err(|e| pkg.toml_error(&e))? {
+    for t in doc.tables::<A>(kind).map_err(|e| pkg.toml_error(&e))? {
         let attrs = t.into_inner();
         check(pkg, &attrs)?;
         out.push(declare(attrs));

@@ -14,7 +14,7 @@ pub use build_file::{BUILD_FILE, Compression, Package, Target, WorkspaceSettings
 pub use hb_platform::Platform;
 pub use label::Label;
 pub use location::Location;
-pub use schema::{Attrs, Declared, Schema, Schemas};
+pub use schema::{Attrs, Declared, Document, Schema, Schemas};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -83,8 +83,8 @@ impl Workspace {
         while let Some(d) = dir {
             let file = d.join(BUILD_FILE);
             if let Ok(text) = hb_fs::read_to_string(&file)
-                && let Ok(value) = text.parse::<toml::Table>()
-                && value.contains_key("workspace")
+                && let Ok(doc) = schema::Document::parse(&text)
+                && doc.top_level_keys().iter().any(|k| k.get_ref() == "workspace")
             {
                 return Workspace::open(d, schemas);
             }
@@ -277,9 +277,10 @@ mod tests {
             fn kind(&self) -> &'static str {
                 "t"
             }
-            fn parse(&self, pkg: &Package) -> Result<Vec<Declared>, ConfigError> {
+            fn parse(&self, pkg: &Package, doc: &Document) -> Result<Vec<Declared>, ConfigError> {
                 build_file::parse_rule(
                     pkg,
+                    doc,
                     "t",
                     |_, _: &T| Ok(()),
                     |t| Declared { name: t.name.clone(), deps: Vec::new(), attrs: std::sync::Arc::new(t) },

@@ -148,17 +148,37 @@ pub(crate) struct Memo {
 /// its result's digest and the bytes of its files. With [`Options::lazy_blobs`] a node
 /// whose key is here is cached without reading its action-cache entry; its result is
 /// read only when something needs it, and must then hash to the same digest.
+///
+/// Also, by result digest, the files each exported result names (a function of the
+/// result's bytes, so never stale): a no-op checks `hb-out` against them without
+/// reading the results.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct KnownResults(std::collections::BTreeMap<Digest, (Digest, u64)>);
+pub struct KnownResults {
+    results: std::collections::BTreeMap<Digest, (Digest, u64)>,
+    exports: std::collections::BTreeMap<Digest, Vec<(String, Digest)>>,
+}
 
 impl KnownResults {
     fn get(&self, key: &Digest) -> Option<&(Digest, u64)> {
-        self.0.get(key)
+        self.results.get(key)
     }
 
     /// What `records` found.
     pub fn from_records(records: &[Record]) -> KnownResults {
-        KnownResults(records.iter().map(|r| (r.key, (r.result, r.timing.bytes_out))).collect())
+        KnownResults {
+            results: records.iter().map(|r| (r.key, (r.result, r.timing.bytes_out))).collect(),
+            exports: Default::default(),
+        }
+    }
+
+    /// The exported files (name, blob) of the result with digest `result`, when known.
+    pub fn exports_of(&self, result: &Digest) -> Option<&[(String, Digest)]> {
+        self.exports.get(result).map(Vec::as_slice)
+    }
+
+    /// Remembers the exported files of the result with digest `result`.
+    pub fn set_exports(&mut self, result: Digest, files: Vec<(String, Digest)>) {
+        self.exports.insert(result, files);
     }
 
     /// Reads an encoded set (anything undecodable is empty).

@@ -65,6 +65,8 @@ pub fn build(
     if opts.lazy_blobs {
         opts.known = known.clone();
     }
+    // What the last successful export found each exported result to hold.
+    let mut exports = Vec::new();
     for pass in 1..=MAX_PASSES {
         let report = hb_engine::execute(&plan.graph, store, &stat, &opts, reporter);
         merge_records(&mut outcome.records, report.records);
@@ -97,7 +99,19 @@ pub fn build(
         }
         // Export the requested targets' files.
         let mut stat = stat.lock().unwrap_or_else(|p| p.into_inner());
-        match export(ws, store, &mut stat, labels, &plan, &report.results, plan_opts.platform_out_dir) {
+        exports.clear();
+        let exported = export(
+            ws,
+            store,
+            &mut stat,
+            labels,
+            &plan,
+            &report.results,
+            plan_opts.platform_out_dir,
+            &known,
+            &mut exports,
+        );
+        match exported {
             Ok(outputs) => {
                 outcome.outputs = outputs;
                 break;
@@ -125,7 +139,10 @@ pub fn build(
     if let Err(e) = stat.save(store) {
         outcome.warnings.push(format!("could not save the stat cache: {e}"));
     }
-    let now_known = KnownResults::from_records(&outcome.records);
+    let mut now_known = KnownResults::from_records(&outcome.records);
+    for (result, files) in exports {
+        now_known.set_exports(result, files);
+    }
     if now_known != *known
         && let Err(e) = store.save_run_file(&ws.root, &known_file, &now_known.encode())
     {
@@ -199,6 +216,10 @@ fn merge_records(all: &mut Vec<Record>, pass: Vec<Record>) {
     }
 }
 
+/// Places the requested targets' exported files in `hb-out`, writing only those that
+/// differ. Which files a result exports is taken from `known` (the last build's) when it
+/// has that result, else read from the result; either way it is added to `found`.
+#[allow(clippy::too_many_arguments)]
 fn export(
     ws: &Workspace,
     store: &Store,
@@ -207,6 +228,8 @@ fn export(
     plan: &crate::Plan,
     results: &[Option<hb_engine::Slot>],
     platform_out_dir: bool,
+    known: &KnownResults,
+    found: &mut Vec<(hb_store::Digest, Vec<(String, hb_store::Digest)>)>,
 ) -> Result<Vec<PathBuf>, JobError> {
     let mut outputs = Vec::new();
     let out = if platform_out_dir { Path::new(OUT_DIR).join(ws.platform.name) } else { PathBuf::from(OUT_DIR) };
@@ -214,18 +237,36 @@ fn export(
         let Some(slot) = plan.output(label).and_then(|o| results.get(o.node())).and_then(|r| r.as_ref()) else {
             continue;
         };
-        let result = slot.result(store)?;
-        for name in &result.exports {
-            let Some(entry) = result.tree.entries().iter().find(|e| &e.path == name) else { continue };
-            let EntryKind::File { digest, .. } = entry.kind else { continue };
+        let files = match known.exports_of(&slot.digest()) {
+            Some(files) => files.to_vec(),
+            None => exported_files(slot.result(store)?),
+        };
+        for (name, digest) in &files {
             let rel = out.join(&label.package).join(name);
             let dest = ws.root.join(&rel);
-            if stat.known(&dest) != Some(digest) {
-                store.export_blob(&digest, &dest, 0o644)?;
-                stat.record(&dest, digest)?;
+            if stat.known(&dest) != Some(*digest) {
+                store.export_blob(digest, &dest, 0o644)?;
+                stat.record(&dest, *digest)?;
             }
             outputs.push(rel);
         }
+        found.push((slot.digest(), files));
     }
     Ok(outputs)
+}
+
+/// The files a result exports: (name, blob) for each of its `exports` that is a file of
+/// its tree.
+fn exported_files(result: &hb_engine::ActionResult) -> Vec<(String, hb_store::Digest)> {
+    result
+        .exports
+        .iter()
+        .filter_map(|name| {
+            let entry = result.tree.entries().iter().find(|e| &e.path == name)?;
+            match entry.kind {
+                EntryKind::File { digest, .. } => Some((name.clone(), digest)),
+                _ => None,
+            }
+        })
+        .collect()
 }

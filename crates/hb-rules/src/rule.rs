@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use hb_config::{
-    ConfigError, Declared, Label, Location, Package, Platform, Schema, Schemas, Target, WorkspaceSettings,
+    ConfigError, Declared, Document, Label, Location, Package, Platform, Schema, Schemas, Target, WorkspaceSettings,
 };
 use hb_engine::{Action, AnyInput, Graph, Input};
 use serde::de::DeserializeOwned;
@@ -192,8 +192,8 @@ impl<R: Rule> Schema for Registered<R> {
     fn kind(&self) -> &'static str {
         R::KIND
     }
-    fn parse(&self, pkg: &Package) -> Result<Vec<Declared>, ConfigError> {
-        hb_config::build_file::parse_rule(pkg, R::KIND, R::check, |a: R::Attrs| Declared {
+    fn parse(&self, pkg: &Package, doc: &Document) -> Result<Vec<Declared>, ConfigError> {
+        hb_config::build_file::parse_rule(pkg, doc, R::KIND, R::check, |a: R::Attrs| Declared {
             name: R::name(&a).clone(),
             deps: R::deps(&a),
             attrs: Arc::new(Held::<R>(a)),

@@ -127,10 +127,10 @@ pub struct RenderInput<'a> {
 /// Every template's text and where it comes from: the embedded one (located at the
 /// rule) or the package's override. Unknown names and unreadable files are the
 /// package's mistakes, reported at the override.
-fn template_sources(pkg: &Package, d: &DebAttrs) -> Result<Vec<(&'static str, String, Location)>, RulesError> {
+fn template_sources(pkg: &Package, d: &DebAttrs) -> Result<Vec<(&'static str, Text, Location)>, RulesError> {
     let at_rule = pkg.locate(d.name.span());
-    let mut sources: Vec<(&str, String, Location)> =
-        TEMPLATES.iter().map(|(n, s)| (*n, s.to_string(), at_rule.clone())).collect();
+    let mut sources: Vec<(&str, Text, Location)> =
+        TEMPLATES.iter().map(|(n, s)| (*n, Text::Builtin(s), at_rule.clone())).collect();
     for (name, file) in &d.templates {
         let at = pkg.locate(file.span());
         let Some(slot) = sources.iter_mut().find(|(n, _, _)| n == name) else {
@@ -142,18 +142,28 @@ fn template_sources(pkg: &Package, d: &DebAttrs) -> Result<Vec<(&'static str, St
         };
         let text = hb_fs::read_to_string(&pkg.dir.join(file.get_ref()))
             .map_err(|e| RulesError::Invalid { message: e.to_string(), location: at.clone() })?;
-        *slot = (slot.0, text, at);
+        *slot = (slot.0, Text::Own(text), at);
     }
     Ok(sources)
 }
 
+/// A template's text: hb's own, or a package's override read from its file.
+enum Text {
+    Builtin(&'static str),
+    Own(String),
+}
+
 /// A template compiled once per process: each distinct text (the built-in one, or a
-/// package's own) has an environment holding only it, under its file name.
-fn compiled(name: &str, text: &str) -> Result<std::sync::Arc<minijinja::Environment<'static>>, minijinja::Error> {
+/// package's own) has an environment holding only it, under its file name. Built-in
+/// texts are known by name alone (not hashed at every plan).
+fn compiled(name: &str, text: &Text) -> Result<std::sync::Arc<minijinja::Environment<'static>>, minijinja::Error> {
     type Compiled =
-        std::collections::BTreeMap<(String, hb_store::Digest), std::sync::Arc<minijinja::Environment<'static>>>;
+        std::collections::BTreeMap<(String, Option<hb_store::Digest>), std::sync::Arc<minijinja::Environment<'static>>>;
     static CACHE: std::sync::OnceLock<std::sync::Mutex<Compiled>> = std::sync::OnceLock::new();
-    let key = (name.to_string(), hb_store::Digest::of(text.as_bytes()));
+    let (key, text) = match text {
+        Text::Builtin(t) => ((name.to_string(), None), *t),
+        Text::Own(t) => ((name.to_string(), Some(hb_store::Digest::of(t.as_bytes()))), t.as_str()),
+    };
     let cache = CACHE.get_or_init(Default::default);
     if let Some(env) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
         return Ok(env.clone());

@@ -33,8 +33,14 @@ impl Stamp {
     }
 }
 
+/// Keyed by the path's bytes: compared as bytes (a `PathBuf` key compares component by
+/// component, which showed in no-op profiles), and any path encodes, UTF-8 or not.
 #[derive(Default, Serialize, Deserialize)]
-struct Entries(BTreeMap<PathBuf, (Stamp, Digest)>);
+struct Entries(BTreeMap<Vec<u8>, (Stamp, Digest)>);
+
+fn key(path: &Path) -> &[u8] {
+    path.as_os_str().as_encoded_bytes()
+}
 
 /// A file of the workspace as the store knows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,7 +79,7 @@ impl StatCache {
         let meta = hb_fs::metadata(path)?;
         let stamp = Stamp::of(&meta);
         let executable = stamp.mode & 0o100 != 0;
-        if let Some((old, digest)) = self.entries.0.get(path)
+        if let Some((old, digest)) = self.entries.0.get(key(path))
             && *old == stamp
             && (trust || store.has_blob(digest))
         {
@@ -83,9 +89,9 @@ impl StatCache {
         let after = Stamp::of(&hb_fs::metadata(path)?);
         let fresh = self.now_ns - after.mtime_ns < 2_000_000_000;
         if after == stamp && !fresh {
-            self.entries.0.insert(path.to_path_buf(), (stamp, digest));
+            self.entries.0.insert(key(path).to_vec(), (stamp, digest));
             self.dirty = true;
-        } else if self.entries.0.remove(path).is_some() {
+        } else if self.entries.0.remove(key(path)).is_some() {
             self.dirty = true;
         }
         Ok(FileInfo { digest, size, executable })
@@ -94,7 +100,7 @@ impl StatCache {
     /// Remembers that `path`, just written by hb itself, holds `digest`.
     pub fn record(&mut self, path: &Path, digest: Digest) -> Result<()> {
         let stamp = Stamp::of(&hb_fs::metadata(path)?);
-        self.entries.0.insert(path.to_path_buf(), (stamp, digest));
+        self.entries.0.insert(key(path).to_vec(), (stamp, digest));
         self.dirty = true;
         Ok(())
     }
@@ -102,7 +108,7 @@ impl StatCache {
     /// The digest of `path` if the cache knows it unchanged (a `stat`, no hashing).
     pub fn known(&self, path: &Path) -> Option<Digest> {
         let meta = std::fs::metadata(path).ok()?;
-        let (old, digest) = self.entries.0.get(path)?;
+        let (old, digest) = self.entries.0.get(key(path))?;
         (*old == Stamp::of(&meta)).then_some(*digest)
     }
 
@@ -135,10 +141,25 @@ mod tests {
         assert_eq!(info.digest, Digest::of(b"one"));
         sc.save(&store).unwrap();
         let mut sc = StatCache::load(&store, d.path());
-        assert!(sc.entries.0.contains_key(&f));
+        assert!(sc.entries.0.contains_key(key(&f)));
         std::fs::write(&f, b"two").unwrap();
         filetime::set_file_mtime(&f, old).unwrap();
         // same mtime, but size/ctime differ: re-hashed
         assert_eq!(sc.file(&store, &f, false).unwrap().digest, Digest::of(b"two"));
+    }
+
+    #[test]
+    fn a_file_name_that_is_not_utf8_is_remembered() {
+        use std::os::unix::ffi::OsStrExt;
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(&d.path().join("cache")).unwrap();
+        let f = d.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9.txt"));
+        std::fs::write(&f, b"latin-1").unwrap();
+        filetime::set_file_mtime(&f, filetime::FileTime::from_unix_time(1_000_000, 0)).unwrap();
+        let mut sc = StatCache::load(&store, d.path());
+        sc.file(&store, &f, false).unwrap();
+        sc.save(&store).unwrap();
+        let sc = StatCache::load(&store, d.path());
+        assert_eq!(sc.known(&f), Some(Digest::of(b"latin-1")));
     }
 }
