@@ -1,6 +1,6 @@
 //! Action keys: blake3 over a canonical, versioned postcard encoding of what determines
-//! an action's output — its kind and version, canonical arguments, the target platform,
-//! and the digests of its inputs, in a fixed order. Nothing else (no paths of the build
+//! an action's output — its kind and version, the digest of its canonical arguments, the
+//! target platform, and the digests of its inputs, in a fixed order. Nothing else (no paths of the build
 //! machine, no time, no environment) can reach a key, because nothing else is encoded.
 
 use serde::{Deserialize, Serialize};
@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use hb_store::Digest;
 
 /// Bumped whenever the encoding below or the meaning of any action changes globally.
-pub const KEY_SCHEMA: u32 = 2;
+/// 3: the arguments enter as their digest (the same digest `hb explain` compares), so
+/// they are hashed once and never copied.
+pub const KEY_SCHEMA: u32 = 3;
 
 #[derive(Serialize)]
 struct KeyMaterial<'a> {
@@ -16,12 +18,12 @@ struct KeyMaterial<'a> {
     kind: &'a str,
     kind_version: u32,
     platform: &'a str,
-    args: &'a [u8],
+    args: Digest,
     inputs: &'a [(String, Digest)],
 }
 
-/// Computes the key of an action.
-pub fn action_key(kind: &str, kind_version: u32, platform: &str, args: &[u8], inputs: &[(String, Digest)]) -> Digest {
+/// Computes the key of an action from the digest of its canonical arguments.
+pub fn action_key(kind: &str, kind_version: u32, platform: &str, args: Digest, inputs: &[(String, Digest)]) -> Digest {
     let m = KeyMaterial { schema: KEY_SCHEMA, kind, kind_version, platform, args, inputs };
     Digest::of(&postcard::to_stdvec(&m).expect("key material encodes"))
 }
@@ -76,13 +78,14 @@ mod tests {
     #[test]
     fn keys_depend_on_every_part() {
         let i = vec![("src".to_string(), Digest::of(b"a"))];
-        let base = action_key("k", 1, "p", b"x", &i);
-        assert_eq!(base, action_key("k", 1, "p", b"x", &i));
-        assert_ne!(base, action_key("k2", 1, "p", b"x", &i));
-        assert_ne!(base, action_key("k", 2, "p", b"x", &i));
-        assert_ne!(base, action_key("k", 1, "q", b"x", &i));
-        assert_ne!(base, action_key("k", 1, "p", b"y", &i));
-        assert_ne!(base, action_key("k", 1, "p", b"x", &[("src".to_string(), Digest::of(b"b"))]));
+        let (x, y) = (Digest::of(b"x"), Digest::of(b"y"));
+        let base = action_key("k", 1, "p", x, &i);
+        assert_eq!(base, action_key("k", 1, "p", x, &i));
+        assert_ne!(base, action_key("k2", 1, "p", x, &i));
+        assert_ne!(base, action_key("k", 2, "p", x, &i));
+        assert_ne!(base, action_key("k", 1, "q", x, &i));
+        assert_ne!(base, action_key("k", 1, "p", y, &i));
+        assert_ne!(base, action_key("k", 1, "p", x, &[("src".to_string(), Digest::of(b"b"))]));
     }
 
     #[test]

@@ -290,6 +290,7 @@ impl Ctx<'_> {
         run: impl FnOnce() -> Result<ActionResult, JobError>,
     ) -> Result<Memo, JobError> {
         let Step { name, kind, version, args, inputs, bytes_in } = *step;
+        let args = Digest::of(args);
         let key = action_key(kind, version, self.platform, args, inputs);
         let started = std::time::Instant::now();
         let record = |digest: Digest, bytes_out: u64, status| Record {
@@ -298,7 +299,7 @@ impl Ctx<'_> {
             key,
             result: digest,
             status,
-            args: Digest::of(args),
+            args,
             inputs: inputs.to_vec(),
             timing: Timing {
                 start_us: micros(started.saturating_duration_since(self.epoch)),
