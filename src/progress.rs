@@ -60,6 +60,7 @@ impl Progress {
 
 impl Reporter for Progress {
     fn started(&self, name: &str) {
+        crate::actions_running();
         if let Some(bar) = &self.bar {
             bar.set_message(format!("running {name}"));
         }

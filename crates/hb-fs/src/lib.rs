@@ -132,6 +132,22 @@ pub fn rename(from: &Path, to: &Path) -> Result<()> {
     fs::rename(from, to).ctx("renaming into", to)
 }
 
+/// Swaps the names of `a` and `b` in one step (Linux's `renameat2` with
+/// `RENAME_EXCHANGE`); both must exist. Fails on filesystems without it.
+pub fn exchange(a: &Path, b: &Path) -> Result<()> {
+    rustix::fs::renameat_with(rustix::fs::CWD, a, rustix::fs::CWD, b, rustix::fs::RenameFlags::EXCHANGE)
+        .map_err(io::Error::from)
+        .ctx("exchanging with", a)
+}
+
+/// Writes `bytes` over the file at `path` (which must exist) in place, and cuts it to
+/// their length. Not atomic: for files whose old content may be lost.
+pub fn overwrite(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = fs::OpenOptions::new().write(true).truncate(false).open(path).ctx("opening", path)?;
+    f.write_all(bytes).ctx("writing", path)?;
+    f.set_len(bytes.len() as u64).ctx("writing", path)
+}
+
 pub fn read_link(path: &Path) -> Result<PathBuf> {
     fs::read_link(path).ctx("reading symlink", path)
 }

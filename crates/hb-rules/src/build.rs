@@ -148,8 +148,8 @@ pub fn build(
     {
         outcome.warnings.push(format!("could not save what this build found: {e}"));
     }
-    let log = RunLog { labels: labels.iter().map(|l| l.to_string()).collect(), records: outcome.records.clone() };
-    if let Err(e) = log.save(store, &ws.root) {
+    let labels: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
+    if let Err(e) = RunLog::save(store, &ws.root, &labels, &outcome.records) {
         outcome.warnings.push(format!("could not save the build log for `hb explain`: {e}"));
     }
     Ok(outcome)
@@ -174,9 +174,16 @@ pub struct RunLog {
     pub records: Vec<Record>,
 }
 
+/// A [`RunLog`] borrowed for saving (the same encoding; the records are not copied).
+#[derive(serde::Serialize)]
+struct RunLogRef<'a> {
+    labels: &'a [String],
+    records: &'a [Record],
+}
+
 impl RunLog {
-    fn save(&self, store: &Store, workspace_root: &Path) -> Result<(), StoreError> {
-        let bytes = postcard::to_stdvec(self).expect("run logs encode");
+    fn save(store: &Store, workspace_root: &Path, labels: &[String], records: &[Record]) -> Result<(), StoreError> {
+        let bytes = postcard::to_stdvec(&RunLogRef { labels, records }).expect("run logs encode");
         store.save_run(workspace_root, &bytes)
     }
 
@@ -269,4 +276,31 @@ fn exported_files(result: &hb_engine::ActionResult) -> Vec<(String, hb_store::Di
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_borrowed_run_log_reads_back_as_a_run_log() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path()).unwrap();
+        let record = Record {
+            name: "//a:b".into(),
+            kind: "files".into(),
+            key: hb_store::Digest::of(b"k"),
+            result: hb_store::Digest::of(b"r"),
+            status: Status::Cached,
+            args: hb_store::Digest::of(b"a"),
+            inputs: vec![("src/x".into(), hb_store::Digest::of(b"x"))],
+            timing: Default::default(),
+        };
+        RunLog::save(&store, d.path(), &["//a:b".into()], std::slice::from_ref(&record)).unwrap();
+        let (last, previous) = RunLog::load(&store, d.path());
+        let last = last.unwrap();
+        assert!(previous.is_none());
+        assert_eq!(last.labels, ["//a:b"]);
+        assert_eq!((last.records.len(), last.records[0].key, &last.records[0].inputs), (1, record.key, &record.inputs));
+    }
 }

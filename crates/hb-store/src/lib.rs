@@ -180,9 +180,24 @@ impl Store {
         }
         let dir = self.runs_dir(workspace);
         hb_fs::create_dir_all(&dir)?;
-        let last = dir.join("last");
+        let (last, previous) = (dir.join("last"), dir.join("previous"));
+        // Builds of one workspace save their logs one at a time.
+        let lock = lock_file(&dir)?;
+        lock.lock().ctx("locking", &dir.join("lock"))?;
+        // The new log is written over the one before last, which it replaces anyway, and
+        // the two then swap names in one step: no file is freed and another allocated on
+        // every build (replacing `previous` took ~0.7 ms of a no-op on ext4). A crash
+        // while writing leaves `previous` unreadable, which reads as absent; `last` is
+        // whole. Where the swap is not supported, the rename below puts things right.
+        if last.exists()
+            && previous.exists()
+            && hb_fs::overwrite(&previous, log).is_ok()
+            && hb_fs::exchange(&previous, &last).is_ok()
+        {
+            return Ok(());
+        }
         if last.exists() {
-            hb_fs::rename(&last, &dir.join("previous"))?;
+            hb_fs::rename(&last, &previous)?;
         }
         // Unsynced: a log lost to a power cut only leaves `hb explain` less to say.
         Ok(hb_fs::write_atomic_unsynced(&last, log, Some(&self.tmp_dir()))?)
@@ -408,6 +423,24 @@ impl Read for BlobReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_logs_keep_the_last_two() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(&d.path().join("cache")).unwrap();
+        let ws = d.path().join("ws");
+        assert_eq!(s.load_runs(&ws), (None, None));
+        s.save_run(&ws, b"first, a long log").unwrap();
+        assert_eq!(s.load_runs(&ws), (Some(b"first, a long log".to_vec()), None));
+        s.save_run(&ws, b"second").unwrap();
+        assert_eq!(s.load_runs(&ws), (Some(b"second".to_vec()), Some(b"first, a long log".to_vec())));
+        // From here on the new log is written over the older one and the names swap:
+        // a shorter log leaves nothing of the longer one behind.
+        s.save_run(&ws, b"third").unwrap();
+        assert_eq!(s.load_runs(&ws), (Some(b"third".to_vec()), Some(b"second".to_vec())));
+        s.save_run(&ws, b"fourth, longer than before").unwrap();
+        assert_eq!(s.load_runs(&ws), (Some(b"fourth, longer than before".to_vec()), Some(b"third".to_vec())));
+    }
 
     #[test]
     fn blobs_round_trip_and_corruption_is_caught() {
