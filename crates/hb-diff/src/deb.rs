@@ -347,7 +347,16 @@ impl<R: Read> Read for Hashing<R> {
 }
 
 /// Turns one tar header and its data into an entry (reading the content of files).
-fn entry_from(h: &TarHeader, data: &mut dyn Read, path: String, max_kept: u64) -> io::Result<DataEntry> {
+/// Receives each regular file of a data member as it is read: its dpkg path and bytes.
+pub type OnDataFile<'a> = &'a mut dyn FnMut(&str, &[u8]) -> io::Result<()>;
+
+fn entry_from(
+    h: &TarHeader,
+    data: &mut dyn Read,
+    path: String,
+    max_kept: u64,
+    on_file: Option<&mut OnDataFile>,
+) -> io::Result<DataEntry> {
     let kind = match h.typeflag {
         b'0' | b'7' => EntryKind::File,
         b'1' => EntryKind::Hardlink { target: dpkg_path(&h.link) },
@@ -360,7 +369,14 @@ fn entry_from(h: &TarHeader, data: &mut dyn Read, path: String, max_kept: u64) -
     };
     let (content, md5) = if kind == EntryKind::File {
         let mut md5 = md5::Md5::new();
-        if h.size <= max_kept {
+        if let Some(on_file) = on_file {
+            // Handed over, not kept: one file in memory at a time.
+            let mut bytes = Vec::with_capacity(h.size.min(1 << 30) as usize);
+            data.read_to_end(&mut bytes)?;
+            md5.update(&bytes);
+            on_file(&path, &bytes)?;
+            (None, Some(md5.finalize().into()))
+        } else if h.size <= max_kept {
             let mut bytes = Vec::with_capacity(h.size as usize);
             data.read_to_end(&mut bytes)?;
             md5.update(&bytes);
@@ -435,8 +451,20 @@ pub fn read_deb(path: &Path) -> Result<Deb, DiffError> {
 }
 
 /// Reads and parses the package at `path`, keeping the contents of files up to
-/// `max_kept` bytes (`u64::MAX`: every file's, as unpacking a package needs).
+/// `max_kept` bytes (`u64::MAX`: every file's).
 pub fn read_deb_keeping(path: &Path, max_kept: u64) -> Result<Deb, DiffError> {
+    read_deb_inner(path, max_kept, None)
+}
+
+/// Reads and parses the package at `path`, handing each regular file of its data member
+/// to `on_file` as it is read instead of keeping it (unpacking holds one file in memory,
+/// not the package): those entries have no `content`, only their `md5`. Control files
+/// are kept whole. An error from `on_file` stops the reading and is returned.
+pub fn read_deb_streaming(path: &Path, mut on_file: OnDataFile) -> Result<Deb, DiffError> {
+    read_deb_inner(path, MAX_KEPT, Some(&mut on_file))
+}
+
+fn read_deb_inner(path: &Path, max_kept: u64, mut on_file: Option<&mut OnDataFile>) -> Result<Deb, DiffError> {
     let file = hb_fs::open(path)?;
     let mut r = Hashing::new(BufReader::with_capacity(256 * 1024, file));
     let fs_err = |e: io::Error| DiffError::Fs(hb_fs::FsError::new("reading", path, e));
@@ -485,7 +513,8 @@ pub fn read_deb_keeping(path: &Path, max_kept: u64) -> Result<Deb, DiffError> {
                 let mut on_entry = |h: &TarHeader, data: &mut dyn Read| -> io::Result<()> {
                     let p = dpkg_path(&h.path);
                     let p = if is_control { p.trim_start_matches('/').to_string() } else { p };
-                    entries.push(entry_from(h, data, p, max_kept)?);
+                    let sink = if is_control { None } else { on_file.as_deref_mut() };
+                    entries.push(entry_from(h, data, p, max_kept, sink)?);
                     Ok(())
                 };
                 let hex = read_member_tar(ext, &mut raw, &mut on_entry).map_err(|e| member_err(e.to_string()))?;

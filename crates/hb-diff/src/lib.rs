@@ -16,7 +16,9 @@ pub mod time;
 mod tests;
 
 pub use content::{FileDiff, MemberChange, MemberDiff, compare_contents};
-pub use deb::{ArMember, Content, DataEntry, Deb, EntryKind, read_deb, read_deb_keeping};
+pub use deb::{
+    ArMember, Content, DataEntry, Deb, EntryKind, OnDataFile, read_deb, read_deb_keeping, read_deb_streaming,
+};
 pub use report::{DebReport, Difference, diff_debs};
 
 use std::path::PathBuf;

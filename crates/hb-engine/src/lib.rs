@@ -249,6 +249,12 @@ impl Ctx<'_> {
         })
     }
 
+    /// How many actions may run at once (`-j`): also how many threads one action may
+    /// use for work of its own.
+    pub fn jobs(&self) -> usize {
+        self.jobs
+    }
+
     /// Where sandboxed commands run when not here (`--remote-executor`).
     pub fn executor(&self) -> Option<&dyn Executor> {
         self.executor

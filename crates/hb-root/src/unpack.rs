@@ -7,7 +7,9 @@
 //! translations are left out. Directories a sandbox mounts over (`proc`, `dev`, `tmp`,
 //! the work directory) are added, empty. Of the control members only the `symbols` and
 //! `shlibs` files are kept, as `var/lib/dpkg/info/PACKAGE.{symbols,shlibs}`: Depends are
-//! computed from them.
+//! computed from them. Packages are decompressed on several threads, each file stored
+//! as it is read (one file in memory per thread, never a whole package); the tree is
+//! assembled afterwards in name order, so it is the same whatever the threads did.
 
 use std::collections::BTreeMap;
 
@@ -49,92 +51,56 @@ fn place(dpkg_path: &str) -> Option<String> {
     if MERGED.contains(&first) { Some(format!("usr/{rel}")) } else { Some(rel.to_string()) }
 }
 
+/// Stores a file's bytes, giving their digest; called from several threads at once.
+pub type Put<'a> = &'a (dyn Fn(&[u8]) -> Result<Digest, RootError> + Sync);
+
+/// One package's entries (root path, entry), in the order it lists them.
+type Part = Vec<(String, TreeEntry)>;
+
 /// Builds the root's entries from `debs` (name, path of the verified `.deb`), storing
-/// file contents with `put`.
-pub fn unpack(
-    debs: &[(String, std::path::PathBuf)],
-    put: &mut dyn FnMut(&[u8]) -> Result<Digest, RootError>,
-) -> Result<Vec<TreeEntry>, RootError> {
+/// file contents with `put`. The packages are read (decompressed, their files stored) on
+/// up to `threads` threads; their entries are then applied one package after another
+/// in name order, so the tree does not depend on which thread finished first.
+pub fn unpack(debs: &[(String, std::path::PathBuf)], put: Put, threads: usize) -> Result<Vec<TreeEntry>, RootError> {
+    let mut sorted: Vec<&(String, std::path::PathBuf)> = debs.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some((name, path)) = sorted.get(i) else { break };
+            let part = unpack_one(name, path, put);
+            let failed = part.is_err();
+            done.push((i, part));
+            if failed {
+                break;
+            }
+        }
+        done
+    };
+    let mut parts: Vec<(usize, Result<Part, RootError>)> = std::thread::scope(|s| {
+        let helpers: Vec<_> = (1..threads.clamp(1, sorted.len().max(1))).map(|_| s.spawn(work)).collect();
+        let mut all = work();
+        for h in helpers {
+            // A helper that panicked is a bug in hb: it would leave packages out.
+            all.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+        }
+        all
+    });
+    parts.sort_by_key(|(i, _)| *i);
     let mut entries: BTreeMap<String, TreeEntry> = BTreeMap::new();
     for d in MOUNT_POINTS {
         entries.insert(d.to_string(), TreeEntry::dir(*d));
     }
-    let mut sorted: Vec<&(String, std::path::PathBuf)> = debs.iter().collect();
-    sorted.sort_by(|a, b| a.0.cmp(&b.0));
-    for (name, path) in sorted {
-        let deb = hb_diff::read_deb_keeping(path, u64::MAX)
-            .map_err(|e| RootError::Unpack { package: name.clone(), detail: e.to_string() })?;
-        // Contents by dpkg path, for hard links.
-        let mut contents: BTreeMap<&str, (Digest, u64, bool)> = BTreeMap::new();
-        for (dpkg_path, e) in &deb.data {
-            let Some(rel) = place(dpkg_path) else { continue };
-            if excluded(&rel) {
-                continue;
-            }
-            if !hb_store::tree::is_clean_relative(&rel) {
-                return Err(RootError::Unpack {
-                    package: name.clone(),
-                    detail: format!("unsafe path {dpkg_path:?} in its data"),
-                });
-            }
-            if rel.strip_prefix("usr/").is_some_and(|top| MERGED.contains(&top)) {
-                // A package shipping `/lib64` itself (a symlink or directory): the root
-                // has its own merged-/usr links.
-                if !matches!(e.kind, DebKind::Dir) {
-                    continue;
-                }
-            }
-            let entry = match &e.kind {
-                DebKind::Dir => TreeEntry::dir(rel.clone()),
-                DebKind::File => {
-                    let bytes = match &e.content {
-                        Some(Content::Bytes(b)) => b,
-                        _ => {
-                            return Err(RootError::Unpack {
-                                package: name.clone(),
-                                detail: format!("{dpkg_path}: content not read"),
-                            });
-                        }
-                    };
-                    let digest = put(bytes)?;
-                    let exec = e.mode & 0o111 != 0;
-                    contents.insert(dpkg_path.as_str(), (digest, bytes.len() as u64, exec));
-                    TreeEntry::file(rel.clone(), digest, bytes.len() as u64, exec)
-                }
-                DebKind::Symlink { target } => TreeEntry::symlink(rel.clone(), target.clone()),
-                DebKind::Hardlink { target } => match contents.get(target.as_str()) {
-                    Some((digest, size, exec)) => TreeEntry::file(rel.clone(), *digest, *size, *exec),
-                    None => {
-                        return Err(RootError::Unpack {
-                            package: name.clone(),
-                            detail: format!("{dpkg_path} is a hard link to {target}, which comes later or not at all"),
-                        });
-                    }
-                },
-                _ => continue,
-            };
+    for (_, part) in parts {
+        for (rel, entry) in part? {
             match entries.get(&rel) {
                 // A directory stays a directory when another package ships it too.
                 Some(old) if old.kind == EntryKind::Dir && entry.kind == EntryKind::Dir => {}
                 _ => {
                     entries.insert(rel, entry);
                 }
-            }
-        }
-        // What dpkg-shlibdeps reads of an installed library package: its symbols and
-        // shlibs control files, where dpkg keeps them.
-        let package = deb.field("Package").unwrap_or(name.as_str()).to_string();
-        for control in KEPT_CONTROL_FILES {
-            if let Some(Content::Bytes(bytes)) = deb.control_files.get(*control).and_then(|e| e.content.as_ref()) {
-                let rel = format!("{INFO_DIR}/{package}.{control}");
-                if !hb_store::tree::is_clean_relative(&rel) {
-                    return Err(RootError::Unpack {
-                        package: name.clone(),
-                        detail: format!("unsafe package name {package:?}"),
-                    });
-                }
-                let digest = put(bytes)?;
-                entries.insert(rel.clone(), TreeEntry::file(rel, digest, bytes.len() as u64, false));
             }
         }
     }
@@ -168,6 +134,101 @@ pub fn unpack(
         }
     }
     Ok(entries.into_values().collect())
+}
+
+/// One package's entries, in the order its data lists them (then its kept control
+/// files), its files stored with `put`.
+fn unpack_one(name: &str, path: &std::path::Path, put: Put) -> Result<Part, RootError> {
+    let mut out = Vec::new();
+    // Each file is stored as it is decompressed (one file in memory, not the package);
+    // what the root leaves out is not stored at all.
+    let mut stored: BTreeMap<String, (Digest, u64)> = BTreeMap::new();
+    let mut failed = None;
+    let mut on_file = |dpkg_path: &str, bytes: &[u8]| -> std::io::Result<()> {
+        if place(dpkg_path).is_none_or(|rel| excluded(&rel)) {
+            return Ok(());
+        }
+        match put(bytes) {
+            Ok(digest) => {
+                stored.insert(dpkg_path.to_string(), (digest, bytes.len() as u64));
+                Ok(())
+            }
+            Err(e) => {
+                failed = Some(e);
+                Err(std::io::Error::other("the store refused a file"))
+            }
+        }
+    };
+    let read = hb_diff::read_deb_streaming(path, &mut on_file);
+    let deb = match (read, failed) {
+        (Ok(deb), None) => deb,
+        (_, Some(e)) => return Err(e),
+        (Err(e), None) => return Err(RootError::Unpack { package: name.to_string(), detail: e.to_string() }),
+    };
+    // Contents by dpkg path, for hard links.
+    let mut contents: BTreeMap<&str, (Digest, u64, bool)> = BTreeMap::new();
+    for (dpkg_path, e) in &deb.data {
+        let Some(rel) = place(dpkg_path) else { continue };
+        if excluded(&rel) {
+            continue;
+        }
+        if !hb_store::tree::is_clean_relative(&rel) {
+            return Err(RootError::Unpack {
+                package: name.to_string(),
+                detail: format!("unsafe path {dpkg_path:?} in its data"),
+            });
+        }
+        if rel.strip_prefix("usr/").is_some_and(|top| MERGED.contains(&top)) {
+            // A package shipping `/lib64` itself (a symlink or directory): the root
+            // has its own merged-/usr links.
+            if !matches!(e.kind, DebKind::Dir) {
+                continue;
+            }
+        }
+        let entry = match &e.kind {
+            DebKind::Dir => TreeEntry::dir(rel.clone()),
+            DebKind::File => {
+                let Some(&(digest, size)) = stored.get(dpkg_path.as_str()) else {
+                    return Err(RootError::Unpack {
+                        package: name.to_string(),
+                        detail: format!("{dpkg_path}: content not read"),
+                    });
+                };
+                let exec = e.mode & 0o111 != 0;
+                contents.insert(dpkg_path.as_str(), (digest, size, exec));
+                TreeEntry::file(rel.clone(), digest, size, exec)
+            }
+            DebKind::Symlink { target } => TreeEntry::symlink(rel.clone(), target.clone()),
+            DebKind::Hardlink { target } => match contents.get(target.as_str()) {
+                Some((digest, size, exec)) => TreeEntry::file(rel.clone(), *digest, *size, *exec),
+                None => {
+                    return Err(RootError::Unpack {
+                        package: name.to_string(),
+                        detail: format!("{dpkg_path} is a hard link to {target}, which comes later or not at all"),
+                    });
+                }
+            },
+            _ => continue,
+        };
+        out.push((rel, entry));
+    }
+    // What dpkg-shlibdeps reads of an installed library package: its symbols and
+    // shlibs control files, where dpkg keeps them.
+    let package = deb.field("Package").unwrap_or(name).to_string();
+    for control in KEPT_CONTROL_FILES {
+        if let Some(Content::Bytes(bytes)) = deb.control_files.get(*control).and_then(|e| e.content.as_ref()) {
+            let rel = format!("{INFO_DIR}/{package}.{control}");
+            if !hb_store::tree::is_clean_relative(&rel) {
+                return Err(RootError::Unpack {
+                    package: name.to_string(),
+                    detail: format!("unsafe package name {package:?}"),
+                });
+            }
+            let digest = put(bytes)?;
+            out.push((rel.clone(), TreeEntry::file(rel, digest, bytes.len() as u64, false)));
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -206,8 +267,11 @@ mod tests {
     }
 
     fn unpack_all(debs: &[(String, PathBuf)]) -> Result<Vec<TreeEntry>, RootError> {
-        let mut put = |b: &[u8]| Ok(Digest::of(b));
-        unpack(debs, &mut put)
+        let put = |b: &[u8]| Ok(Digest::of(b));
+        let one = unpack(debs, &put, 1)?;
+        // Read on several threads, the same tree.
+        assert_eq!(unpack(debs, &put, 3)?, one);
+        Ok(one)
     }
 
     #[test]

@@ -78,13 +78,13 @@ pub(crate) fn run(ctx: &Ctx, mode: Mode, cmd: Command<'_>) -> Result<Outcome, Jo
     let root = match cmd.root {
         Some(tree) => {
             hb_root::check_emulation(cmd.platform).map_err(|e| fail(e.to_string()))?;
-            Some(crate::actions::root::materialized(ctx.store, tree)?)
+            Some(crate::actions::root::materialized(ctx.store, tree, ctx.jobs())?)
         }
         None => None,
     };
     let mut layers: Vec<Layer> = Vec::new();
     for (label, tree) in &cmd.layers {
-        let (Some(root), dir) = (&root, crate::actions::root::materialized(ctx.store, tree)?) else {
+        let (Some(root), dir) = (&root, crate::actions::root::materialized(ctx.store, tree, ctx.jobs())?) else {
             return Err(fail("tools need a target root (a bug in hb)".to_string()));
         };
         let placed = hb_sandbox::layers::layers_of_tree(root, &dir)

@@ -73,23 +73,32 @@ fn wheels_of(store: &Store, trees: &[&Tree], limits: &Limits) -> Result<Vec<Whee
     Ok(out)
 }
 
-/// Writes a tree's files under `root` on this machine, contents from `read`.
+/// Writes a tree's files under `root` on this machine, contents from `read`: the
+/// directories first, then files and symlinks on up to `threads` threads (a root is
+/// ~1,200 small files, and creating a file is mostly waiting on the filesystem).
 pub(crate) fn materialize(
-    read: &dyn Fn(&Digest) -> Result<Vec<u8>, StoreError>,
+    read: &(dyn Fn(&Digest) -> Result<Vec<u8>, StoreError> + Sync),
     entries: &[TreeEntry],
     root: &Path,
     mtime: u64,
+    threads: usize,
 ) -> Result<(), JobError> {
     use std::os::unix::fs::PermissionsExt;
     let time = filetime::FileTime::from_unix_time(mtime as i64, 0);
     for e in entries {
+        if e.kind == EntryKind::Dir {
+            hb_fs::create_dir_all(&root.join(&e.path))?;
+        }
+    }
+    let others: Vec<&TreeEntry> = entries.iter().filter(|e| e.kind != EntryKind::Dir).collect();
+    par_each(&others, threads, |e| {
         let dest = root.join(&e.path);
+        if let Some(parent) = dest.parent() {
+            hb_fs::create_dir_all(parent)?;
+        }
         match &e.kind {
-            EntryKind::Dir => hb_fs::create_dir_all(&dest)?,
+            EntryKind::Dir => {}
             EntryKind::File { digest, .. } => {
-                if let Some(parent) = dest.parent() {
-                    hb_fs::create_dir_all(parent)?;
-                }
                 let bytes = read(digest)?;
                 std::fs::write(&dest, bytes).map_err(|err| hb_fs::FsError::new("writing", &dest, err))?;
                 std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(e.mode))
@@ -98,15 +107,50 @@ pub(crate) fn materialize(
                     .map_err(|err| hb_fs::FsError::new("setting mtime of", &dest, err))?;
             }
             EntryKind::Symlink { target } => {
-                if let Some(parent) = dest.parent() {
-                    hb_fs::create_dir_all(parent)?;
-                }
                 std::os::unix::fs::symlink(target, &dest)
                     .map_err(|err| hb_fs::FsError::new("creating symlink", &dest, err))?;
             }
         }
+        Ok(())
+    })
+}
+
+/// Runs `f` on every item, on up to `threads` threads; the error is that of the first
+/// failing item in order (whichever thread met it first), so it does not vary.
+fn par_each<T: Sync>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> Result<(), JobError> + Sync,
+) -> Result<(), JobError> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::Mutex::new(None::<(usize, JobError)>);
+    let work = || {
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(item) = items.get(i) else { break };
+            if let Err(e) = f(item) {
+                let mut failed = failed.lock().unwrap_or_else(|p| p.into_inner());
+                if failed.as_ref().is_none_or(|(j, _)| i < *j) {
+                    *failed = Some((i, e));
+                }
+                // Items after this one are not needed; earlier ones still run.
+                next.fetch_max(items.len(), std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    };
+    std::thread::scope(|s| {
+        let helpers: Vec<_> = (1..threads.clamp(1, items.len().max(1))).map(|_| s.spawn(work)).collect();
+        work();
+        for h in helpers {
+            if let Err(p) = h.join() {
+                std::panic::resume_unwind(p);
+            }
+        }
+    });
+    match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some((_, e)) => Err(e),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// The PEP 517 front end run in the sandbox: imports the backend and calls
@@ -222,7 +266,7 @@ impl Action for WheelJob {
         // The sources, with one mtime and normalized modes.
         let src: Vec<TreeEntry> =
             sources.iter().map(|s| TreeEntry::file(s.name.clone(), s.digest, s.size, s.executable)).collect();
-        materialize(&|d: &Digest| store.read_blob(d), &src, &work.join("src"), self.mtime)?;
+        materialize(&|d: &Digest| store.read_blob(d), &src, &work.join("src"), self.mtime, ctx.jobs())?;
         let frontend = work.join("pep517.py");
         std::fs::write(&frontend, FRONTEND).map_err(|e| JobError::Fs(hb_fs::FsError::new("writing", &frontend, e)))?;
         hb_fs::create_dir_all(&work.join("home"))?;
@@ -330,7 +374,7 @@ impl BuildEnv<'_> {
             })
             .collect();
         let from_memory = |d: &Digest| blobs.get(d).cloned().ok_or(StoreError::Missing(*d));
-        materialize(&from_memory, &env_entries, dir, self.mtime)
+        materialize(&from_memory, &env_entries, dir, self.mtime, 1)
     }
 }
 
@@ -546,7 +590,7 @@ impl Action for SdistJob {
         };
         env.write(ctx, inputs, base, &work.join("env"))?;
         let sdist_tree = inputs.tree(self.sdist)?;
-        materialize(&|d: &Digest| store.read_blob(d), sdist_tree.entries(), work, self.mtime)?;
+        materialize(&|d: &Digest| store.read_blob(d), sdist_tree.entries(), work, self.mtime, ctx.jobs())?;
         let frontend = work.join("sdist.py");
         std::fs::write(&frontend, SDIST_FRONTEND)
             .map_err(|e| JobError::Fs(hb_fs::FsError::new("writing", &frontend, e)))?;

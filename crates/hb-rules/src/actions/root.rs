@@ -132,20 +132,22 @@ impl Action for RootJob {
                 }
             }
         }
-        let mut put = |b: &[u8]| ctx.store.put_bytes(b).map_err(hb_root::RootError::Store);
-        let entries = hb_root::unpack::unpack(&debs, &mut put).map_err(root_error)?;
+        let put = |b: &[u8]| ctx.store.put_bytes(b).map_err(hb_root::RootError::Store);
+        // Decompressing the packages is most of the work: on up to -j threads.
+        let entries = hb_root::unpack::unpack(&debs, &put, ctx.jobs()).map_err(root_error)?;
         let tree = Tree::new(entries).map_err(|e| JobError::Failed(format!("root of {}: {e}", self.platform.name)))?;
         Ok(Output::tree(tree))
     }
 }
 
 /// The root `tree` written out under the store's `roots/` directory, once per digest
-/// (atomically: a partial one is never seen), for the sandbox to mount read-only.
-pub fn materialized(store: &Store, tree: &Tree) -> Result<PathBuf, JobError> {
+/// (atomically: a partial one is never seen), for the sandbox to mount read-only;
+/// written on up to `threads` threads.
+pub fn materialized(store: &Store, tree: &Tree, threads: usize) -> Result<PathBuf, JobError> {
     let bytes = postcard::to_stdvec(tree).map_err(|e| JobError::Failed(format!("encoding a root tree: {e}")))?;
     let digest = Digest::of(&bytes);
     let base = store.location().join("roots");
     hb_fs::dir_once(&base, &digest.hex(), |tmp| {
-        crate::actions::python::materialize(&|d: &Digest| store.read_blob(d), tree.entries(), tmp, 0)
+        crate::actions::python::materialize(&|d: &Digest| store.read_blob(d), tree.entries(), tmp, 0, threads)
     })
 }

@@ -100,7 +100,7 @@ impl Action for StepJob {
             sources.iter().map(|s| TreeEntry::file(s.name.clone(), s.digest, s.size, s.executable)).collect();
         hb_fs::create_dir_all(&work.join("src"))?;
         hb_fs::create_dir_all(&work.join("out"))?;
-        materialize(&|d: &Digest| store.read_blob(d), &src, &work.join("src"), self.mtime)?;
+        materialize(&|d: &Digest| store.read_blob(d), &src, &work.join("src"), self.mtime, ctx.jobs())?;
 
         let mut env = self.env.clone();
         env.insert("SOURCE_DATE_EPOCH".to_string(), self.mtime.to_string());
