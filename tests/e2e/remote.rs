@@ -90,11 +90,36 @@ fn shared_cache_story(url: &str) {
 
     let mut env = NO_INDEX.to_vec();
     env.push(("HB_REMOTE_TRUSTED_KEYS", &public));
-    let (b, sha_b, warnings) = build(url, &env, &["--remote-read-only"]);
+    let colleague = Ws::demosite();
+    let (b, sha_b, warnings) = build_with_remote(&colleague, url, &env, &["--remote-read-only"]);
     assert_eq!(b["executed"], 0, "{b}");
     assert!(b["remote"].as_u64().unwrap() > 10, "{b}");
     assert_eq!(sha_a, sha_b);
     assert!(warnings.is_empty(), "{warnings:?}");
+    // Hits taken on trust bring their entries, not their files: of the ~1,300 files of
+    // the target root, the wheels and the venv, only what hb-out needed came down.
+    let blobs = blob_count(&colleague.cache);
+    assert!((1..100).contains(&blobs), "{blobs} blobs downloaded");
+    // A change then runs actions whose inputs' files are still on the server: they are
+    // downloaded as the actions start, and the result is the writer's again.
+    let cfg = colleague.path("demosite/config.cfg");
+    let original = std::fs::read(&cfg).unwrap();
+    std::fs::write(&cfg, [original.as_slice(), b"\n# an edit\n"].concat()).unwrap();
+    let (c, _, warnings) = build_with_remote(&colleague, url, &env, &["--remote-read-only"]);
+    assert!(c["executed"].as_u64().unwrap() >= 1, "{c}");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    std::fs::write(&cfg, original).unwrap();
+    let (_, sha_c, warnings) = build_with_remote(&colleague, url, &env, &["--remote-read-only"]);
+    assert_eq!(sha_c, sha_a);
+    assert!(warnings.is_empty(), "{warnings:?}");
+}
+
+/// How many blobs a local cache holds.
+fn blob_count(cache: &std::path::Path) -> usize {
+    hb_fs::walk_sorted(&cache.join("v1/cas"))
+        .into_iter()
+        .filter(|e| e.as_ref().is_ok_and(|e| e.file_type().is_file()))
+        .count()
 }
 
 #[test]

@@ -82,6 +82,16 @@ impl Source {
 pub trait RemoteCache: Send + Sync {
     /// The result of action `key`, with every blob it names now in `store`.
     fn fetch(&self, key: &Digest, store: &Store) -> Option<ActionResult>;
+    /// The result of action `key`, its blobs left on the server until something reads
+    /// them ([`RemoteCache::fetch_blobs`]); by default, [`RemoteCache::fetch`].
+    fn fetch_entry(&self, key: &Digest, store: &Store) -> Option<ActionResult> {
+        self.fetch(key, store)
+    }
+    /// Downloads these blobs into `store`; whether all of them are there now. By
+    /// default none is fetched (a cache whose `fetch_entry` fetches everything).
+    fn fetch_blobs(&self, digests: &[Digest], store: &Store) -> bool {
+        digests.iter().all(|d| store.has_blob(d))
+    }
     /// Shares a result this machine computed.
     fn upload(&self, key: &Digest, result: &ActionResult, store: &Store);
     /// What went wrong so far, each said once.
@@ -191,6 +201,22 @@ impl KnownResults {
     }
 }
 
+/// See [`Ctx::fetch_missing`].
+pub fn fetch_missing(
+    store: &Store,
+    remote: Option<&dyn RemoteCache>,
+    digests: impl Iterator<Item = Digest>,
+) -> Result<(), JobError> {
+    let mut missing: Vec<Digest> = digests.filter(|d| !store.has_blob(d)).collect();
+    missing.sort();
+    missing.dedup();
+    let Some(&first) = missing.first() else { return Ok(()) };
+    match remote {
+        Some(r) if r.fetch_blobs(&missing, store) => Ok(()),
+        _ => Err(JobError::Store(StoreError::Missing(first))),
+    }
+}
+
 /// Receives progress events; must be cheap.
 pub trait Reporter: Sync {
     fn started(&self, _name: &str) {}
@@ -269,6 +295,13 @@ impl Ctx<'_> {
         stat.file(self.store, path, self.lazy_blobs)
     }
 
+    /// Makes sure the store holds `digests`, downloading the missing ones from the remote
+    /// cache (results taken from it on trust left them there); a blob neither here nor
+    /// there is [`StoreError::Missing`].
+    pub fn fetch_missing(&self, digests: impl Iterator<Item = Digest>) -> Result<(), JobError> {
+        fetch_missing(self.store, self.remote, digests)
+    }
+
     /// A sub-action: runs `run` unless the action cache has a result for the key made of
     /// `step`; records it as executed or cached under its name.
     pub fn memo<F: Facts>(
@@ -331,8 +364,14 @@ impl Ctx<'_> {
             self.record(record(digest, m.bytes_out, Status::Cached));
             return Ok(m);
         }
+        // Taking hits on trust, a remote hit brings only its entry: its blobs are
+        // downloaded when something reads them (`Ctx::fetch_missing`).
+        let fetched = |remote: &dyn RemoteCache| match trusted {
+            true => remote.fetch_entry(&key, self.store),
+            false => remote.fetch(&key, self.store),
+        };
         if let Some(remote) = self.remote
-            && let Some(result) = remote.fetch(&key, self.store)
+            && let Some(result) = fetched(remote)
             && usable(&result)
         {
             let bytes = result.encode();

@@ -313,16 +313,11 @@ fn run_node(graph: &Graph, i: NodeId, ctx: &Ctx, results: &[OnceLock<Slot>]) -> 
         }
         if ctx.lazy_blobs {
             // The inputs may be hits taken on trust: the job reads their blobs, so
-            // make sure they are here before it starts (a typed error, not whatever
-            // the job would make of a missing file).
-            for (_, r) in &inputs.results {
-                if let Some(d) = r.tree.blobs().find(|d| !ctx.store.has_blob(d)) {
-                    return Err(JobError::Store(hb_store::StoreError::Missing(*d)));
-                }
-            }
-            if let Some(s) = sources.iter().find(|s| !ctx.store.has_blob(&s.digest)) {
-                return Err(JobError::Store(hb_store::StoreError::Missing(s.digest)));
-            }
+            // make sure they are here before it starts (from the remote cache for its
+            // hits; else a typed error, not whatever the job would make of a missing
+            // file).
+            let blobs = inputs.results.iter().flat_map(|(_, r)| r.tree.blobs().copied());
+            ctx.fetch_missing(blobs.chain(sources.iter().map(|s| s.digest)))?;
         }
         node.job.run(ctx, &inputs, &sources)
     })?;

@@ -386,6 +386,12 @@ impl Remote {
 
 impl RemoteCache for Remote {
     fn fetch(&self, key: &Digest, store: &Store) -> Option<ActionResult> {
+        let result = self.fetch_entry(key, store)?;
+        let blobs: Vec<Digest> = result.tree.blobs().copied().collect();
+        self.fetch_blobs(&blobs, store).then_some(result)
+    }
+
+    fn fetch_entry(&self, key: &Digest, _store: &Store) -> Option<ActionResult> {
         let Fetched::Found(entry) = self.get(&format!("ac/{}", key.hex()))? else { return None };
         let payload = match open_entry(&entry, key, &self.cfg.trusted) {
             Ok(p) => p,
@@ -394,10 +400,13 @@ impl RemoteCache for Remote {
                 return None;
             }
         };
-        let result = ActionResult::decode(payload)?;
-        let missing: Vec<&Digest> = result.tree.blobs().filter(|d| !store.has_blob(d)).collect();
+        ActionResult::decode(payload)
+    }
+
+    fn fetch_blobs(&self, digests: &[Digest], store: &Store) -> bool {
+        let missing: Vec<&Digest> = digests.iter().filter(|d| !store.has_blob(d)).collect();
         let ok = missing.par_iter().map(|d| self.download_blob(store, d)).collect::<Vec<bool>>();
-        ok.iter().all(|&b| b).then_some(result)
+        ok.iter().all(|&b| b)
     }
 
     fn upload(&self, key: &Digest, result: &ActionResult, store: &Store) {

@@ -110,6 +110,7 @@ pub fn build(
             plan_opts.platform_out_dir,
             &known,
             &mut exports,
+            opts.remote.as_deref(),
         );
         match exported {
             Ok(outputs) => {
@@ -160,7 +161,8 @@ pub fn build(
 fn lazy_pass_missed(opts: &mut Options, outcome: &mut Outcome) {
     opts.lazy_blobs = false;
     outcome.warnings.push(
-        "some cached results name blobs the cache no longer holds (trimmed by `hb cache gc` or removed by hand); \
+        "some cached results name blobs the cache no longer holds (trimmed by `hb cache gc`, removed by hand, or \
+         left on a remote cache that did not give them); \
          the build ran again checking every cached result, and rebuilt what was missing"
             .into(),
     );
@@ -224,8 +226,9 @@ fn merge_records(all: &mut Vec<Record>, pass: Vec<Record>) {
 }
 
 /// Places the requested targets' exported files in `hb-out`, writing only those that
-/// differ. Which files a result exports is taken from `known` (the last build's) when it
-/// has that result, else read from the result; either way it is added to `found`.
+/// differ, downloading from `remote` the ones a remote hit left there. Which files a
+/// result exports is taken from `known` (the last build's) when it has that result,
+/// else read from the result; either way it is added to `found`.
 #[allow(clippy::too_many_arguments)]
 fn export(
     ws: &Workspace,
@@ -237,6 +240,7 @@ fn export(
     platform_out_dir: bool,
     known: &KnownResults,
     found: &mut Vec<(hb_store::Digest, Vec<(String, hb_store::Digest)>)>,
+    remote: Option<&dyn hb_engine::RemoteCache>,
 ) -> Result<Vec<PathBuf>, JobError> {
     let mut outputs = Vec::new();
     let out = if platform_out_dir { Path::new(OUT_DIR).join(ws.platform.name) } else { PathBuf::from(OUT_DIR) };
@@ -252,6 +256,8 @@ fn export(
             let rel = out.join(&label.package).join(name);
             let dest = ws.root.join(&rel);
             if stat.known(&dest) != Some(*digest) {
+                // A remote hit taken on trust left its files on the server.
+                hb_engine::fetch_missing(store, remote, std::iter::once(*digest))?;
                 store.export_blob(digest, &dest, 0o644)?;
                 stat.record(&dest, *digest)?;
             }
