@@ -5,7 +5,8 @@
 //! (ed25519): readers use an entry only if it is signed by a key they trust, which
 //! closes the hole where anyone with write access could map an action to any output.
 //! The first transport failure disables the remote for the rest of the build, with one
-//! warning: a dead or slow server never fails a build.
+//! warning: a dead or slow server never fails a build. `fetch_entry` gives a hit's
+//! result without its files, which `fetch_blobs` downloads when the build reads them.
 
 pub mod exec;
 pub mod grpc;
