@@ -364,6 +364,12 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // Descriptors the caller left open (a CI script's token on fd 7) close at every exec:
+    // no program hb starts, sandboxed or not, inherits them.
+    // SAFETY: a system call on no memory of ours, made before any thread exists.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

@@ -66,6 +66,13 @@ impl Reporter for Progress {
         }
     }
 
+    fn warn(&self, message: &str) {
+        match &self.bar {
+            Some(bar) => bar.suspend(|| warning(message)),
+            None => warning(message),
+        }
+    }
+
     fn finished(&self, name: &str, status: Status) {
         self.done.fetch_add(1, Ordering::Relaxed);
         match &self.bar {

@@ -77,6 +77,16 @@ pub struct WorkspaceSettings {
     pub max_wheel_unpacked: Option<u64>,
     /// The largest inflated/compressed ratio of a wheel member over 16 MiB (default 200).
     pub max_compression_ratio: Option<u64>,
+    /// Seconds a PEP 517 build or an sdist compile may run before it is stopped
+    /// (default 3600; a build step has its own `timeout`).
+    pub action_timeout: Option<u64>,
+    /// Processes (and threads) one sandboxed command may have at once (default 4096).
+    pub action_max_processes: Option<u64>,
+    /// MiB of memory one sandboxed command may use, its /tmp included (default 8192).
+    pub action_max_memory_mib: Option<u64>,
+    /// MiB one sandboxed command may write: its largest file, all of its outputs
+    /// together, and its /tmp (default 4096).
+    pub action_max_output_mib: Option<u64>,
 }
 
 fn default_platform() -> Spanned<String> {

@@ -221,6 +221,10 @@ pub fn fetch_missing(
 pub trait Reporter: Sync {
     fn started(&self, _name: &str) {}
     fn finished(&self, _name: &str, _status: Status) {}
+    /// Something the user should know that does not stop the build.
+    fn warn(&self, message: &str) {
+        eprintln!("warning: {message}");
+    }
 }
 
 /// A reporter that says nothing.
@@ -279,6 +283,11 @@ impl Ctx<'_> {
     /// use for work of its own.
     pub fn jobs(&self) -> usize {
         self.jobs
+    }
+
+    /// Tells the user something that does not stop the build.
+    pub fn warn(&self, message: &str) {
+        self.reporter.warn(message);
     }
 
     /// Where sandboxed commands run when not here (`--remote-executor`).

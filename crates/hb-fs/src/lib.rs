@@ -8,6 +8,11 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+pub mod output;
+pub mod seal;
+pub use output::{OutputError, OutputFile, open_output};
+pub use seal::{Sealed, dir_once_sealed};
+
 /// An I/O error together with the operation and the path it concerned. The message
 /// holds the cause, so the cause is not also reported as its `source()` (an error
 /// chain would say it twice).

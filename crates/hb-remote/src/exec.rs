@@ -331,7 +331,6 @@ impl Executor for RemoteExecutor {
 /// The files, directories and symlinks under `dir` as tree entries under `prefix`,
 /// their bytes put in the store; modes kept (0755 or 0644 for files).
 pub(crate) fn capture(store: &Store, dir: &Path, prefix: &str) -> Result<Vec<TreeEntry>, String> {
-    use std::os::unix::fs::PermissionsExt;
     let mut out = Vec::new();
     for entry in hb_fs::walk_sorted(dir).min_depth(1) {
         let entry = entry.map_err(|e| e.to_string())?;
@@ -346,9 +345,10 @@ pub(crate) fn capture(store: &Store, dir: &Path, prefix: &str) -> Result<Vec<Tre
             let target = target.to_str().ok_or_else(|| format!("{} links to a non-UTF-8 path", rel))?;
             out.push(TreeEntry::symlink(path, target));
         } else if ft.is_file() {
-            let mode = entry.metadata().map_err(|e| e.to_string())?.permissions().mode();
-            let (digest, size) = store.put_file(entry.path()).map_err(|e| e.to_string())?;
-            out.push(TreeEntry::file(path, digest, size, mode & 0o111 != 0));
+            // As data, beneath `dir`: what a command wrote is never a path on this machine.
+            let (digest, size, executable) =
+                store.put_output(dir, rel, hb_sandbox::Limits::default().file_size).map_err(|e| e.to_string())?;
+            out.push(TreeEntry::file(path, digest, size, executable));
         } else {
             return Err(format!("{} is not a file, directory or symlink", entry.path().display()));
         }

@@ -14,7 +14,7 @@
 //! that, and the scheduler gives its lease to another.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use hb_reapi::bots;
@@ -333,6 +333,7 @@ impl Worker<'_> {
             root: root.as_deref(),
             layers: Vec::new(),
             timeout,
+            limits: hb_sandbox::Limits::default(),
         };
         let out = hb_sandbox::run(hb_sandbox::Mode::Bwrap, &spec).map_err(|e| e.to_string())?;
 
@@ -351,6 +352,11 @@ impl Worker<'_> {
                 let local = resolve(&command.working_directory, p)
                     .ok_or_else(|| format!("output path {p:?} leaves the work directory"))?;
                 let host = work.join(&local);
+                // Nothing on the way to an output may be a symlink: the path is the
+                // command's, and must not lead out of its work directory.
+                if let Some(link) = symlink_on_the_way(&work, &local) {
+                    return Err(format!("output path {p:?} goes through the symlink {link}: refused"));
+                }
                 let Ok(meta) = std::fs::symlink_metadata(&host) else { continue };
                 if meta.is_dir() {
                     let entries = capture(&self.store, &host, "")?;
@@ -380,14 +386,16 @@ impl Worker<'_> {
                         node_properties: None,
                     });
                 } else {
-                    use std::os::unix::fs::PermissionsExt;
-                    let (d, size) = self.store.put_file(&host).map_err(|e| e.to_string())?;
+                    let (d, size, executable) = self
+                        .store
+                        .put_output(&work, &local, hb_sandbox::Limits::default().file_size)
+                        .map_err(|e| e.to_string())?;
                     let rd = g.local_digest(&n, &self.store, &d, size).ok_or("hashing an output")?;
                     blobs.push((rd.clone(), Source::Store(&self.store, d)));
                     result.output_files.push(re::OutputFile {
                         path: p.clone(),
                         digest: Some(rd),
-                        is_executable: meta.permissions().mode() & 0o111 != 0,
+                        is_executable: executable,
                         ..Default::default()
                     });
                 }
@@ -454,14 +462,45 @@ impl Worker<'_> {
     fn root(&self, n: &Negotiated, d: &re::Digest) -> Result<PathBuf, Fail> {
         let bad = |e: String| Fail::Bad(format!("writing out root {}: {e}", d.hash));
         let base = self.store.location().join("worker-roots");
-        if base.join(&d.hash).is_dir() {
-            return Ok(base.join(&d.hash));
+        // Fetched only when it must be written (absent, or changed since it was sealed).
+        // A fetch's failure is kept as it was (a server gone is not a bad root).
+        let fetch_failed: std::cell::RefCell<Option<Fail>> = std::cell::RefCell::new(None);
+        let placed = hb_fs::dir_once_sealed(&base, &d.hash, |tmp| {
+            let fetched = self.fetch_tree(n, d).and_then(|tree| hb_entries(&self.grpc, n, &self.store, &tree));
+            match fetched {
+                Ok((entries, _)) => write_tree(&self.store, &entries, tmp, &|_| 0).map_err(Failed),
+                Err(f) => {
+                    *fetch_failed.borrow_mut() = Some(f);
+                    Err(Failed("fetching the root".to_string()))
+                }
+            }
+        });
+        let (dir, sealed) = match placed {
+            Ok(placed) => placed,
+            Err(Failed(e)) => return Err(fetch_failed.into_inner().unwrap_or_else(|| bad(e))),
+        };
+        if let hb_fs::Sealed::Rewritten { why } = sealed {
+            (self.log)(&format!(
+                "warning: root {} in {} was not as this worker left it ({why}); written again before running",
+                d.hash,
+                dir.display()
+            ));
         }
-        let tree = self.fetch_tree(n, d)?;
-        let (entries, _) = hb_entries(&self.grpc, n, &self.store, &tree)?;
-        hb_fs::dir_once(&base, &d.hash, |tmp| write_tree(&self.store, &entries, tmp, &|_| 0).map_err(Failed))
-            .map_err(|Failed(e)| bad(e))
+        Ok(dir)
     }
+}
+
+/// The first directory on the way to `rel` under `work` that is a symlink.
+fn symlink_on_the_way(work: &Path, rel: &str) -> Option<String> {
+    let mut at = work.to_path_buf();
+    let parts: Vec<&str> = rel.split('/').collect();
+    for part in parts.iter().take(parts.len().saturating_sub(1)) {
+        at.push(part);
+        if std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Some(at.strip_prefix(work).unwrap_or(&at).display().to_string());
+        }
+    }
+    None
 }
 
 /// A failure writing a root out (for [`hb_fs::dir_once`]).

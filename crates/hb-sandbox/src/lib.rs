@@ -9,13 +9,41 @@
 //! `pip download` in a fetch, whose output is verified by hash instead.
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::ffi::OsString;
+use std::io::{Read, Seek, Write};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod cgroup;
 pub mod layers;
 pub use layers::Layer;
+
+/// The uid and gid sandboxed commands run as (in a user namespace of their own,
+/// mapped to hb's): `nobody`, never root.
+pub const SANDBOX_ID: &str = "65534";
+
+/// Bounds on one sandboxed command besides its timeout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Processes and threads at once (a control group; `None`: unbounded).
+    pub processes: Option<u64>,
+    /// Bytes of memory, its tmpfs files included (a control group; `None`: unbounded).
+    pub memory: Option<u64>,
+    /// The largest file it may write (`RLIMIT_FSIZE`; beyond it, `SIGXFSZ`).
+    pub file_size: u64,
+    /// The size of its `/tmp` and home tmpfs.
+    pub tmp_size: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { processes: Some(4096), memory: Some(8 << 30), file_size: 4 << 30, tmp_size: 4 << 30 }
+    }
+}
 
 /// Where the work directory appears inside the sandbox.
 pub const WORK: &str = "/hb/build";
@@ -37,7 +65,7 @@ pub const BASE_ENV: &[(&str, &str)] = &[
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
     #[error(
-        "cannot create a build sandbox: {why}\n  hb runs package builds with bubblewrap (`bwrap`) in fresh namespaces so they cannot reach the network or see this machine.\n  Install it (`apt install bubblewrap`) and allow unprivileged user namespaces, or, knowing builds then see this machine, opt out with `--no-sandbox` (or HB_SANDBOX=off)."
+        "cannot create a build sandbox: {why}\n  hb runs package builds with bubblewrap (`bwrap`) in fresh namespaces so they cannot reach the network or see this machine.\n  Install it (`apt install bubblewrap`, 0.8 or newer: hb drops every capability and runs builds as an unprivileged user of their own user namespace) and allow user namespaces, or, knowing builds then see this machine, opt out with `--no-sandbox` (or HB_SANDBOX=off)."
     )]
     Unavailable { why: String },
     #[error("could not start {program}: {source}")]
@@ -75,6 +103,7 @@ pub struct Spec<'a> {
     pub layers: Vec<Layer>,
     /// The command and everything it started are killed after this long.
     pub timeout: Option<Duration>,
+    pub limits: Limits,
 }
 
 /// What a sandboxed command did.
@@ -83,6 +112,8 @@ pub struct Outcome {
     pub code: Option<i32>,
     /// Killed because it ran past [`Spec::timeout`].
     pub timed_out: bool,
+    /// The bounds of [`Limits`] it ran into, each said as a sentence.
+    pub limit_hit: Vec<String>,
     /// Its output (the last [`OUTPUT_KEPT`] bytes of each stream).
     pub stdout: String,
     pub stderr: String,
@@ -99,6 +130,8 @@ pub fn probe(mode: Mode) -> Result<(), SandboxError> {
     let out = Command::new("bwrap")
         .env_clear()
         .args(["--unshare-all", "--die-with-parent", "--ro-bind", "/usr", "/usr"])
+        .args(["--unshare-user", "--uid", SANDBOX_ID, "--gid", SANDBOX_ID, "--disable-userns", "--cap-drop", "ALL"])
+        .args(["--size", "1048576", "--tmpfs", "/tmp"])
         .args(["--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib"])
         .args(["--symlink", "usr/lib64", "/lib64", "/usr/bin/true"])
         .stdin(Stdio::null())
@@ -123,21 +156,35 @@ pub fn run(mode: Mode, spec: &Spec) -> Result<Outcome, SandboxError> {
             source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"),
         });
     };
+    let limits = &spec.limits;
     let mut cmd;
+    // bubblewrap's options go through a memory file, so they are not on its command
+    // line (the sandbox's /proc/1/cmdline would show the host paths of every mount).
+    let mut args_fd: Option<std::fs::File> = None;
     match mode {
         Mode::Bwrap => {
             cmd = Command::new("bwrap");
             // bwrap itself gets no environment either: nothing of the caller's (say an
             // LD_PRELOAD) may reach the sandbox, even through the launcher.
             cmd.env_clear();
-            cmd.args(["--unshare-all", "--die-with-parent", "--new-session", "--hostname", "hb"]);
+            let mut a: Vec<OsString> = Vec::new();
+            let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
+            push(&["--unshare-all", "--die-with-parent", "--new-session", "--hostname", "hb"]);
+            // An unprivileged user of a user namespace of its own, even when hb runs as
+            // root: no capability (no mount, remount or ptrace), and no way to get one
+            // back through a nested user namespace.
+            push(&["--unshare-user", "--uid", SANDBOX_ID, "--gid", SANDBOX_ID, "--disable-userns"]);
+            push(&["--cap-drop", "ALL"]);
+            let tmp_size = limits.tmp_size.to_string();
             let mut remount = Vec::new();
             match spec.root {
                 Some(root) => {
                     let (mounts, ro) = layers::mount_args(root, &spec.layers)?;
-                    cmd.args(mounts);
+                    a.extend(mounts);
                     remount = ro;
-                    cmd.args(["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/hb/home"]);
+                    let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
+                    push(&["--proc", "/proc", "--dev", "/dev"]);
+                    push(&["--size", &tmp_size, "--tmpfs", "/tmp", "--size", &tmp_size, "--tmpfs", "/hb/home"]);
                 }
                 None if !spec.layers.is_empty() => {
                     return Err(SandboxError::Layer {
@@ -146,26 +193,30 @@ pub fn run(mode: Mode, spec: &Spec) -> Result<Outcome, SandboxError> {
                     });
                 }
                 None => {
-                    cmd.args(["--ro-bind", "/usr", "/usr"]);
+                    let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
+                    push(&["--ro-bind", "/usr", "/usr"]);
                     for (link, to) in
                         [("/bin", "usr/bin"), ("/lib", "usr/lib"), ("/lib64", "usr/lib64"), ("/sbin", "usr/sbin")]
                     {
-                        cmd.args(["--symlink", to, link]);
+                        push(&["--symlink", to, link]);
                     }
-                    cmd.args(["--dir", "/etc", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]);
-                    cmd.args(["--dir", "/hb/home"]);
+                    push(&["--dir", "/etc", "--proc", "/proc", "--dev", "/dev"]);
+                    push(&["--size", &tmp_size, "--tmpfs", "/tmp", "--dir", "/hb/home"]);
                 }
             }
-            cmd.arg("--bind").arg(spec.work).arg(WORK);
+            a.extend([OsString::from("--bind"), spec.work.as_os_str().to_owned(), OsString::from(WORK)]);
             for dir in &remount {
-                cmd.args(["--remount-ro", dir]);
+                a.extend([OsString::from("--remount-ro"), OsString::from(dir)]);
             }
-            cmd.args(["--chdir", spec.cwd, "--clearenv"]);
+            a.extend(["--chdir", spec.cwd, "--clearenv"].map(OsString::from));
             for (k, v) in &env {
-                cmd.args(["--setenv", k, v]);
+                a.extend(["--setenv", k.as_str(), v.as_str()].map(OsString::from));
             }
-            cmd.arg("--");
-            cmd.args(inner);
+            let file = args_file(&a)?;
+            // The command itself must follow on the command line; it names only
+            // paths inside the sandbox.
+            cmd.arg("--args").arg(file.as_raw_fd().to_string()).arg("--").args(inner);
+            args_fd = Some(file);
         }
         Mode::Off if !spec.layers.is_empty() => {
             return Err(SandboxError::Needed { what: "a command with tools".to_string() });
@@ -187,14 +238,39 @@ pub fn run(mode: Mode, spec: &Spec) -> Result<Outcome, SandboxError> {
             cmd.env("HOME", &home);
         }
     }
+    let group = cgroup::Group::create(limits.processes, limits.memory);
     {
         use std::os::unix::process::CommandExt;
         // Its own process group, so a timeout kills everything it started.
         cmd.process_group(0);
-        // SAFETY: umask is async-signal-safe and touches no memory of the parent.
+        let keep = args_fd.as_ref().map(|f| f.as_raw_fd());
+        let join = group.as_ref().map(cgroup::Group::join_fds).unwrap_or_default();
+        let file_size = limits.file_size;
+        // SAFETY: only async-signal-safe calls (umask, write, close_range, fcntl,
+        // setrlimit) on memory prepared before the fork.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 libc::umask(0o022);
+                for fd in &join {
+                    // "0": the writing process itself joins the group.
+                    if libc::write(*fd, b"0".as_ptr().cast(), 1) != 1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                // Every descriptor the caller may hold (a CI script's token on fd 7)
+                // closes at exec; only the arguments' file stays open for bubblewrap.
+                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
+                if let Some(fd) = keep
+                    && libc::fcntl(fd, libc::F_SETFD, 0) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let fsize = libc::rlimit { rlim_cur: file_size, rlim_max: file_size };
+                let no_core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+                if libc::setrlimit(libc::RLIMIT_FSIZE, &fsize) != 0 || libc::setrlimit(libc::RLIMIT_CORE, &no_core) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
                 Ok(())
             });
         }
@@ -206,6 +282,7 @@ pub fn run(mode: Mode, spec: &Spec) -> Result<Outcome, SandboxError> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|source| SandboxError::Spawn { program: program.clone(), source })?;
+    drop(args_fd);
     let stdout = child.stdout.take().map(|s| std::thread::spawn(move || keep_tail(s)));
     let stderr = child.stderr.take().map(|s| std::thread::spawn(move || keep_tail(s)));
     let deadline = spec.timeout.map(|t| Instant::now() + t);
@@ -222,19 +299,73 @@ pub fn run(mode: Mode, spec: &Spec) -> Result<Outcome, SandboxError> {
             unsafe {
                 libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL);
             }
+            if let Some(g) = &group {
+                g.kill_all();
+            }
         }
         std::thread::sleep(Duration::from_millis(10));
     };
+    // Nothing it started outlives it: its pid namespace ended with it, and the group
+    // (where there is one) is emptied before its output is read.
+    let (hit_processes, hit_memory) = match &group {
+        Some(g) => {
+            g.kill_all();
+            g.hit()
+        }
+        None => (false, false),
+    };
+    drop(group);
     let joined = |h: Option<std::thread::JoinHandle<Vec<u8>>>| {
         h.and_then(|h| h.join().ok()).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
     };
+    let mut limit_hit = Vec::new();
+    if hit_processes {
+        limit_hit.push(format!(
+            "it was refused a new process at its limit of {} (action_max_processes in [workspace])",
+            limits.processes.unwrap_or_default()
+        ));
+    }
+    if hit_memory {
+        limit_hit.push(format!(
+            "a process was killed for using more than its {} MiB of memory (action_max_memory_mib in [workspace])",
+            limits.memory.unwrap_or_default() >> 20
+        ));
+    }
+    if status.signal() == Some(libc::SIGXFSZ) || status.code() == Some(128 + libc::SIGXFSZ) {
+        limit_hit.push(format!(
+            "it wrote a file larger than its limit of {} MiB (action_max_output_mib in [workspace])",
+            limits.file_size >> 20
+        ));
+    }
     Ok(Outcome {
         success: status.success() && !timed_out,
         code: status.code(),
         timed_out,
+        limit_hit,
         stdout: joined(stdout),
         stderr: joined(stderr),
     })
+}
+
+/// An anonymous memory file holding `args` NUL-separated (bubblewrap's `--args`), at
+/// offset 0, closed at exec unless the child keeps it.
+fn args_file(args: &[OsString]) -> Result<std::fs::File, SandboxError> {
+    let spawn = |source: std::io::Error| SandboxError::Spawn { program: "bwrap".to_string(), source };
+    // SAFETY: a NUL-terminated name; the returned descriptor is owned by the File.
+    let fd = unsafe { libc::memfd_create(c"hb-sandbox-args".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(spawn(std::io::Error::last_os_error()));
+    }
+    // SAFETY: `fd` was just created and is owned by nothing else.
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+    let mut bytes = Vec::new();
+    for a in args {
+        bytes.extend_from_slice(a.as_bytes());
+        bytes.push(0);
+    }
+    file.write_all(&bytes).map_err(spawn)?;
+    file.seek(std::io::SeekFrom::Start(0)).map_err(spawn)?;
+    Ok(file)
 }
 
 /// Reads a stream to its end, keeping the last [`OUTPUT_KEPT`] bytes.
@@ -272,6 +403,7 @@ mod tests {
             root: None,
             layers: Vec::new(),
             timeout: None,
+            limits: Limits::default(),
         };
         run(Mode::Bwrap, &spec).unwrap()
     }
@@ -316,6 +448,7 @@ mod tests {
                 root: Some(Path::new("/")),
                 layers: vec![Layer { host: tool.path().to_path_buf(), at: "/usr/lib/hb-layer-test".into() }],
                 timeout,
+                limits: Limits::default(),
             };
             run(Mode::Bwrap, &spec).unwrap()
         };
@@ -334,5 +467,86 @@ mod tests {
         let o = run_sh("sleep 30 & sleep 30", Some(Duration::from_millis(300)));
         assert!(o.timed_out && !o.success);
         assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    }
+
+    /// Hostile code in the sandbox, with hb as root where CI runs it (the worst case):
+    /// no capability, no uid 0, no remount of the read-only root, no nested user
+    /// namespace to get capabilities back, no descriptor of the caller's, no host path
+    /// on bubblewrap's command line.
+    #[test]
+    fn hostile_code_has_no_privilege_and_no_inherited_descriptor() {
+        probe(Mode::Bwrap).expect("bubblewrap works here (scripts/deps.sh installs it)");
+        // A secret the caller holds open, as a CI script's token on a descriptor.
+        let secret = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(secret.path(), "canary-fd-secret").unwrap();
+        let held = std::fs::File::open(secret.path()).unwrap();
+        // SAFETY: clearing FD_CLOEXEC on a descriptor we own, as an inheriting caller would have it.
+        unsafe {
+            libc::fcntl(held.as_raw_fd(), libc::F_SETFD, 0);
+        }
+        let work = tempfile::tempdir().unwrap();
+        let spec = Spec {
+            work: work.path(),
+            cwd: WORK,
+            argv: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "grep CapEff /proc/self/status; id -u; \
+                 mount -o remount,bind,rw /usr 2>/dev/null && echo REMOUNTED; \
+                 unshare -Urm true 2>/dev/null && echo NESTED-USERNS; \
+                 for f in /proc/self/fd/*; do case $f in */[0-2]) ;; *) cat $f 2>/dev/null;; esac; done | grep -c canary-fd-secret; \
+                 tr '\\0' ' ' < /proc/1/cmdline"
+                    .into(),
+            ],
+            env: BTreeMap::new(),
+            root: None,
+            layers: Vec::new(),
+            timeout: Some(Duration::from_secs(20)),
+            limits: Limits::default(),
+        };
+        let o = run(Mode::Bwrap, &spec).unwrap();
+        drop(held);
+        let lines: Vec<&str> = o.stdout.lines().collect();
+        assert_eq!(lines.first().copied(), Some("CapEff:\t0000000000000000"), "{}{}", o.stdout, o.stderr);
+        assert_eq!(lines.get(1).copied(), Some(SANDBOX_ID), "{}", o.stdout);
+        assert!(!lines.iter().any(|l| *l == "REMOUNTED" || *l == "NESTED-USERNS"), "{}", o.stdout);
+        assert_eq!(lines.get(2).copied(), Some("0"), "an inherited descriptor was readable: {}", o.stdout);
+        let work_path = work.path().to_string_lossy();
+        assert!(!o.stdout.contains(&*work_path), "host path on bwrap's command line: {}", o.stdout);
+    }
+
+    /// A fork bomb, a huge file and memory hunger each end at their bound, with the
+    /// bound named, and leave no process behind.
+    #[test]
+    fn processes_files_and_memory_are_bounded() {
+        probe(Mode::Bwrap).expect("bubblewrap works here (scripts/deps.sh installs it)");
+        let work = tempfile::tempdir().unwrap();
+        let limits = Limits { processes: Some(64), memory: Some(256 << 20), file_size: 8 << 20, tmp_size: 8 << 20 };
+        let run_sh = |script: &str| {
+            let spec = Spec {
+                work: work.path(),
+                cwd: WORK,
+                argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
+                env: BTreeMap::new(),
+                root: None,
+                layers: Vec::new(),
+                timeout: Some(Duration::from_secs(20)),
+                limits,
+            };
+            run(Mode::Bwrap, &spec).unwrap()
+        };
+        let started = Instant::now();
+        let o = run_sh("for i in $(seq 200); do sleep 30 & done; wait");
+        let group = cgroup::Group::create(Some(1), None);
+        if group.as_ref().is_some_and(|g| g.bounds().0) {
+            assert!(o.limit_hit.iter().any(|l| l.contains("process")), "{:?} {}", o.limit_hit, o.stderr);
+            assert!(started.elapsed() < Duration::from_secs(25));
+        }
+        drop(group);
+        let o = run_sh("head -c 100000000 /dev/zero > /hb/build/big");
+        assert!(!o.success && o.limit_hit.iter().any(|l| l.contains("larger than")), "{:?}", o.limit_hit);
+        assert!(std::fs::metadata(work.path().join("big")).unwrap().len() <= 8 << 20);
+        let o = run_sh("head -c 100000000 /dev/zero > /tmp/big");
+        assert!(!o.success, "a full /tmp fails the write");
     }
 }

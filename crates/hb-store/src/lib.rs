@@ -35,6 +35,8 @@ pub enum StoreError {
     ReadOnly { dir: PathBuf, what: String },
     #[error(transparent)]
     Fs(#[from] FsError),
+    #[error(transparent)]
+    Output(#[from] hb_fs::OutputError),
 }
 
 impl StoreError {
@@ -263,6 +265,27 @@ impl Store {
         let mut w = self.blob_writer()?;
         io::copy(&mut src, &mut w).ctx("copying into the cache", path)?;
         w.finish()
+    }
+
+    /// Copies what a sandboxed command wrote at `name` beneath `dir` into the store
+    /// ([`hb_fs::open_output`]: a regular file reached through no symlink, at most
+    /// `limit` bytes, checked before a byte is read), with whether it is executable.
+    /// On a refusal nothing is stored.
+    pub fn put_output(&self, dir: &Path, name: &str, limit: u64) -> Result<(Digest, u64, bool)> {
+        let out = hb_fs::open_output(dir, name, limit)?;
+        let path = dir.join(name);
+        // Never more than the size it had when it was checked.
+        let mut src = io::Read::take(out.file, out.size);
+        if self.read_only {
+            let mut h = Hasher::new();
+            let size = io::copy(&mut src, &mut HashWriter(&mut h)).ctx("reading", &path)?;
+            let d = h.finish();
+            return if self.has_blob(&d) { Ok((d, size, out.executable)) } else { Err(self.refuse(name.to_string())) };
+        }
+        let mut w = self.blob_writer()?;
+        io::copy(&mut src, &mut w).ctx("copying into the cache", &path)?;
+        let (d, size) = w.finish()?;
+        Ok((d, size, out.executable))
     }
 
     /// Opens a blob for reading; the reader fails at the end if the bytes do not hash

@@ -13,6 +13,41 @@ use hb_engine::{Ctx, ExecCommand, JobError};
 use hb_sandbox::{Layer, Mode, Outcome};
 use hb_store::Tree;
 
+/// How long a sandboxed command may run and what it may use (never in a key: they
+/// decide only whether an action fails, never what it writes).
+#[derive(Clone, Copy, Debug)]
+pub struct Bounds {
+    pub timeout: Duration,
+    pub limits: hb_sandbox::Limits,
+}
+
+impl Bounds {
+    /// The workspace's `action_*` settings, else hb's defaults.
+    pub fn of(settings: &hb_config::WorkspaceSettings) -> Bounds {
+        let d = hb_sandbox::Limits::default();
+        let output = settings.action_max_output_mib.map_or(d.file_size, |m| m.saturating_mul(1 << 20));
+        Bounds {
+            timeout: Duration::from_secs(settings.action_timeout.unwrap_or(3600)),
+            limits: hb_sandbox::Limits {
+                processes: settings.action_max_processes.or(d.processes),
+                memory: settings.action_max_memory_mib.map(|m| m.saturating_mul(1 << 20)).or(d.memory),
+                file_size: output,
+                tmp_size: output,
+            },
+        }
+    }
+
+    /// What went wrong, when a command ended at one of its bounds: a sentence to put
+    /// before its output (empty when none was reached).
+    pub fn explain(&self, out: &Outcome, setting: &str) -> String {
+        let mut why = out.limit_hit.clone();
+        if out.timed_out {
+            why.push(format!("it ran past its timeout of {} s ({setting}) and was stopped", self.timeout.as_secs()));
+        }
+        if why.is_empty() { String::new() } else { format!(" ({})", why.join("; ")) }
+    }
+}
+
 /// A command ready to run: its work directory is prepared.
 pub(crate) struct Command<'a> {
     /// Who runs it, for messages (the action's label).
@@ -27,6 +62,7 @@ pub(crate) struct Command<'a> {
     /// Tool trees (with their labels) placed over the root; these commands run locally.
     pub layers: Vec<(&'a str, &'a Tree)>,
     pub timeout: Option<Duration>,
+    pub limits: hb_sandbox::Limits,
     /// Paths under the work directory the action reads afterwards.
     pub outputs: Vec<String>,
     /// The mtime the action gave the files it wrote into the work directory.
@@ -64,6 +100,7 @@ pub(crate) fn run(ctx: &Ctx, mode: Mode, cmd: Command<'_>) -> Result<Outcome, Jo
                 success: ran.code == Some(0) && !ran.timed_out,
                 code: ran.code,
                 timed_out: ran.timed_out,
+                limit_hit: Vec::new(),
                 stdout: ran.stdout,
                 stderr: ran.stderr,
             });
@@ -78,13 +115,15 @@ pub(crate) fn run(ctx: &Ctx, mode: Mode, cmd: Command<'_>) -> Result<Outcome, Jo
     let root = match cmd.root {
         Some(tree) => {
             hb_root::check_emulation(cmd.platform).map_err(|e| fail(e.to_string()))?;
-            Some(crate::actions::root::materialized(ctx.store, tree, ctx.jobs())?)
+            Some(crate::actions::root::materialized(ctx.store, tree, ctx.jobs(), &|m| ctx.warn(m))?)
         }
         None => None,
     };
     let mut layers: Vec<Layer> = Vec::new();
     for (label, tree) in &cmd.layers {
-        let (Some(root), dir) = (&root, crate::actions::root::materialized(ctx.store, tree, ctx.jobs())?) else {
+        let (Some(root), dir) =
+            (&root, crate::actions::root::materialized(ctx.store, tree, ctx.jobs(), &|m| ctx.warn(m))?)
+        else {
             return Err(fail("tools need a target root (a bug in hb)".to_string()));
         };
         let placed = hb_sandbox::layers::layers_of_tree(root, &dir)
@@ -99,6 +138,7 @@ pub(crate) fn run(ctx: &Ctx, mode: Mode, cmd: Command<'_>) -> Result<Outcome, Jo
         root: root.as_deref(),
         layers,
         timeout: cmd.timeout,
+        limits: cmd.limits,
     };
     hb_sandbox::run(mode, &spec).map_err(|e| fail(e.to_string()))
 }

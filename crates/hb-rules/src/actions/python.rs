@@ -199,6 +199,8 @@ pub struct WheelJob {
     /// How far wheels may inflate (not in the key: it decides only whether a wheel is
     /// refused, never what an accepted one gives).
     pub limits: Limits,
+    /// How long the backend may run and what it may use (not in the key either).
+    pub bounds: crate::actions::exec::Bounds,
 }
 
 #[derive(Serialize)]
@@ -287,7 +289,8 @@ impl Action for WheelJob {
             env,
             root,
             layers: Vec::new(),
-            timeout: None,
+            timeout: Some(self.bounds.timeout),
+            limits: self.bounds.limits,
             outputs: vec!["out".to_string()],
             mtime: self.mtime,
             platform: self.platform,
@@ -298,10 +301,11 @@ impl Action for WheelJob {
         }
         if !out.success {
             return Err(JobError::Failed(format!(
-                "{}: the build backend `{}` failed (exit {}). Its output:\n{}",
+                "{}: the build backend `{}` failed (exit {}){}. Its output:\n{}",
                 self.label,
                 self.backend,
                 out.code.map_or("by signal".to_string(), |c| c.to_string()),
+                self.bounds.explain(&out, "action_timeout in [workspace]"),
                 tail(&format!("{}{}", out.stdout, out.stderr), 60)
             )));
         }
@@ -312,8 +316,8 @@ impl Action for WheelJob {
             .find_map(|l| l.strip_prefix("HB_WHEEL="))
             .ok_or_else(|| JobError::Failed(format!("{}: the build backend reported no wheel", self.label)))?
             .to_string();
-        let path = work.join("out").join(&name);
-        let (digest, size) = store.put_file(&path)?;
+        let (digest, size) = collect_wheel(store, work, &name, &self.bounds)
+            .map_err(|why| JobError::Failed(format!("{}: the build backend's wheel: {why}", self.label)))?;
         let tree =
             Tree::new(vec![TreeEntry::file(name, digest, size, false)]).map_err(|e| JobError::Failed(e.to_string()))?;
         Ok(Output::tree(tree))
@@ -550,6 +554,8 @@ pub struct SdistJob {
     /// Named in messages only: how to add a Debian package to the compile root.
     pub build_depends: Vec<String>,
     pub limits: Limits,
+    /// How long the compile may run and what it may use (not in the key).
+    pub bounds: crate::actions::exec::Bounds,
 }
 
 impl Action for SdistJob {
@@ -611,7 +617,8 @@ impl Action for SdistJob {
             env,
             root: Some(root),
             layers: Vec::new(),
-            timeout: None,
+            timeout: Some(self.bounds.timeout),
+            limits: self.bounds.limits,
             outputs: vec!["out".to_string()],
             mtime: self.mtime,
             platform: self.platform,
@@ -623,8 +630,9 @@ impl Action for SdistJob {
         if !out.success {
             let output = format!("{}{}", out.stdout, out.stderr);
             return Err(JobError::Failed(format!(
-                "{what} failed (exit {}). Its output:\n{}{}",
+                "{what} failed (exit {}){}. Its output:\n{}{}",
                 out.code.map_or("by signal".to_string(), |c| c.to_string()),
+                self.bounds.explain(&out, "action_timeout in [workspace]"),
                 tail(&output, 60),
                 missing_hint(&output, &self.build_depends)
             )));
@@ -651,11 +659,30 @@ impl Action for SdistJob {
                 self.target.describe()
             )));
         }
-        let path = work.join("out").join(&name);
-        let (digest, size) = store.put_file(&path)?;
+        let (digest, size) = collect_wheel(store, work, &name, &self.bounds)
+            .map_err(|why| JobError::Failed(format!("{what}: the wheel it built: {why}")))?;
         let tree =
             Tree::new(vec![TreeEntry::file(name, digest, size, false)]).map_err(|e| JobError::Failed(e.to_string()))?;
         Ok(Output::tree(tree))
+    }
+}
+
+/// The wheel a backend named (`name`, from its own output: untrusted) taken from the
+/// work directory's `out/` as data: a bare file name, a regular file reached through
+/// no symlink and within the output limit, checked before a byte is stored.
+fn collect_wheel(
+    store: &Store,
+    work: &Path,
+    name: &str,
+    bounds: &crate::actions::exec::Bounds,
+) -> Result<(Digest, u64), String> {
+    if name.contains('/') || !name.ends_with(".whl") {
+        return Err(format!("{name:?} is not the file name of a wheel in its output directory"));
+    }
+    match store.put_output(&work.join("out"), name, bounds.limits.file_size) {
+        Ok((digest, size, _)) => Ok((digest, size)),
+        Err(hb_store::StoreError::Output(e)) => Err(e.to_string()),
+        Err(other) => Err(other.to_string()),
     }
 }
 

@@ -142,12 +142,21 @@ impl Action for RootJob {
 
 /// The root `tree` written out under the store's `roots/` directory, once per digest
 /// (atomically: a partial one is never seen), for the sandbox to mount read-only;
-/// written on up to `threads` threads.
-pub fn materialized(store: &Store, tree: &Tree, threads: usize) -> Result<PathBuf, JobError> {
+/// written on up to `threads` threads. It is sealed when written and its seal checked
+/// on first use in a process ([`hb_fs::seal`]): one changed on disk is written again,
+/// and `warn` says so, before any command runs in it.
+pub fn materialized(store: &Store, tree: &Tree, threads: usize, warn: &dyn Fn(&str)) -> Result<PathBuf, JobError> {
     let bytes = postcard::to_stdvec(tree).map_err(|e| JobError::Failed(format!("encoding a root tree: {e}")))?;
     let digest = Digest::of(&bytes);
     let base = store.location().join("roots");
-    hb_fs::dir_once(&base, &digest.hex(), |tmp| {
+    let (dir, sealed) = hb_fs::dir_once_sealed(&base, &digest.hex(), |tmp| {
         crate::actions::python::materialize(&|d: &Digest| store.read_blob(d), tree.entries(), tmp, 0, threads)
-    })
+    })?;
+    if let hb_fs::Sealed::Rewritten { why } = sealed {
+        warn(&format!(
+            "the written-out tree {} was not as hb left it ({why}); it was written again from the cache before anything ran in it",
+            dir.display()
+        ));
+    }
+    Ok(dir)
 }

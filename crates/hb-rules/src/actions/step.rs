@@ -42,6 +42,8 @@ pub struct StepJob {
     pub timeout: u64,
     /// Where the timeout is set, for the message when it is exceeded.
     pub timeout_at: String,
+    /// What the command may use (not in the key, like the timeout).
+    pub limits: hb_sandbox::Limits,
 }
 
 #[derive(Serialize)]
@@ -113,6 +115,7 @@ impl Action for StepJob {
             root: Some(root),
             layers,
             timeout: Some(std::time::Duration::from_secs(self.timeout)),
+            limits: self.limits,
             // The sources come back too, so a command that changed them is caught
             // wherever it ran.
             outputs: vec!["out".to_string(), "src".to_string()],
@@ -131,8 +134,10 @@ impl Action for StepJob {
         }
         if !out.success {
             let code = out.code.map_or("by a signal".to_string(), |c| format!("with status {c}"));
+            let limits =
+                if out.limit_hit.is_empty() { String::new() } else { format!("; {}", out.limit_hit.join("; ")) };
             return Err(fail(format!(
-                "the command `{}` failed ({code}). Its output:\n{}",
+                "the command `{}` failed ({code}{limits}). Its output:\n{}",
                 self.cmd.join(" "),
                 output()
             )));
@@ -205,6 +210,8 @@ impl StepJob {
             self.outs.iter().map(|o| (o.trim_end_matches('/'), o.ends_with('/'))).collect();
         let mut entries = Vec::new();
         let mut undeclared = Vec::new();
+        // All outputs together stay within the one limit of what a command may write.
+        let mut left = self.limits.file_size;
         for entry in hb_fs::walk_sorted(out).min_depth(1) {
             let entry = entry.map_err(|e| fail(format!("reading its outputs: {e}")))?;
             let rel = entry.path().strip_prefix(out).unwrap_or(entry.path());
@@ -234,10 +241,16 @@ impl StepJob {
                 };
                 entries.push(TreeEntry::symlink(place(&rel), target));
             } else if kind.is_file() {
-                use std::os::unix::fs::PermissionsExt;
-                let meta = hb_fs::symlink_metadata(entry.path())?;
-                let (digest, size) = store.put_file(entry.path())?;
-                entries.push(TreeEntry::file(place(&rel), digest, size, meta.permissions().mode() & 0o111 != 0));
+                let (digest, size, executable) = store.put_output(out, &rel, left).map_err(|e| match e {
+                    hb_store::StoreError::Output(hb_fs::OutputError::TooLarge { .. }) => fail(format!(
+                        "its outputs add up to more than {} MiB at {OUT_DIR}/{rel}, the limit of what one command may write (raise action_max_output_mib in [workspace] if that is right)",
+                        self.limits.file_size >> 20
+                    )),
+                    hb_store::StoreError::Output(o) => fail(format!("{OUT_DIR}/{rel}: {o}")),
+                    other => JobError::Store(other),
+                })?;
+                left = left.saturating_sub(size);
+                entries.push(TreeEntry::file(place(&rel), digest, size, executable));
             } else {
                 return Err(fail(format!(
                     "{OUT_DIR}/{rel} is not a file, directory or symlink (a socket, pipe or device cannot be packaged)"

@@ -187,6 +187,7 @@ impl Rule for BuildStep {
             platform: cx.platform,
             timeout: *s.timeout.get_ref(),
             timeout_at: short(&cx.locate(s.timeout.span())),
+            limits: crate::actions::exec::Bounds::of(cx.settings).limits,
         };
         let tree = cx.actions.add(name, job).any();
         Ok(Providers::new(tree).with(InstallTree { tree }))

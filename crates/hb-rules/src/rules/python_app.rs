@@ -209,6 +209,7 @@ impl Rule for PythonApp {
                     build: build.clone(),
                     build_depends: build_depends.clone(),
                     limits: wheel_limits(cx.settings),
+                    bounds: crate::actions::exec::Bounds::of(cx.settings),
                 };
                 // Shared: two apps with the same sdist, root and build files compile it once.
                 runtime.push(cx.actions.add(format!("{name} compile {}", f.file), job));
@@ -242,6 +243,7 @@ impl Rule for PythonApp {
             sandbox: cx.opts.sandbox,
             build,
             limits: wheel_limits(cx.settings),
+            bounds: crate::actions::exec::Bounds::of(cx.settings),
         };
         let app = cx.actions.add(format!("{name} wheel"), wheel);
         let venv = VenvJob {
