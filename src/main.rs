@@ -381,6 +381,11 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    // Only `hb verify --vary time` sets this, for its rebuild: the sandboxed code's clock
+    // moves with hb's.
+    if let Ok(offset) = std::env::var(hb_check::SANDBOX_CLOCK_VARIABLE) {
+        hb_sandbox::fake_clock(&offset)?;
+    }
     let cwd = match &cli.directory {
         Some(d) => {
             let abs = std::path::absolute(d).with_context(|| format!("cannot use directory {}", d.display()))?;

@@ -14,6 +14,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use hb_diff::FileDiff;
+
+/// The variable through which a rebuild's sandboxed commands get a faked clock: read
+/// by the `hb` binary at start, set only by `hb verify --vary time`.
+pub const SANDBOX_CLOCK_VARIABLE: &str = "HB_VERIFY_FAKETIME";
 use hb_engine::ActionResult;
 use hb_store::{Digest, EntryKind, Store};
 use serde::Serialize;
@@ -349,6 +353,13 @@ pub fn verify(req: &VerifyRequest) -> Result<VerifyReport, VerifyError> {
         _ => wheelhouse.display().to_string(),
     };
     cmd.env("PIP_FIND_LINKS", finds).env("HB_APT_DIR", &apt).env_remove("HB_CACHE_DIR");
+    if vary(Variation::Time) {
+        // The clock of the code in the sandbox too (hb clears the sandbox's environment,
+        // so faketime around hb never reaches it).
+        cmd.env(SANDBOX_CLOCK_VARIABLE, "+400d");
+    } else {
+        cmd.env_remove(SANDBOX_CLOCK_VARIABLE);
+    }
     if vary(Variation::Python) {
         // Another `python3` first on PATH: nothing that runs in a root may notice.
         let bin = base.join("other-python");

@@ -26,6 +26,33 @@ pub use layers::Layer;
 /// mapped to hb's): `nobody`, never root.
 pub const SANDBOX_ID: &str = "65534";
 
+/// The clock offset (libfaketime's `FAKETIME` syntax, like `+400d`) every sandboxed
+/// command of this process sees, for `hb verify --vary time` only: see [`fake_clock`].
+static FAKE_CLOCK: std::sync::OnceLock<(String, PathBuf)> = std::sync::OnceLock::new();
+
+/// Where the faked clock's library appears inside the sandbox (on its home tmpfs).
+const FAKETIME_AT: &str = "/hb/home/.hb-faketime/libfaketime.so.1";
+
+/// Makes every later sandboxed command of this process see the clock moved by `offset`
+/// (libfaketime preloaded; its library found among the build machine's multiarch
+/// directories). Only `hb verify` asks for it, through the rebuild's environment: the
+/// commands' keys do not change, so a result that depends on the date shows up as a
+/// divergence. An error says what is missing.
+pub fn fake_clock(offset: &str) -> Result<(), SandboxError> {
+    let found = hb_fs::read_dir_sorted(Path::new("/usr/lib"))
+        .map_err(|e| SandboxError::Unavailable { why: e.to_string() })?
+        .into_iter()
+        .map(|e| e.path().join("faketime/libfaketime.so.1"))
+        .find(|p| p.is_file());
+    let Some(lib) = found else {
+        return Err(SandboxError::Unavailable {
+            why: "varying the clock inside the sandbox needs libfaketime (apt install faketime)".to_string(),
+        });
+    };
+    let _ = FAKE_CLOCK.set((offset.to_string(), lib));
+    Ok(())
+}
+
 /// Bounds on one sandboxed command besides its timeout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -205,6 +232,12 @@ pub fn run(mode: Mode, spec: &Spec) -> Result<Outcome, SandboxError> {
                 }
             }
             a.extend([OsString::from("--bind"), spec.work.as_os_str().to_owned(), OsString::from(WORK)]);
+            if let Some((offset, lib)) = FAKE_CLOCK.get() {
+                a.extend([OsString::from("--ro-bind"), lib.as_os_str().to_owned(), OsString::from(FAKETIME_AT)]);
+                env.insert("LD_PRELOAD".to_string(), FAKETIME_AT.to_string());
+                env.insert("FAKETIME".to_string(), offset.clone());
+                env.insert("FAKETIME_DONT_RESET".to_string(), "1".to_string());
+            }
             for dir in &remount {
                 a.extend([OsString::from("--remount-ro"), OsString::from(dir)]);
             }
