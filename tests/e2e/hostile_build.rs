@@ -47,7 +47,10 @@ deps = [":evil"]
 fn step_ws(cmd: &str, workspace_extra: &str) -> Ws {
     let ws = Ws::empty();
     ws.write("BUILD.toml", &format!("[workspace]\nsource_date_epoch = 1700000000\n{workspace_extra}"));
-    ws.write("evil/BUILD.toml", &STEP_WS.replace("CMD", &cmd.replace('\\', "\\\\").replace('"', "\\\"")));
+    ws.write(
+        "evil/BUILD.toml",
+        &STEP_WS.replace("CMD", &cmd.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")),
+    );
     ws.write("evil/x.txt", "x\n");
     ws
 }
@@ -66,9 +69,9 @@ try:
     libc.mount(b"none", b"/", None, MS_REMOUNT | MS_BIND, None)
 except Exception:
     pass
-for path in ("/usr/lib/python3.11/sitecustomize.py", "/usr/bin/planted"):
+for path in ("/usr/lib/python3.11/sitecustomize.py", "/usr/lib/python3.11/hb_planted.py", "/usr/bin/hb-planted"):
     try:
-        open(path, "w").write("print('backdoor')\n")
+        open(path, "a").write("print('backdoor')\n")
     except OSError:
         pass
 EOF
@@ -81,25 +84,28 @@ fn a_build_step_cannot_poison_the_shared_root() {
     let roots = written_roots(&ws);
     assert!(!roots.is_empty(), "the step ran in a written-out root");
     for root in &roots {
-        for planted in ["usr/lib/python3.11/sitecustomize.py", "usr/bin/planted"] {
+        for planted in ["usr/lib/python3.11/hb_planted.py", "usr/bin/hb-planted"] {
             assert!(
                 !root.join(planted).exists(),
                 "the build step wrote {planted} into the shared root {}",
                 root.display()
             );
         }
+        // Debian's own sitecustomize (a symlink into /etc) is untouched.
+        let site = std::fs::read_to_string(root.join("etc/python3.11/sitecustomize.py")).unwrap_or_default();
+        assert!(!site.contains("backdoor"), "the build step changed sitecustomize.py in {}", root.display());
     }
 }
 
 #[test]
 fn a_root_changed_on_disk_is_written_again_before_anything_runs_in_it() {
-    let check = r#"test ! -e /usr/lib/python3.11/sitecustomize.py && echo clean > {out}/done"#;
+    let check = r#"test ! -e /usr/lib/python3.11/hb_planted.py && echo clean > {out}/done"#;
     let ws = step_ws(check, "");
     ws.ok(&["build", "//evil:deb"]);
     let roots = written_roots(&ws);
     let root = roots.first().expect("a written-out root");
     // Tampered by hand, as an escaped sandbox or a careless admin would.
-    let site = root.join("usr/lib/python3.11/sitecustomize.py");
+    let site = root.join("usr/lib/python3.11/hb_planted.py");
     std::fs::write(&site, "print('backdoor')\n").unwrap();
     ws.write("evil/x.txt", "changed\n");
     let out = ws.cmd().args(["build", "//evil:deb"]).output().unwrap();

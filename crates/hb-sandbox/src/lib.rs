@@ -569,7 +569,7 @@ mod tests {
             run(Mode::Bwrap, &spec).unwrap()
         };
         let started = Instant::now();
-        let o = run_sh("for i in $(seq 200); do sleep 30 & done; wait");
+        let o = run_sh("for i in $(seq 200); do sleep 3 & done; wait");
         let group = cgroup::Group::create(Some(1), None);
         if group.as_ref().is_some_and(|g| g.bounds().0) {
             assert!(o.limit_hit.iter().any(|l| l.contains("process")), "{:?} {}", o.limit_hit, o.stderr);
