@@ -1,10 +1,18 @@
-//! The containers `hb test` installs into: a root booted under systemd with
-//! `systemd-nspawn --boot --volatile=overlay` (driven with `nsenter` into its PID 1), or
-//! a chroot on an overlay mount (with `/proc`), where maintainer scripts drive the
-//! init script through invoke-rc.d as on a sysv machine. Either way the root itself is only read; what the test changes goes to
-//! a throwaway layer, and dropping the machine kills every process in it and unmounts.
+//! The containers `hb test` installs into, sealed off from the build machine: a root
+//! booted under systemd with `systemd-nspawn --boot --volatile=overlay
+//! --private-network` (driven with `nsenter` into its PID 1), or a chroot-like root
+//! on an overlay mount, where maintainer scripts drive the init script through
+//! invoke-rc.d as on a sysv machine. The latter is a set of namespaces made once per
+//! test by `unshare --pid --mount --net --uts --ipc`: the overlay and its own `/proc`
+//! are mounted inside, `pivot_root` leaves the machine's file systems out of reach, a
+//! small reaper is PID 1, and every command of the test joins it with `nsenter`.
+//! Either way the package and its service see no process, file or network of the
+//! build machine (only their own loopback, where the test's requests are made from a
+//! thread that joined the namespace), the root itself is only read and what the test
+//! changes goes to a throwaway layer. Stopping the machine kills its PID namespace's
+//! init, which ends every process in it, and checks that none is left.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -45,6 +53,138 @@ pub trait Machine {
     /// The processes of `user` in the machine (and no other's): pid as the machine
     /// sees it, and command line.
     fn processes_of(&self, user: &str) -> Vec<(u32, String)>;
+    /// A process of the machine (its PID 1, as this machine numbers it), whose network
+    /// namespace is where the machine's services are requested.
+    fn init(&self) -> u32;
+    /// Kills every process of the machine and checks that none is left; says which
+    /// is, if one is.
+    fn stop(&mut self) -> Result<String, String>;
+}
+
+/// Runs `f` on a thread that joined the network namespace of process `pid` (only
+/// that thread: the network namespace is per thread), so that what it connects to is
+/// the machine's loopback.
+pub fn in_network_of<T: Send>(pid: u32, f: impl FnOnce() -> T + Send) -> Result<T, String> {
+    use std::os::fd::AsRawFd;
+    let path = format!("/proc/{pid}/ns/net");
+    let ns = std::fs::File::open(&path).map_err(|e| format!("cannot open {path}: {e}"))?;
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            // SAFETY: setns with an open namespace file changes only this thread's
+            // network namespace; the thread ends when `f` returns.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(format!("cannot join {path}: {}", std::io::Error::last_os_error()));
+            }
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| "the thread in the machine's network namespace panicked".to_string())?
+    })
+}
+
+/// Sets the loopback interface of this thread's network namespace up (a new network
+/// namespace has it down).
+fn loopback_up() -> std::io::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: a plain socket call; the descriptor is owned right after.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a new descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain data; all zeroes is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(b"lo") {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS and SIOCSIFFLAGS read and write the ifreq passed.
+    unsafe {
+        if libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req as *mut libc::ifreq) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(fd.as_raw_fd(), libc::SIOCSIFFLAGS, &req as *const libc::ifreq) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// A PID namespace, by its init's pid on this machine and the namespace's identity
+/// (`pid:[INODE]`).
+struct PidNs {
+    init: u32,
+    id: String,
+}
+
+impl PidNs {
+    fn of(init: u32) -> Result<PidNs, String> {
+        let link = format!("/proc/{init}/ns/pid");
+        let id = std::fs::read_link(&link).map_err(|e| format!("cannot read {link}: {e}"))?;
+        let ns = PidNs { init, id: id.to_string_lossy().into_owned() };
+        let ours =
+            std::fs::read_link("/proc/self/ns/pid").map_err(|e| format!("cannot read our PID namespace: {e}"))?;
+        if ns.id == ours.to_string_lossy() {
+            return Err(format!("process {init} is not in a PID namespace of its own"));
+        }
+        Ok(ns)
+    }
+
+    /// The processes in the namespace (pid on this machine, command line).
+    fn members(&self) -> Vec<(i32, String)> {
+        let mut out = Vec::new();
+        for e in hb_fs::read_dir_sorted(Path::new("/proc")).unwrap_or_default() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+            if std::fs::read_link(e.path().join("ns/pid")).is_ok_and(|l| l.to_string_lossy() == self.id) {
+                let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+                out.push((pid, String::from_utf8_lossy(&cmd).replace('\0', " ").trim().to_string()));
+            }
+        }
+        out
+    }
+
+    /// Kills the namespace's init, which kills every process in it, and waits until
+    /// none is left.
+    fn kill_all(&self) -> Result<String, String> {
+        // SAFETY: kill has no memory effects.
+        unsafe {
+            libc::kill(self.init as libc::pid_t, libc::SIGKILL);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = self.members();
+            if left.is_empty() {
+                return Ok("its PID namespace killed, no process of it left".into());
+            }
+            if Instant::now() > deadline {
+                let shown: Vec<String> = left.iter().map(|(pid, cmd)| format!("  | {pid} {cmd}")).collect();
+                return Err(format!(
+                    "processes of the test root still run after its PID namespace ({}) was killed:\n{}",
+                    self.id,
+                    shown.join("\n")
+                ));
+            }
+            for (pid, _) in left {
+                // SAFETY: kill has no memory effects.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Runs `script` with /bin/sh in every namespace of `init`, at its root.
+fn enter(init: u32, script: &str) -> Out {
+    collect(
+        Command::new("nsenter")
+            .args(["-t", &init.to_string(), "-a", "/bin/sh", "-c", script])
+            .env_clear()
+            .env("PATH", PATH)
+            .env("LANG", "C.UTF-8"),
+    )
 }
 
 /// `ps` lines (`PID ARGS`) as (pid, args).
@@ -95,16 +235,27 @@ pub struct Booted {
     nspawn: Child,
     /// The container's systemd (PID 1 inside).
     init: u32,
+    /// Its PID namespace, once known; `None` once stopped.
+    ns: Option<PidNs>,
 }
 
 impl Booted {
-    /// Boots `root` (read-only, writes to a tmpfs overlay) with `debs` at /srv/hb.
+    /// Boots `root` (read-only, writes to a tmpfs overlay, no network but its own
+    /// loopback) with `debs` at /srv/hb.
     pub fn start(root: &Path, debs: &Path) -> Result<Booted, InstallError> {
         let setup = |why: String| InstallError::Setup(format!("booting the test root {}: {why}", root.display()));
         let nspawn = Command::new("systemd-nspawn")
             .arg("-D")
             .arg(root)
-            .args(["--volatile=overlay", "--boot", "--register=no", "--keep-unit", "--console=passive", "--quiet"])
+            .args([
+                "--volatile=overlay",
+                "--boot",
+                "--private-network",
+                "--register=no",
+                "--keep-unit",
+                "--console=passive",
+                "--quiet",
+            ])
             .arg(format!("--bind-ro={}:/srv/hb", debs.display()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -112,15 +263,11 @@ impl Booted {
             .spawn()
             .map_err(|e| setup(format!("cannot run systemd-nspawn: {e}")))?;
         let deadline = Instant::now() + Duration::from_secs(30);
-        let mut booted = Booted { nspawn, init: 0 };
+        let mut booted = Booted { nspawn, init: 0, ns: None };
         booted.init = loop {
             // The container's init is the child of systemd-nspawn that runs systemd (a
             // short-lived helper child comes first).
-            let out = Command::new("pgrep").args(["-P", &booted.nspawn.id().to_string()]).output();
-            let children: Vec<u32> = out
-                .map(|o| String::from_utf8_lossy(&o.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect())
-                .unwrap_or_default();
-            let init = children
+            let init = children(booted.nspawn.id())
                 .into_iter()
                 .find(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "systemd"));
             if let Some(pid) = init {
@@ -138,6 +285,7 @@ impl Booted {
             }
             std::thread::sleep(Duration::from_millis(100));
         };
+        booted.ns = Some(PidNs::of(booted.init).map_err(setup)?);
         // systemd's bus exists a moment after it starts; then wait for the boot to end.
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
@@ -154,47 +302,92 @@ impl Booted {
     }
 }
 
+/// The children of process `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    let out = Command::new("pgrep").args(["-P", &pid.to_string()]).output();
+    out.map(|o| String::from_utf8_lossy(&o.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default()
+}
+
 impl Machine for Booted {
     fn sh(&self, script: &str) -> Out {
-        collect(
-            Command::new("nsenter")
-                .args(["-t", &self.init.to_string(), "-a", "/bin/sh", "-c", script])
-                .env_clear()
-                .env("PATH", PATH)
-                .env("LANG", "C.UTF-8"),
-        )
+        enter(self.init, script)
     }
 
     fn processes_of(&self, user: &str) -> Vec<(u32, String)> {
         // The container has its own PID namespace: its ps sees only its processes.
         parse_ps(&self.sh(&format!("ps -o pid=,args= -u {user} 2>/dev/null")).stdout)
     }
+
+    fn init(&self) -> u32 {
+        self.init
+    }
+
+    fn stop(&mut self) -> Result<String, String> {
+        // Killing the container's init ends every process of its PID namespace; killing
+        // only systemd-nspawn would leave them running.
+        let killed = match self.ns.take() {
+            Some(ns) => ns.kill_all(),
+            None => Ok(String::new()),
+        };
+        let _ = self.nspawn.kill();
+        let _ = self.nspawn.wait();
+        killed
+    }
 }
 
 impl Drop for Booted {
     fn drop(&mut self) {
-        // Killing the container's init ends every process of its PID namespace; killing
-        // only systemd-nspawn would leave them running.
-        if self.init != 0 {
-            // SAFETY: kill has no memory effects.
-            unsafe {
-                libc::kill(self.init as libc::pid_t, libc::SIGKILL);
-            }
-        }
-        let _ = self.nspawn.kill();
-        let _ = self.nspawn.wait();
+        let _ = self.stop();
     }
 }
 
-/// A chroot on an overlay of the root.
+/// The setup of the chroot's namespaces, run by this machine's `sh` inside them (as
+/// their PID 1) with the overlay's directories as arguments: mount the overlay, the
+/// packages and a `/proc` of the new PID namespace, and make the overlay the root with
+/// `pivot_root`. The root's python3 (the root is still as made, no package installed)
+/// then detaches the machine's file systems, which stay out of reach, says `ready` and
+/// stays as the namespace's init, reaping the orphans reparented to it (a service's
+/// daemonized processes) so that none stays a zombie.
+const CHROOT_SETUP: &str = r#"set -e
+lower=$1 upper=$2 work=$3 merged=$4 debs=$5
+mount -t overlay overlay -o "lowerdir=$lower,upperdir=$upper,workdir=$work" "$merged"
+mkdir -p "$merged/srv/hb"
+mount --bind "$debs" "$merged/srv/hb"
+mount -o remount,bind,ro "$merged/srv/hb"
+mount -t proc -o nosuid,nodev,noexec proc "$merged/proc"
+cd "$merged"
+pivot_root . .
+exec /usr/bin/python3 -I -c '
+import ctypes, os, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.umount2(b".", 2) != 0:
+    sys.exit("cannot detach the build machine file systems: " + os.strerror(ctypes.get_errno()))
+os.chdir("/")
+print("ready", flush=True)
+while True:
+    try:
+        os.wait()
+    except ChildProcessError:
+        time.sleep(0.2)
+'
+"#;
+
+/// A chroot on an overlay of the root, in namespaces of its own.
 pub struct Chroot {
-    merged: PathBuf,
-    mounts: Vec<PathBuf>,
+    /// `unshare`, the parent of the namespaces' init.
+    holder: Child,
+    init: u32,
+    /// The PID namespace; `None` once stopped.
+    ns: Option<PidNs>,
     _layer: tempfile::TempDir,
 }
 
 impl Chroot {
     pub fn start(root: &Path, debs: &Path) -> Result<Chroot, InstallError> {
+        use std::io::BufRead;
+        use std::os::unix::process::CommandExt;
+        let setup = |why: String| InstallError::Setup(format!("starting the test root {}: {why}", root.display()));
         let base = root.parent().unwrap_or(root);
         let layer = tempfile::Builder::new()
             .prefix("hb-test-chroot")
@@ -204,93 +397,83 @@ impl Chroot {
         for d in [&upper, &work, &merged] {
             hb_fs::create_dir_all(d).map_err(|e| InstallError::Setup(e.to_string()))?;
         }
-        let mut c = Chroot { merged: merged.clone(), mounts: Vec::new(), _layer: layer };
-        let opts = format!("lowerdir={},upperdir={},workdir={}", root.display(), upper.display(), work.display());
-        c.mount(Command::new("mount").args(["-t", "overlay", "overlay", "-o", &opts]).arg(&merged), &merged)?;
-        let proc_dir = merged.join("proc");
-        c.mount(Command::new("mount").args(["-t", "proc", "proc"]).arg(&proc_dir), &proc_dir)?;
-        let srv = merged.join("srv/hb");
-        hb_fs::create_dir_all(&srv).map_err(|e| InstallError::Setup(e.to_string()))?;
-        c.mount(Command::new("mount").args(["--bind", "-o", "ro"]).arg(debs).arg(&srv), &srv)?;
-        Ok(c)
-    }
-
-    fn mount(&mut self, cmd: &mut Command, at: &Path) -> Result<(), InstallError> {
-        let out = collect(cmd);
-        if !out.ok {
-            return Err(InstallError::Setup(format!("mounting {}: {}", at.display(), out.text.trim())));
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--pid", "--fork", "--kill-child", "--mount", "--propagation=private", "--net", "--uts", "--ipc"])
+            .args(["/bin/sh", "-c", CHROOT_SETUP, "sh"])
+            .args([root, upper.as_path(), work.as_path(), merged.as_path(), debs])
+            .env_clear()
+            .env("PATH", PATH)
+            .env("LANG", "C.UTF-8")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: prctl is async-signal-safe and touches no memory of this process.
+        unsafe {
+            // If hb dies, unshare dies, and with it (--kill-child) the namespaces' init.
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
         }
-        self.mounts.push(at.to_path_buf());
-        Ok(())
-    }
-
-    /// Processes whose root is this chroot: pid and owner's uid. (A chroot shares the
-    /// machine's PID namespace, so its `ps` would also show other containers' processes
-    /// of a user with the same uid.)
-    fn processes(&self) -> Vec<(i32, u32)> {
-        use std::os::unix::fs::MetadataExt;
-        let Ok(want) = std::fs::canonicalize(&self.merged) else { return Vec::new() };
-        let mut out = Vec::new();
-        for e in hb_fs::read_dir_sorted(Path::new("/proc")).unwrap_or_default() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-            if std::fs::read_link(e.path().join("root")).is_ok_and(|r| r == want) {
-                let uid = std::fs::metadata(e.path()).map(|m| m.uid()).unwrap_or(u32::MAX);
-                out.push((pid, uid));
+        let mut holder = cmd.spawn().map_err(|e| setup(format!("cannot run unshare: {e}")))?;
+        let mut line = String::new();
+        if let Some(out) = holder.stdout.take() {
+            let _ = std::io::BufReader::new(out).read_line(&mut line);
+        }
+        if line.trim() != "ready" {
+            let _ = holder.kill();
+            let mut err = String::new();
+            if let Some(mut e) = holder.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
             }
+            let _ = holder.wait();
+            return Err(setup(format!("setting up its namespaces failed: {}", err.trim())));
         }
-        out
+        let Some(init) = children(holder.id()).into_iter().next() else {
+            let _ = holder.kill();
+            let _ = holder.wait();
+            return Err(setup("unshare started no init".into()));
+        };
+        let mut c = Chroot { holder, init, ns: None, _layer: layer };
+        c.ns = Some(PidNs::of(init).map_err(setup)?);
+        in_network_of(init, loopback_up)
+            .map_err(setup)?
+            .map_err(|e| setup(format!("cannot set the loopback interface of its network namespace up: {e}")))?;
+        Ok(c)
     }
 }
 
 impl Machine for Chroot {
     fn sh(&self, script: &str) -> Out {
-        collect(
-            Command::new("chroot")
-                .arg(&self.merged)
-                .args(["/bin/sh", "-c", script])
-                .env_clear()
-                .env("PATH", PATH)
-                .env("LANG", "C.UTF-8"),
-        )
+        enter(self.init, script)
     }
 
     fn processes_of(&self, user: &str) -> Vec<(u32, String)> {
-        let passwd = std::fs::read_to_string(self.merged.join("etc/passwd")).unwrap_or_default();
-        let Some(uid) = passwd.lines().find_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.first() == Some(&user)).then(|| f.get(2)?.parse::<u32>().ok())?
-        }) else {
-            return Vec::new();
+        // The chroot has its own PID namespace: its ps sees only its processes.
+        parse_ps(&self.sh(&format!("ps -o pid=,args= -u {user} 2>/dev/null")).stdout)
+    }
+
+    fn init(&self) -> u32 {
+        self.init
+    }
+
+    fn stop(&mut self) -> Result<String, String> {
+        // Its mounts belong to its mount namespace, which ends with its last process.
+        let killed = match self.ns.take() {
+            Some(ns) => ns.kill_all(),
+            None => Ok(String::new()),
         };
-        self.processes()
-            .into_iter()
-            .filter(|(_, u)| *u == uid)
-            .map(|(pid, _)| {
-                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                (pid as u32, String::from_utf8_lossy(&cmd).replace('\0', " ").trim().to_string())
-            })
-            .collect()
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+        killed
     }
 }
 
 impl Drop for Chroot {
     fn drop(&mut self) {
-        for _ in 0..3 {
-            let pids = self.processes();
-            if pids.is_empty() {
-                break;
-            }
-            for (pid, _) in pids {
-                // SAFETY: kill has no memory effects.
-                unsafe {
-                    libc::kill(pid, libc::SIGKILL);
-                }
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        for m in self.mounts.iter().rev() {
-            let _ = Command::new("umount").arg("-l").arg(m).status();
-        }
+        let _ = self.stop();
     }
 }
 
