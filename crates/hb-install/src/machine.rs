@@ -200,14 +200,88 @@ fn parse_ps(text: &str) -> Vec<(u32, String)> {
 
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// How long a command's output is still read after it ended, while a process it left
+/// running holds its standard output or error open.
+const OUTPUT_GRACE: Duration = Duration::from_secs(2);
+
+/// What the threads watching a command report.
+enum Event {
+    /// Bytes from its standard output (0) or error (1).
+    Bytes(usize, Vec<u8>),
+    /// That pipe closed.
+    Closed,
+    Exited(std::io::Result<std::process::ExitStatus>),
+}
+
+/// Runs `cmd` and collects its output. The command ends when its process does: a
+/// process it started in the background (a hostile script's) may keep the pipes open
+/// until the machine is stopped, and is not waited for beyond `OUTPUT_GRACE`.
 fn collect(cmd: &mut Command) -> Out {
-    match cmd.stdin(Stdio::null()).output() {
-        Ok(o) => {
-            let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
-            let text = format!("{stdout}{}", String::from_utf8_lossy(&o.stderr));
-            Out { ok: o.status.success(), code: o.status.code().unwrap_or(-1), stdout, text }
+    use std::io::Read;
+    let mut child = match cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return Out { ok: false, code: -1, stdout: String::new(), text: format!("could not run {cmd:?}: {e}") };
         }
-        Err(e) => Out { ok: false, code: -1, stdout: String::new(), text: format!("could not run {cmd:?}: {e}") },
+    };
+    let (tx, rx) = std::sync::mpsc::channel::<Event>();
+    let pipes: [Option<Box<dyn Read + Send>>; 2] = [
+        child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+        child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+    ];
+    let mut open = 0;
+    for (i, pipe) in pipes.into_iter().enumerate() {
+        let Some(mut pipe) = pipe else { continue };
+        open += 1;
+        let tx = tx.clone();
+        // Ends at the pipe's end, or once nobody listens.
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            loop {
+                match pipe.read(&mut buf) {
+                    Ok(0) | Err(_) => {
+                        let _ = tx.send(Event::Closed);
+                        return;
+                    }
+                    Ok(n) => {
+                        if tx.send(Event::Bytes(i, buf[..n].to_vec())).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    }
+    std::thread::spawn(move || {
+        let _ = tx.send(Event::Exited(child.wait()));
+    });
+    let mut got = [Vec::new(), Vec::new()];
+    let mut status = None;
+    let mut until = None;
+    while status.is_none() || open > 0 {
+        let event = match until {
+            None => rx.recv().ok(),
+            Some(t) => rx.recv_timeout(Instant::saturating_duration_since(&t, Instant::now())).ok(),
+        };
+        match event {
+            Some(Event::Bytes(i, bytes)) => got[i % 2].extend_from_slice(&bytes),
+            Some(Event::Closed) => open -= 1,
+            Some(Event::Exited(s)) => {
+                status = Some(s);
+                until = Some(Instant::now() + OUTPUT_GRACE);
+            }
+            None => break,
+        }
+    }
+    let [stdout, stderr] = got;
+    match status {
+        Some(Ok(status)) => {
+            let stdout = String::from_utf8_lossy(&stdout).into_owned();
+            let text = format!("{stdout}{}", String::from_utf8_lossy(&stderr));
+            Out { ok: status.success(), code: status.code().unwrap_or(-1), stdout, text }
+        }
+        Some(Err(e)) => Out { ok: false, code: -1, stdout: String::new(), text: format!("waiting for {cmd:?}: {e}") },
+        None => Out { ok: false, code: -1, stdout: String::new(), text: format!("lost track of {cmd:?}") },
     }
 }
 
@@ -251,6 +325,9 @@ impl Booted {
                 "--volatile=overlay",
                 "--boot",
                 "--private-network",
+                // Root in the container is root only there: it cannot make device
+                // nodes of this machine's disks or change its kernel's settings.
+                "--private-users=identity",
                 "--register=no",
                 "--keep-unit",
                 "--console=passive",
@@ -342,13 +419,18 @@ impl Drop for Booted {
     }
 }
 
-/// The setup of the chroot's namespaces, run by this machine's `sh` inside them (as
-/// their PID 1) with the overlay's directories as arguments: mount the overlay, the
-/// packages and a `/proc` of the new PID namespace, and make the overlay the root with
-/// `pivot_root`. The root's python3 (the root is still as made, no package installed)
-/// then detaches the machine's file systems, which stay out of reach, says `ready` and
-/// stays as the namespace's init, reaping the orphans reparented to it (a service's
-/// daemonized processes) so that none stays a zombie.
+/// The setup of the chroot's namespaces, run by this machine's `sh` inside new mount
+/// and PID namespaces (as their PID 1) with the overlay's directories as arguments:
+/// mount the overlay, the packages and a `/proc` of the new PID namespace with the
+/// kernel's settings (`/proc/sys`, `sysrq-trigger`, `irq`, `bus`, `fs`) read-only, and
+/// make the overlay the root with `pivot_root`. The root's python3 (the root is still
+/// as made, no package installed) then detaches the machine's file systems and makes
+/// user, mount, network, UTS and IPC namespaces of their own: root inside is root only
+/// there (no device nodes, no module, nothing of the machine's kernel), and the mounts
+/// made before are locked, so that it cannot unmount or remount them, nor mount another
+/// `/proc`. It says `unshared`, waits for its IDs to be mapped (a line `mapped` on its
+/// input), says `ready` and stays as the namespaces' init, reaping the orphans
+/// reparented to it (a service's daemonized processes) so that none stays a zombie.
 const CHROOT_SETUP: &str = r#"set -e
 lower=$1 upper=$2 work=$3 merged=$4 debs=$5
 mount -t overlay overlay -o "lowerdir=$lower,upperdir=$upper,workdir=$work" "$merged"
@@ -356,14 +438,27 @@ mkdir -p "$merged/srv/hb"
 mount --bind "$debs" "$merged/srv/hb"
 mount -o remount,bind,ro "$merged/srv/hb"
 mount -t proc -o nosuid,nodev,noexec proc "$merged/proc"
+for p in sys sysrq-trigger irq bus fs; do
+  if [ -e "$merged/proc/$p" ]; then
+    mount --bind "$merged/proc/$p" "$merged/proc/$p"
+    mount -o remount,bind,ro "$merged/proc/$p"
+  fi
+done
 cd "$merged"
 pivot_root . .
 exec /usr/bin/python3 -I -c '
 import ctypes, os, sys, time
 libc = ctypes.CDLL(None, use_errno=True)
-if libc.umount2(b".", 2) != 0:
-    sys.exit("cannot detach the build machine file systems: " + os.strerror(ctypes.get_errno()))
+def check(result, what):
+    if result != 0:
+        sys.exit("cannot " + what + ": " + os.strerror(ctypes.get_errno()))
+check(libc.umount2(b".", 2), "detach the build machine file systems")
 os.chdir("/")
+NEWUSER, NEWNS, NEWNET, NEWUTS, NEWIPC = 0x10000000, 0x20000, 0x40000000, 0x4000000, 0x8000000
+check(libc.unshare(NEWUSER | NEWNS | NEWNET | NEWUTS | NEWIPC), "make the user, mount, network, UTS and IPC namespaces")
+print("unshared", flush=True)
+if sys.stdin.readline().strip() != "mapped":
+    sys.exit("the user namespace was not mapped")
 print("ready", flush=True)
 while True:
     try:
@@ -385,7 +480,6 @@ pub struct Chroot {
 
 impl Chroot {
     pub fn start(root: &Path, debs: &Path) -> Result<Chroot, InstallError> {
-        use std::io::BufRead;
         use std::os::unix::process::CommandExt;
         let setup = |why: String| InstallError::Setup(format!("starting the test root {}: {why}", root.display()));
         let base = root.parent().unwrap_or(root);
@@ -398,13 +492,13 @@ impl Chroot {
             hb_fs::create_dir_all(d).map_err(|e| InstallError::Setup(e.to_string()))?;
         }
         let mut cmd = Command::new("unshare");
-        cmd.args(["--pid", "--fork", "--kill-child", "--mount", "--propagation=private", "--net", "--uts", "--ipc"])
+        cmd.args(["--pid", "--fork", "--kill-child", "--mount", "--propagation=private"])
             .args(["/bin/sh", "-c", CHROOT_SETUP, "sh"])
             .args([root, upper.as_path(), work.as_path(), merged.as_path(), debs])
             .env_clear()
             .env("PATH", PATH)
             .env("LANG", "C.UTF-8")
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         // SAFETY: prctl is async-signal-safe and touches no memory of this process.
@@ -418,30 +512,52 @@ impl Chroot {
             });
         }
         let mut holder = cmd.spawn().map_err(|e| setup(format!("cannot run unshare: {e}")))?;
-        let mut line = String::new();
-        if let Some(out) = holder.stdout.take() {
-            let _ = std::io::BufReader::new(out).read_line(&mut line);
-        }
-        if line.trim() != "ready" {
-            let _ = holder.kill();
-            let mut err = String::new();
-            if let Some(mut e) = holder.stderr.take() {
-                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+        match Chroot::handshake(&mut holder) {
+            Ok(init) => {
+                let mut c = Chroot { holder, init, ns: None, _layer: layer };
+                c.ns = Some(PidNs::of(init).map_err(setup)?);
+                in_network_of(init, loopback_up).map_err(setup)?.map_err(|e| {
+                    setup(format!("cannot set the loopback interface of its network namespace up: {e}"))
+                })?;
+                Ok(c)
             }
-            let _ = holder.wait();
-            return Err(setup(format!("setting up its namespaces failed: {}", err.trim())));
+            Err(why) => {
+                let _ = holder.kill();
+                let mut err = String::new();
+                if let Some(mut e) = holder.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                let _ = holder.wait();
+                Err(setup(format!("{why}: {}", err.trim())))
+            }
         }
-        let Some(init) = children(holder.id()).into_iter().next() else {
-            let _ = holder.kill();
-            let _ = holder.wait();
-            return Err(setup("unshare started no init".into()));
-        };
-        let mut c = Chroot { holder, init, ns: None, _layer: layer };
-        c.ns = Some(PidNs::of(init).map_err(setup)?);
-        in_network_of(init, loopback_up)
-            .map_err(setup)?
-            .map_err(|e| setup(format!("cannot set the loopback interface of its network namespace up: {e}")))?;
-        Ok(c)
+    }
+
+    /// Follows the setup to its end: maps user and group IDs 0-65535 of the user
+    /// namespace the init made to the same IDs here (as `systemd-nspawn
+    /// --private-users=identity` does) and returns the init's pid.
+    fn handshake(holder: &mut Child) -> Result<u32, String> {
+        use std::io::{BufRead, Write};
+        let out = holder.stdout.take().ok_or("no output from unshare (a bug in hb)")?;
+        let mut out = std::io::BufReader::new(out);
+        let mut line = String::new();
+        let _ = out.read_line(&mut line);
+        if line.trim() != "unshared" {
+            return Err("setting up its namespaces failed".into());
+        }
+        let init = children(holder.id()).into_iter().next().ok_or("unshare started no init")?;
+        for map in ["uid_map", "gid_map"] {
+            let path = format!("/proc/{init}/{map}");
+            std::fs::write(&path, "0 0 65536\n").map_err(|e| format!("cannot write {path}: {e}"))?;
+        }
+        let mut stdin = holder.stdin.take().ok_or("no input to unshare (a bug in hb)")?;
+        stdin.write_all(b"mapped\n").map_err(|e| format!("cannot tell the init its IDs are mapped: {e}"))?;
+        line.clear();
+        let _ = out.read_line(&mut line);
+        if line.trim() != "ready" {
+            return Err("setting up its user namespace failed".into());
+        }
+        Ok(init)
     }
 }
 
