@@ -4,7 +4,7 @@
 //! systemd in `systemd-nspawn --boot` when it can be, else as a chroot driven through
 //! the init script; its changes go to a throwaway overlay, so the cached root is never
 //! modified. Maintainer scripts and the service are untrusted code: either way the root
-//! runs in PID, mount and network namespaces of its own, sees no process, file or
+//! runs in user, PID, mount and network namespaces of its own, sees no process, file or
 //! network of this machine (the test's requests are made from inside its network
 //! namespace), and nothing of it outlives the test. Then, each step named and timed:
 //! install with `dpkg -i`, the service running, a request answered with the expected

@@ -1,16 +1,22 @@
 //! The containers `hb test` installs into, sealed off from the build machine: a root
 //! booted under systemd with `systemd-nspawn --boot --volatile=overlay
-//! --private-network` (driven with `nsenter` into its PID 1), or a chroot-like root
-//! on an overlay mount, where maintainer scripts drive the init script through
-//! invoke-rc.d as on a sysv machine. The latter is a set of namespaces made once per
-//! test by `unshare --pid --mount --net --uts --ipc`: the overlay and its own `/proc`
-//! are mounted inside, `pivot_root` leaves the machine's file systems out of reach, a
-//! small reaper is PID 1, and every command of the test joins it with `nsenter`.
-//! Either way the package and its service see no process, file or network of the
-//! build machine (only their own loopback, where the test's requests are made from a
-//! thread that joined the namespace), the root itself is only read and what the test
-//! changes goes to a throwaway layer. Stopping the machine kills its PID namespace's
-//! init, which ends every process in it, and checks that none is left.
+//! --private-network --private-users=identity` (driven with `nsenter` into its PID 1),
+//! or a chroot-like root on an overlay mount, where maintainer scripts drive the init
+//! script through invoke-rc.d as on a sysv machine. The latter is made once per test:
+//! `unshare --pid --mount` mounts the overlay and its own `/proc` (the kernel's
+//! settings read-only) and makes the overlay the root with `pivot_root`; its PID 1 then
+//! detaches the machine's file systems and makes user (IDs mapped to themselves),
+//! mount (its mounts so locked), network, UTS and IPC namespaces, and stays as a
+//! reaper; every command of the test joins them with `nsenter`. Either way the package
+//! and its service see no process, file or network of the build machine (only their
+//! own loopback, where the test's requests are made from a thread that joined the
+//! namespace), can make no device node of its disks, the root itself is only read and
+//! what the test changes goes to a throwaway layer. Under systemd, root in the
+//! container is the machine's UID 0 in a user namespace, which can mount a `/proc` and
+//! write the kernel's settings (a shifted ID range needs cgroups the container's
+//! systemd can own). A command's output is read until it ends, not until a process it
+//! left behind closes the pipes. Stopping the machine kills its PID namespace's init,
+//! which ends every process in it, and checks that none is left.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
