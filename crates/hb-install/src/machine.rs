@@ -604,6 +604,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn output_is_not_waited_for_beyond_the_command() {
+        // The background sleep keeps both pipes open; the command ends at once.
+        let began = Instant::now();
+        let out = collect(Command::new("/bin/sh").args(["-c", "sleep 30 & echo $!; echo done >&2; exit 3"]));
+        assert!(began.elapsed() < Duration::from_secs(10), "took {:?}", began.elapsed());
+        assert_eq!((out.ok, out.code), (false, 3));
+        assert!(out.text.contains("done"), "{}", out.text);
+        let pid: i32 = out.stdout.trim().parse().unwrap_or(0);
+        assert!(pid > 0, "{}", out.stdout);
+        // SAFETY: kill has no memory effects.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+
+    #[test]
     fn ps_lines_are_parsed() {
         let text = "  12 /usr/bin/python3 -m x\n 7 sleep\nnot a line\n";
         assert_eq!(parse_ps(text), [(12, "/usr/bin/python3 -m x".to_string()), (7, "sleep".to_string())]);
