@@ -8,6 +8,7 @@ mod bad_input;
 mod build;
 mod cache;
 mod check;
+mod hostile;
 mod hostile_build;
 mod index;
 mod init;

@@ -3,11 +3,16 @@
 //! mmdebstrap from this machine's apt sources and cached) is started, under real
 //! systemd in `systemd-nspawn --boot` when it can be, else as a chroot driven through
 //! the init script; its changes go to a throwaway overlay, so the cached root is never
-//! modified. Then, each step named and timed: install with `dpkg -i`, the service
-//! running, a request answered with the expected text, a restart, an upgrade to the
-//! same version keeping an edited conffile, `dpkg --remove` stopping it with no process
-//! left, and `dpkg --purge` leaving no file behind. The first failing step ends the
-//! test with what it saw (the service's log, the files left).
+//! modified. Maintainer scripts and the service are untrusted code: either way the root
+//! runs in user, PID, mount and network namespaces of its own, sees no process, file or
+//! network of this machine (the test's requests are made from inside its network
+//! namespace), and nothing of it outlives the test. Then, each step named and timed:
+//! install with `dpkg -i`, the service running, a request answered with the expected
+//! text, a restart, an upgrade to the same version keeping an edited conffile,
+//! `dpkg --remove` stopping it with no process left, `dpkg --purge` leaving no file
+//! behind, and stopping the root (its PID namespace killed) leaving no process on this
+//! machine. The first failing step ends the test with what it saw (the service's log,
+//! the files left).
 
 mod machine;
 mod root;
@@ -112,8 +117,15 @@ pub fn run(plan: &Plan, done: &mut dyn FnMut(StepDone)) -> Result<(), InstallErr
         });
         Ok(String::new())
     })?;
-    let m = machine.ok_or_else(|| InstallError::Setup("no machine (a bug in hb)".into()))?;
-    t.walk(m.as_ref(), &file, init)
+    let mut m = machine.ok_or_else(|| InstallError::Setup("no machine (a bug in hb)".into()))?;
+    match t.walk(m.as_ref(), &file, init) {
+        Ok(()) => t.step("stop it: nothing of it left running", |_| m.stop()),
+        Err(InstallError::Step { step, why }) => match m.stop() {
+            Ok(_) => Err(InstallError::Step { step, why }),
+            Err(left) => Err(InstallError::Step { step, why: format!("{why}\nand stopping the test root: {left}") }),
+        },
+        Err(e) => Err(e),
+    }
 }
 
 struct Tester<'a> {
@@ -340,37 +352,44 @@ impl Tester<'_> {
                 .http_status_as_error(false)
                 .build()
                 .into();
-            let deadline = Instant::now() + ANSWER_WITHIN;
-            let mut last;
-            loop {
-                match agent.get(&url).call() {
-                    Ok(mut resp) => {
-                        let status = resp.status().as_u16();
-                        let body = resp.body_mut().with_config().limit(1 << 20).read_to_string().unwrap_or_default();
-                        if !(200..300).contains(&status) {
-                            last = format!("it answered {status}:\n{}", indent(&clip(&body)));
-                        } else if let Some(want) = svc.expect.as_ref().filter(|w| !body.contains(w.as_str())) {
-                            return Err(format!(
-                                "the answer (status {status}) does not contain {want:?}:\n{}",
-                                indent(&clip(&body))
-                            ));
-                        } else {
-                            return Ok(format!("{status}, {} bytes", body.len()));
+            // The machine's network is its own: the request is made from inside it.
+            let answer = machine::in_network_of(m.init(), || {
+                let deadline = Instant::now() + ANSWER_WITHIN;
+                let mut last;
+                loop {
+                    match agent.get(&url).call() {
+                        Ok(mut resp) => {
+                            let status = resp.status().as_u16();
+                            let body =
+                                resp.body_mut().with_config().limit(1 << 20).read_to_string().unwrap_or_default();
+                            if !(200..300).contains(&status) {
+                                last = format!("it answered {status}:\n{}", indent(&clip(&body)));
+                            } else if let Some(want) = svc.expect.as_ref().filter(|w| !body.contains(w.as_str())) {
+                                return Ok(Err(format!(
+                                    "the answer (status {status}) does not contain {want:?}:\n{}",
+                                    indent(&clip(&body))
+                                )));
+                            } else {
+                                return Ok(Ok(format!("{status}, {} bytes", body.len())));
+                            }
                         }
+                        Err(e) => last = format!("nothing answers on port {} ({e})", svc.port),
                     }
-                    Err(e) => last = format!("nothing answers on port {} ({e})", svc.port),
+                    if Instant::now() > deadline {
+                        return Err(last);
+                    }
+                    std::thread::sleep(Duration::from_millis(300));
                 }
-                if Instant::now() > deadline {
-                    let ports = service_ports(m, &svc.user);
-                    return Err(format!(
-                        "{last}; the package says its service listens on {}; the service's processes listen on: {}\n{}",
-                        host_port(&svc.host, svc.port),
-                        if ports.is_empty() { "none".to_string() } else { ports.join(", ") },
-                        log_of(m, svc, init)
-                    ));
-                }
-                std::thread::sleep(Duration::from_millis(300));
-            }
+            })?;
+            answer.unwrap_or_else(|last| {
+                let ports = service_ports(m, &svc.user);
+                Err(format!(
+                    "{last}; the package says its service listens on {}; the service's processes listen on: {}\n{}",
+                    host_port(&svc.host, svc.port),
+                    if ports.is_empty() { "none".to_string() } else { ports.join(", ") },
+                    log_of(m, svc, init)
+                ))
+            })
         })
     }
 }
