@@ -73,7 +73,7 @@ fn collect(cmd: &mut Command) -> Out {
 
 /// Whether a root can be booted under systemd here.
 pub fn can_boot() -> bool {
-    Command::new("systemd-nspawn")
+    hb_fs::env::command("systemd-nspawn")
         .arg("--version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -83,7 +83,7 @@ pub fn can_boot() -> bool {
 
 /// This machine's Debian architecture.
 pub fn host_architecture() -> Result<String, InstallError> {
-    let out = Command::new("dpkg")
+    let out = hb_fs::env::command("dpkg")
         .arg("--print-architecture")
         .output()
         .map_err(|e| InstallError::Setup(format!("cannot run dpkg --print-architecture: {e}")))?;
@@ -101,7 +101,7 @@ impl Booted {
     /// Boots `root` (read-only, writes to a tmpfs overlay) with `debs` at /srv/hb.
     pub fn start(root: &Path, debs: &Path) -> Result<Booted, InstallError> {
         let setup = |why: String| InstallError::Setup(format!("booting the test root {}: {why}", root.display()));
-        let nspawn = Command::new("systemd-nspawn")
+        let nspawn = hb_fs::env::command("systemd-nspawn")
             .arg("-D")
             .arg(root)
             .args(["--volatile=overlay", "--boot", "--register=no", "--keep-unit", "--console=passive", "--quiet"])
@@ -116,7 +116,7 @@ impl Booted {
         booted.init = loop {
             // The container's init is the child of systemd-nspawn that runs systemd (a
             // short-lived helper child comes first).
-            let out = Command::new("pgrep").args(["-P", &booted.nspawn.id().to_string()]).output();
+            let out = hb_fs::env::command("pgrep").args(["-P", &booted.nspawn.id().to_string()]).output();
             let children: Vec<u32> = out
                 .map(|o| String::from_utf8_lossy(&o.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect())
                 .unwrap_or_default();
@@ -157,7 +157,7 @@ impl Booted {
 impl Machine for Booted {
     fn sh(&self, script: &str) -> Out {
         collect(
-            Command::new("nsenter")
+            hb_fs::env::command("nsenter")
                 .args(["-t", &self.init.to_string(), "-a", "/bin/sh", "-c", script])
                 .env_clear()
                 .env("PATH", PATH)
@@ -206,12 +206,12 @@ impl Chroot {
         }
         let mut c = Chroot { merged: merged.clone(), mounts: Vec::new(), _layer: layer };
         let opts = format!("lowerdir={},upperdir={},workdir={}", root.display(), upper.display(), work.display());
-        c.mount(Command::new("mount").args(["-t", "overlay", "overlay", "-o", &opts]).arg(&merged), &merged)?;
+        c.mount(hb_fs::env::command("mount").args(["-t", "overlay", "overlay", "-o", &opts]).arg(&merged), &merged)?;
         let proc_dir = merged.join("proc");
-        c.mount(Command::new("mount").args(["-t", "proc", "proc"]).arg(&proc_dir), &proc_dir)?;
+        c.mount(hb_fs::env::command("mount").args(["-t", "proc", "proc"]).arg(&proc_dir), &proc_dir)?;
         let srv = merged.join("srv/hb");
         hb_fs::create_dir_all(&srv).map_err(|e| InstallError::Setup(e.to_string()))?;
-        c.mount(Command::new("mount").args(["--bind", "-o", "ro"]).arg(debs).arg(&srv), &srv)?;
+        c.mount(hb_fs::env::command("mount").args(["--bind", "-o", "ro"]).arg(debs).arg(&srv), &srv)?;
         Ok(c)
     }
 
@@ -245,7 +245,7 @@ impl Chroot {
 impl Machine for Chroot {
     fn sh(&self, script: &str) -> Out {
         collect(
-            Command::new("chroot")
+            hb_fs::env::command("chroot")
                 .arg(&self.merged)
                 .args(["/bin/sh", "-c", script])
                 .env_clear()
@@ -289,7 +289,7 @@ impl Drop for Chroot {
             std::thread::sleep(Duration::from_millis(200));
         }
         for m in self.mounts.iter().rev() {
-            let _ = Command::new("umount").arg("-l").arg(m).status();
+            let _ = hb_fs::env::command("umount").arg("-l").arg(m).status();
         }
     }
 }
