@@ -528,11 +528,11 @@ fn write_pylock(
     let pip = hb_fetch::Pip::default();
     let tmp = tempfile::tempdir_in(store.tmp_dir()).context("creating a temporary directory in the cache")?;
     let mut placed = Vec::new();
-    for (f, target) in &files {
+    for (f, _) in &files {
         let dest = wheels.join(&f.file);
         let have = dest.is_file() && hb_fetch::sha256_file(&dest).is_ok_and(|h| h == f.sha256);
         if !have {
-            let got = hb_fetch::fetch(&pip, target, &wheelhouses, f, tmp.path())?;
+            let got = hb_fetch::fetch(&pip, &wheelhouses, f, tmp.path())?;
             let bytes = hb_fs::read(&got)?;
             hb_fs::write_atomic(&dest, &bytes, None)?;
         }

@@ -8,6 +8,7 @@ mod bad_input;
 mod build;
 mod cache;
 mod check;
+mod hostile_fetch;
 mod index;
 mod init;
 mod install_test;
