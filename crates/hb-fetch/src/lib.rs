@@ -654,3 +654,35 @@ pub fn fetch(pip: &Pip, wheelhouses: &[PathBuf], f: &LockedFile, dest_dir: &Path
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sandboxed_pip_gets_pip_settings_and_no_secrets() {
+        // SAFETY: these names are read by no other test of this crate.
+        unsafe {
+            std::env::set_var("HB_REMOTE_TOKEN", "canary");
+            std::env::set_var("PIP_INDEX_URL", "http://127.0.0.1:9/simple");
+            std::env::set_var("PIP_ACCESS_TOKEN", "canary");
+            std::env::set_var("https_proxy", "http://127.0.0.1:3128");
+        }
+        let pip = Pip { python: "python3".into() };
+        let python =
+            Interpreter { executable: "/opt/py/bin/python3".into(), prefixes: vec!["/usr".into(), "/opt/py".into()] };
+        let local = tempfile::tempdir().unwrap();
+        let dest = Path::new("/tmp/hb-dest");
+        let spec = pip.sandbox_spec(&python, vec!["python3".into()], &[local.path()], dest);
+        assert_eq!(spec.env.get("PIP_INDEX_URL").map(String::as_str), Some("http://127.0.0.1:9/simple"));
+        assert_eq!(spec.env.get("https_proxy").map(String::as_str), Some("http://127.0.0.1:3128"));
+        assert_eq!(spec.env.get("HOME").map(String::as_str), Some("/hb/home"));
+        assert!(spec.env.keys().all(|k| !k.starts_with("HB_") && !k.contains("TOKEN")), "{:?}", spec.env);
+        assert_eq!(spec.writable, [dest]);
+        let shown: Vec<&Path> = spec.read_only.iter().map(|(_, at)| at.as_path()).collect();
+        assert!(shown.contains(&local.path()), "{shown:?}");
+        // /usr is there already; nothing of the host but what is listed.
+        assert!(!shown.contains(&Path::new("/usr")), "{shown:?}");
+        assert!(shown.iter().all(|p| !p.starts_with("/root") || p.starts_with("/root/.pyenv")), "{shown:?}");
+    }
+}
