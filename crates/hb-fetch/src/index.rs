@@ -258,12 +258,12 @@ impl Index {
         })
     }
 
-    /// The names of every file of `project` the indexes list.
-    pub fn files(&self, project: &str) -> Result<Vec<String>, String> {
+    /// Every file of `project` the indexes list: (file name, whether it is yanked).
+    pub fn files(&self, project: &str) -> Result<Vec<(String, bool)>, String> {
         let mut out = Vec::new();
         for index in &self.urls {
             if let Some((_, links)) = self.project_page(index, &hb_python::normalize(project))? {
-                out.extend(links.into_iter().map(|l| l.name));
+                out.extend(links.into_iter().map(|l| (l.name, l.yanked)));
             }
         }
         Ok(out)
@@ -413,6 +413,8 @@ struct Link {
     href: String,
     /// From the page (PEP 691 `hashes`, or a PEP 503 `#sha256=` fragment).
     sha256: Option<String>,
+    /// PEP 592: withdrawn by its publisher (`yanked`, `data-yanked`).
+    yanked: bool,
 }
 
 /// Each file of a PEP 691 JSON page.
@@ -427,12 +429,20 @@ fn json_links(body: &[u8]) -> Result<Vec<Link>, String> {
         url: String,
         #[serde(default)]
         hashes: std::collections::BTreeMap<String, String>,
+        /// `false`, `true` or the reason (a string).
+        #[serde(default)]
+        yanked: serde_json::Value,
     }
     let page: Page = serde_json::from_slice(body).map_err(|e| e.to_string())?;
     Ok(page
         .files
         .into_iter()
-        .map(|f| Link { sha256: f.hashes.get("sha256").map(|h| h.to_ascii_lowercase()), name: f.filename, href: f.url })
+        .map(|f| Link {
+            sha256: f.hashes.get("sha256").map(|h| h.to_ascii_lowercase()),
+            name: f.filename,
+            href: f.url,
+            yanked: !matches!(f.yanked, serde_json::Value::Null | serde_json::Value::Bool(false)),
+        })
         .collect())
 }
 
@@ -453,7 +463,11 @@ fn html_links(body: &str) -> Result<Vec<Link>, String> {
             let name = percent_decode(path.rsplit('/').next().unwrap_or_default());
             let sha256 =
                 href.split_once('#').and_then(|(_, frag)| frag.strip_prefix("sha256=")).map(|h| h.to_ascii_lowercase());
-            out.push(Link { name, href, sha256 });
+            let lower_tag = tag.to_ascii_lowercase();
+            let yanked = lower_tag
+                .match_indices("data-yanked")
+                .any(|(i, _)| lower_tag.get(..i).and_then(|s| s.chars().last()).is_some_and(char::is_whitespace));
+            out.push(Link { name, href, sha256, yanked });
         }
         at = close + 3;
     }
@@ -531,9 +545,15 @@ mod tests {
         let json = br#"{"meta":{"api-version":"1.1"},"name":"flask","files":[{"filename":"a.whl","url":"https://h/a.whl","hashes":{"sha256":"00"}}]}"#;
         assert_eq!(
             json_links(json).unwrap(),
-            [Link { name: "a.whl".into(), href: "https://h/a.whl".into(), sha256: Some("00".into()) }]
+            [Link { name: "a.whl".into(), href: "https://h/a.whl".into(), sha256: Some("00".into()), yanked: false }]
         );
         assert!(json_links(b"{}").is_err());
+        // PEP 592: yanked files are known as such.
+        let yanked = html_links("<a href=\"y-1.tar.gz\" data-yanked>y</a><a href=\"y-2.tar.gz\">y</a>").unwrap();
+        assert_eq!(yanked.iter().map(|l| l.yanked).collect::<Vec<_>>(), [true, false]);
+        let json =
+            br#"{"files":[{"filename":"a","url":"a","yanked":"broken"},{"filename":"b","url":"b","yanked":false}]}"#;
+        assert_eq!(json_links(json).unwrap().iter().map(|l| l.yanked).collect::<Vec<_>>(), [true, false]);
     }
 
     #[test]

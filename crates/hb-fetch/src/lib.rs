@@ -388,7 +388,8 @@ fn find_sdist(
             )));
         }
     };
-    let mut candidates: Vec<(pep508_rs::pep440_rs::Version, String, SdistSource)> = Vec::new();
+    // (version, file, where, yanked)
+    let mut candidates: Vec<(pep508_rs::pep440_rs::Version, String, SdistSource, bool)> = Vec::new();
     let dirs = wheelhouses(&[]);
     for dir in &dirs {
         for e in hb_fs::read_dir_sorted(dir)? {
@@ -396,36 +397,47 @@ fn find_sdist(
             if let Some(v) =
                 sdist::parse_name(&file).filter(|(n, _)| *n == name).and_then(|(_, v)| parse_version(&v).ok())
             {
-                candidates.push((v, file, SdistSource::Dir(dir.clone())));
+                candidates.push((v, file, SdistSource::Dir(dir.clone()), false));
             }
         }
     }
     let index = index::Index::for_fetching(pip);
     if let Some(index) = index {
-        let listed = index.files(&name).map_err(|d| FetchError::Resolve {
-            what: format!("the sdist of {req} (allowed by `allow_sdist`)"),
-            target: "any target (an sdist is the same for all)".to_string(),
-            detail: d,
-        })?;
-        for file in listed {
+        // An index that cannot be reached is passed over when a wheelhouse has the
+        // sdist, as pip passes over it.
+        let listed = match index.files(&name) {
+            Ok(listed) => listed,
+            Err(_) if !candidates.is_empty() => Vec::new(),
+            Err(d) => {
+                return Err(FetchError::Resolve {
+                    what: format!("the sdist of {req} (allowed by `allow_sdist`)"),
+                    target: "any target (an sdist is the same for all)".to_string(),
+                    detail: d,
+                });
+            }
+        };
+        for (file, yanked) in listed {
             if let Some(v) =
                 sdist::parse_name(&file).filter(|(n, _)| *n == name).and_then(|(_, v)| parse_version(&v).ok())
             {
-                candidates.push((v, file, SdistSource::Index));
+                candidates.push((v, file, SdistSource::Index, yanked));
             }
         }
     }
     let fits = |v: &pep508_rs::pep440_rs::Version| specifiers.as_ref().is_none_or(|s| s.contains(v));
-    let pick = |pre: bool| {
-        let mut best: Option<&(pep508_rs::pep440_rs::Version, String, SdistSource)> = None;
-        for c in candidates.iter().filter(|c| fits(&c.0) && (pre || !c.0.any_prerelease())) {
+    // Final releases before pre-releases, and a yanked file only when nothing else
+    // fits (PEP 592), as pip chooses.
+    let pick = |pre: bool, yanked: bool| {
+        let mut best: Option<&(pep508_rs::pep440_rs::Version, String, SdistSource, bool)> = None;
+        for c in candidates.iter().filter(|c| fits(&c.0) && (pre || !c.0.any_prerelease()) && (yanked || !c.3)) {
             if best.is_none_or(|b| c.0 > b.0) {
                 best = Some(c);
             }
         }
         best
     };
-    let Some((version, file, source)) = pick(false).or_else(|| pick(true)) else {
+    let chosen = pick(false, false).or_else(|| pick(true, false)).or_else(|| pick(true, true));
+    let Some((version, file, source, _)) = chosen else {
         let places: Vec<String> = dirs
             .iter()
             .map(|d| d.display().to_string())
