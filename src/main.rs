@@ -175,9 +175,10 @@ enum Command {
     /// requirements ([build-system].requires) are resolved by `pip download` for each
     /// platform's target (e.g. CPython 3.11, manylinux_2_36 x86_64), using your pip
     /// configuration (PIP_INDEX_URL, PIP_FIND_LINKS, pip.conf), into hb.lock next to
-    /// the app's BUILD.toml. Wheels only, unless the app allows a dependency from
-    /// source (`allow_sdist = ["psycopg2"]`, or `true`): that one is locked as its sdist,
-    /// compiled at build time in a compile root (the base root + compiler +
+    /// the app's BUILD.toml; pip runs in a bubblewrap sandbox that shares only the
+    /// network. Wheels only, unless the app allows a dependency from source
+    /// (`allow_sdist = ["psycopg2"]`, or `true`): that one is locked as its sdist
+    /// (picked and read by hb, never run while locking), compiled at build time in a compile root (the base root + compiler +
     /// `build_depends`), which is locked in hb-root.lock too. Locks hold names,
     /// versions, file names and sha256 hashes, never URLs.
     Lock {

@@ -4,8 +4,11 @@
 //! loopback. At `hb lock` it may run only in the sandbox (no host files, no hb
 //! variables); at a cold `hb build` nothing of it may run at all: the locked sdist is
 //! fetched from a local index on loopback and verified, never prepared by pip.
-//! Offline: the index is served here, and the build tools' wheels come from the test
-//! wheelhouse. The roots are locked empty: the fetches, not the compiles, are the story.
+//! Offline: the index is served here, the build tools' wheels come from the test
+//! wheelhouse, and pip is told to build with the interpreter's own setuptools
+//! (`PIP_NO_BUILD_ISOLATION=0`), so that a pip which prepares the sdist runs its code
+//! without fetching setuptools' sdist (before the fix, it did). The roots are locked
+//! empty: the fetches, not the compiles, are the story.
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -209,16 +212,14 @@ fn a_hostile_setup_py_sees_no_secret_at_lock() {
     sdist(&finds, "evil", &[("setup.py", format!("{}from setuptools import setup\nsetup()\n", canary.payload()))]);
     let ws = workspace("evil");
     let finds_s = finds.display().to_string();
-    // Building with the interpreter's own setuptools (a pip setting) would let pip
-    // prepare the sdist offline.
     let out = hb(
         &ws,
         &canary,
         &["lock", "//:app"],
         &[("PIP_FIND_LINKS", &finds_s), ("PIP_NO_INDEX", "1"), ("PIP_NO_BUILD_ISOLATION", "0")],
     );
-    // pip resolves in the sandbox, which shares the network (it must reach the index),
-    // so the setup.py there may still call out: the secrets are what it must not see.
+    // pip resolves in a sandbox that shares the network (it must reach the index), so
+    // code running there could still call out: the secrets are what it must not see.
     canary.assert_no_secret("hb lock");
     assert!(out.status.success(), "{}", show(&out));
     let lock = std::fs::read_to_string(ws.root.join("hb.lock")).unwrap();
@@ -276,8 +277,6 @@ fn a_cold_build_fetches_a_hostile_sdist_without_running_it() {
     std::fs::write(&python, format!("#!/bin/sh\nPIP_INDEX_URL='{url}' exec python3 \"$@\"\n")).unwrap();
     std::fs::set_permissions(&python, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let python_s = python.display().to_string();
-    // Building with the interpreter's own setuptools (a pip setting) lets pip prepare
-    // an sdist offline, as it would with any index serving setuptools' sdist.
     let out =
         hb(&ws, &canary, &["build", "-k", "//:app"], &[("HB_PIP_PYTHON", &python_s), ("PIP_NO_BUILD_ISOLATION", "0")]);
     canary.assert_nothing_ran("a cold hb build from pip's own index");

@@ -314,8 +314,8 @@ impl SdistPolicy {
 }
 
 /// The sdists one `hb lock` has fetched and read, by the requirement they were
-/// fetched for: an sdist is the same file for every target, so each is fetched (and
-/// its metadata prepared by pip) once per lock, not once per target.
+/// fetched for: an sdist is the same file for every target, so each is fetched and
+/// read once per lock, not once per target.
 #[derive(Default)]
 pub struct SdistCache {
     dir: Option<tempfile::TempDir>,

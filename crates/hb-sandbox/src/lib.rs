@@ -41,6 +41,10 @@ pub enum SandboxError {
         "cannot create a build sandbox: {why}\n  hb runs package builds with bubblewrap (`bwrap`) in fresh namespaces so they cannot reach the network or see this machine.\n  Install it (`apt install bubblewrap`) and allow unprivileged user namespaces, or, knowing builds then see this machine, opt out with `--no-sandbox` (or HB_SANDBOX=off)."
     )]
     Unavailable { why: String },
+    #[error(
+        "cannot create the sandbox `hb lock` runs pip in: {why}\n  hb resolves with pip under bubblewrap (`bwrap`), sharing only the network, so that nothing pip fetches sees this machine. Install it (`apt install bubblewrap`); there is no opting out."
+    )]
+    NetworkedUnavailable { why: String },
     #[error("could not start {program}: {source}")]
     Spawn { program: String, source: std::io::Error },
     #[error("cannot place {at} in the sandbox: {why}")]
@@ -228,7 +232,10 @@ fn user_namespace_works() -> bool {
 /// places, the environment exactly [`NetSpec::env`], its own session, and killed with
 /// hb. There is no opting out: this runs code hb does not trust with the network.
 pub fn run_networked(spec: &NetSpec) -> Result<Outcome, SandboxError> {
-    probe(Mode::Bwrap)?;
+    probe(Mode::Bwrap).map_err(|e| match e {
+        SandboxError::Unavailable { why } => SandboxError::NetworkedUnavailable { why },
+        e => e,
+    })?;
     let mut cmd = Command::new("bwrap");
     cmd.env_clear();
     cmd.args(["--unshare-all", "--share-net", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]);
