@@ -175,9 +175,10 @@ enum Command {
     /// requirements ([build-system].requires) are resolved by `pip download` for each
     /// platform's target (e.g. CPython 3.11, manylinux_2_36 x86_64), using your pip
     /// configuration (PIP_INDEX_URL, PIP_FIND_LINKS, pip.conf), into hb.lock next to
-    /// the app's BUILD.toml. Wheels only, unless the app allows a dependency from
-    /// source (`allow_sdist = ["psycopg2"]`, or `true`): that one is locked as its sdist,
-    /// compiled at build time in a compile root (the base root + compiler +
+    /// the app's BUILD.toml; pip runs in a bubblewrap sandbox that shares only the
+    /// network. Wheels only, unless the app allows a dependency from source
+    /// (`allow_sdist = ["psycopg2"]`, or `true`): that one is locked as its sdist
+    /// (picked and read by hb, never run while locking), compiled at build time in a compile root (the base root + compiler +
     /// `build_depends`), which is locked in hb-root.lock too. Locks hold names,
     /// versions, file names and sha256 hashes, never URLs.
     Lock {
@@ -539,11 +540,11 @@ fn write_pylock(
     let pip = hb_fetch::Pip::default();
     let tmp = tempfile::tempdir_in(store.tmp_dir()).context("creating a temporary directory in the cache")?;
     let mut placed = Vec::new();
-    for (f, target) in &files {
+    for (f, _) in &files {
         let dest = wheels.join(&f.file);
         let have = dest.is_file() && hb_fetch::sha256_file(&dest).is_ok_and(|h| h == f.sha256);
         if !have {
-            let got = hb_fetch::fetch(&pip, target, &wheelhouses, f, tmp.path())?;
+            let got = hb_fetch::fetch(&pip, &wheelhouses, f, tmp.path())?;
             let bytes = hb_fs::read(&got)?;
             hb_fs::write_atomic(&dest, &bytes, None)?;
         }

@@ -35,13 +35,9 @@ pub fn wheelhouse() -> &'static Path {
         for path in locks.iter().filter(|p| p.is_file()) {
             let text = std::fs::read_to_string(path).unwrap();
             let lock = hb_fetch::Lock::parse(&text, path).unwrap();
-            for f in lock.packages {
-                // The target a file is fetched for: the first it serves.
-                let id = f.targets.first().or(lock.targets.first()).unwrap();
-                files.push((hb_python::Target::from_id(id).unwrap(), f));
-            }
+            files.extend(lock.packages);
         }
-        for (target, f) in &files {
+        for f in &files {
             let dest = dir.join(&f.file);
             if dest.is_file() && sha256(&dest) == f.sha256 {
                 continue;
@@ -50,7 +46,7 @@ pub fn wheelhouse() -> &'static Path {
             let mut error = None;
             // The index is across a network: a reset connection is retried.
             for attempt in 0..4 {
-                match hb_fetch::fetch(&hb_fetch::Pip::default(), target, &[], f, tmp.path()) {
+                match hb_fetch::fetch(&hb_fetch::Pip::default(), &[], f, tmp.path()) {
                     Ok(p) => {
                         std::fs::rename(p, &dest).unwrap();
                         error = None;

@@ -13,7 +13,7 @@ use crate::harness::{Ws, sha256, show, wheelhouse};
 #[derive(Default)]
 pub(crate) struct State {
     /// Files served, by name.
-    served: Vec<String>,
+    pub(crate) served: Vec<String>,
     /// A file whose bytes are served with one byte flipped.
     corrupt: Option<String>,
 }

@@ -10,6 +10,7 @@ mod cache;
 mod check;
 mod hostile;
 mod hostile_build;
+mod hostile_fetch;
 mod index;
 mod init;
 mod install_test;

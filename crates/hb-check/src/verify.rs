@@ -285,7 +285,9 @@ fn compare_results(a_store: &Store, a: &ActionResult, b_store: &Store, b: &Actio
 
 pub fn verify(req: &VerifyRequest) -> Result<VerifyReport, VerifyError> {
     let vary = |v: Variation| req.vary.contains(&v);
-    // 1. The reference: an ordinary build with the user's cache.
+    // 1. The reference: an ordinary build with the user's cache. Both builds are this
+    // hb run again (through sh, and faketime when the clock varies, which only exec it):
+    // they keep hb's settings (HB_*), and scrub the environment of what they start.
     let reference = build_json(
         Command::new(&req.exe)
             .args(["build", "--json"])
@@ -331,7 +333,7 @@ pub fn verify(req: &VerifyRequest) -> Result<VerifyReport, VerifyError> {
 
     // 3. The rebuild, under the variations.
     let mut cmd = if vary(Variation::Time) {
-        if Command::new("faketime").arg("--version").output().is_err() {
+        if hb_fs::env::command("faketime").arg("--version").output().is_err() {
             return Err(VerifyError::Setup("varying the clock needs faketime (apt install faketime)".into()));
         }
         let mut c = Command::new("faketime");

@@ -6,9 +6,13 @@
 //! The index comes from the user's configuration, never from hb: `PIP_INDEX_URL` and
 //! `PIP_EXTRA_INDEX_URL`, else `UV_DEFAULT_INDEX` / `UV_INDEX_URL` and `UV_INDEX` /
 //! `UV_EXTRA_INDEX_URL`, else pip's configuration files as `pip config list` reports
-//! them (`[download]` over `[global]`). Credentials come from the URL's user
-//! information or from netrc (`NETRC`, else `~/.netrc`). With no index configured (or
-//! `PIP_NO_INDEX`), [`Index::configured`] is `None` and the caller falls back to pip.
+//! them (its environment's `PIP_` variables over `[download]` over `[global]`).
+//! Credentials come from the URL's user information or from netrc (`NETRC`, else
+//! `~/.netrc`). With no index configured, [`Index::configured`] is `None`, and
+//! [`Index::for_fetching`] asks pip for the index it would use by default (pip's own
+//! code, never a host written here): locked files are fetched by hb, never by pip,
+//! whose download of an sdist runs the sdist's build backend. `PIP_NO_INDEX` means no
+//! index at all.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -102,9 +106,11 @@ pub fn pip_config_indexes(listing: &str) -> (Option<String>, Vec<String>) {
         let Some((key, value)) = line.split_once('=') else { continue };
         let value = value.trim().trim_matches(|c| c == '\'' || c == '"').to_string();
         let Some((section, name)) = key.trim().rsplit_once('.') else { continue };
-        // `:env:` lines are the PIP_ variables, read directly elsewhere; a command's own
-        // section wins over `global`.
+        // `:env:` lines are the PIP_ variables pip sees (its interpreter's environment
+        // may set them), which win over a command's own section, which wins over
+        // `global`.
         let rank = match section {
+            ":env:" => 3,
             "download" | "install" => 2,
             "global" => 1,
             _ => continue,
@@ -124,10 +130,18 @@ impl Index {
     /// The indexes the user configured, asked once per process; `None` when none is.
     pub fn configured(pip: &Pip) -> Option<&'static Index> {
         static INDEX: OnceLock<Option<Index>> = OnceLock::new();
-        INDEX.get_or_init(|| Index::from_configuration(pip)).as_ref()
+        INDEX.get_or_init(|| Index::from_configuration(pip, false)).as_ref()
     }
 
-    fn from_configuration(pip: &Pip) -> Option<Index> {
+    /// The indexes locked files are fetched from: the configured ones, else the one
+    /// pip uses by default (asked once per process); `None` only with `PIP_NO_INDEX`,
+    /// or when pip cannot be asked.
+    pub fn for_fetching(pip: &Pip) -> Option<&'static Index> {
+        static INDEX: OnceLock<Option<Index>> = OnceLock::new();
+        INDEX.get_or_init(|| Index::from_configuration(pip, true)).as_ref()
+    }
+
+    fn from_configuration(pip: &Pip, pips_default: bool) -> Option<Index> {
         if env("PIP_NO_INDEX").is_some_and(|v| !matches!(v.as_str(), "0" | "false" | "no" | "off")) {
             return None;
         }
@@ -148,8 +162,13 @@ impl Index {
         } else {
             let listing = pip.config_list().unwrap_or_default();
             let (main, extra) = pip_config_indexes(&listing);
-            // Extra indexes alone do not say where the main one is (pip's default).
-            urls.push(main?);
+            // Extra indexes alone do not say where the main one is: pip's default.
+            let main = match main {
+                Some(main) => main,
+                None if pips_default => pip.default_index()?,
+                None => return None,
+            };
+            urls.push(main);
             urls.extend(extra);
             urls.extend(split(env("PIP_EXTRA_INDEX_URL")));
         }
@@ -220,32 +239,64 @@ impl Index {
     /// Fetches `f` into `dest_dir` from the first index listing it, verified against
     /// the lock; nothing is left behind if the bytes differ.
     pub fn fetch(&self, f: &LockedFile, dest_dir: &Path) -> Result<PathBuf, FetchError> {
-        let not_found = |detail: String| FetchError::NotFound {
-            file: f.file.clone(),
-            name: f.name.clone(),
-            version: f.version.clone(),
-            detail,
-        };
-        let mut tried = Vec::new();
-        let project = hb_python::normalize(&f.name);
+        let what = format!("{} ({} {})", f.file, f.name, f.version);
+        self.fetch_file(&f.name, &f.file, Some(&f.sha256), &what, dest_dir).map(|(path, _)| path).map_err(|e| match e {
+            Fail::Fetch(e) => e,
+            Fail::Transport(detail) => {
+                FetchError::NotFound { file: f.file.clone(), name: f.name.clone(), version: f.version.clone(), detail }
+            }
+        })
+    }
+
+    /// Fetches `file` of `project` into `dest_dir` from the first index listing it,
+    /// verified against the sha256 the index lists for it, if any; returns its path
+    /// and sha256. For `hb lock`, which has no lock to check against yet.
+    pub fn fetch_listed(&self, project: &str, file: &str, dest_dir: &Path) -> Result<(PathBuf, String), FetchError> {
+        self.fetch_file(project, file, None, file, dest_dir).map_err(|e| match e {
+            Fail::Fetch(e) => e,
+            Fail::Transport(detail) => FetchError::Other(format!("could not fetch {file}: {detail}")),
+        })
+    }
+
+    /// Every file of `project` the indexes list: (file name, whether it is yanked).
+    pub fn files(&self, project: &str) -> Result<Vec<(String, bool)>, String> {
+        let mut out = Vec::new();
         for index in &self.urls {
-            let Some((page_url, links)) = self.project_page(index, &project).map_err(not_found)? else {
+            if let Some((_, links)) = self.project_page(index, &hb_python::normalize(project))? {
+                out.extend(links.into_iter().map(|l| (l.name, l.yanked)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// `file` from the first index listing it, checked against `expected`, else against
+    /// the sha256 the index lists.
+    fn fetch_file(
+        &self,
+        project: &str,
+        file: &str,
+        expected: Option<&str>,
+        what: &str,
+        dest_dir: &Path,
+    ) -> Result<(PathBuf, String), Fail> {
+        let mut tried = Vec::new();
+        let project = hb_python::normalize(project);
+        for index in &self.urls {
+            let Some((page_url, links)) = self.project_page(index, &project).map_err(Fail::Transport)? else {
                 tried.push(format!("{} has no project {project}", redact(index)));
                 continue;
             };
-            let Some(href) = links.iter().find(|l| l.name == f.file).map(|l| l.href.clone()) else {
+            let Some(link) = links.iter().find(|l| l.name == file) else {
                 tried.push(format!("{} does not list it", redact(&page_url)));
                 continue;
             };
             let file_url = page_url
-                .join(&href)
-                .map_err(|e| not_found(format!("{} links it as `{href}`: {e}", redact(&page_url))))?;
-            return self.download(f, &file_url, index, dest_dir).map_err(|e| match e {
-                Fail::Fetch(e) => e,
-                Fail::Transport(d) => not_found(d),
-            });
+                .join(&link.href)
+                .map_err(|e| Fail::Transport(format!("{} links it as `{}`: {e}", redact(&page_url), link.href)))?;
+            let expected = expected.or(link.sha256.as_deref());
+            return self.download(file, expected, what, &file_url, index, dest_dir);
         }
-        Err(not_found(tried.join("; ")))
+        Err(Fail::Transport(tried.join("; ")))
     }
 
     /// The files a project's page on `index` lists (`None` if the index has no such
@@ -288,7 +339,17 @@ impl Index {
         Ok(out)
     }
 
-    fn download(&self, f: &LockedFile, u: &url::Url, index: &url::Url, dest_dir: &Path) -> Result<PathBuf, Fail> {
+    /// Streams `u` to `dest_dir/file` while hashing it; keeps it only if it matches
+    /// `expected` (when given). Returns the path and the sha256.
+    fn download(
+        &self,
+        file: &str,
+        expected: Option<&str>,
+        what: &str,
+        u: &url::Url,
+        index: &url::Url,
+        dest_dir: &Path,
+    ) -> Result<(PathBuf, String), Fail> {
         let mut file_url = u.clone();
         file_url.set_fragment(None);
         let shown = redact(&file_url);
@@ -297,7 +358,7 @@ impl Index {
         if status != 200 {
             return Err(Fail::Transport(format!("{shown} answered {status}")));
         }
-        let path = dest_dir.join(&f.file);
+        let path = dest_dir.join(file);
         let mut out = std::fs::File::create(&path)
             .map_err(|e| Fail::Fetch(FetchError::Other(format!("creating {}: {e}", path.display()))))?;
         let mut hasher = sha2::Sha256::new();
@@ -323,16 +384,16 @@ impl Index {
         }
         drop(out);
         let actual = hex::encode(hasher.finalize());
-        if actual != f.sha256 {
+        if let Some(expected) = expected.filter(|e| !e.eq_ignore_ascii_case(&actual)) {
             let _ = std::fs::remove_file(&path);
             return Err(Fail::Fetch(FetchError::HashMismatch {
-                file: format!("{} ({} {})", f.file, f.name, f.version),
-                expected: f.sha256.clone(),
+                file: what.to_string(),
+                expected: expected.to_string(),
                 actual,
                 source_desc: shown,
             }));
         }
-        Ok(path)
+        Ok((path, actual))
     }
 }
 
@@ -352,6 +413,8 @@ struct Link {
     href: String,
     /// From the page (PEP 691 `hashes`, or a PEP 503 `#sha256=` fragment).
     sha256: Option<String>,
+    /// PEP 592: withdrawn by its publisher (`yanked`, `data-yanked`).
+    yanked: bool,
 }
 
 /// Each file of a PEP 691 JSON page.
@@ -366,12 +429,20 @@ fn json_links(body: &[u8]) -> Result<Vec<Link>, String> {
         url: String,
         #[serde(default)]
         hashes: std::collections::BTreeMap<String, String>,
+        /// `false`, `true` or the reason (a string).
+        #[serde(default)]
+        yanked: serde_json::Value,
     }
     let page: Page = serde_json::from_slice(body).map_err(|e| e.to_string())?;
     Ok(page
         .files
         .into_iter()
-        .map(|f| Link { sha256: f.hashes.get("sha256").map(|h| h.to_ascii_lowercase()), name: f.filename, href: f.url })
+        .map(|f| Link {
+            sha256: f.hashes.get("sha256").map(|h| h.to_ascii_lowercase()),
+            name: f.filename,
+            href: f.url,
+            yanked: !matches!(f.yanked, serde_json::Value::Null | serde_json::Value::Bool(false)),
+        })
         .collect())
 }
 
@@ -392,7 +463,11 @@ fn html_links(body: &str) -> Result<Vec<Link>, String> {
             let name = percent_decode(path.rsplit('/').next().unwrap_or_default());
             let sha256 =
                 href.split_once('#').and_then(|(_, frag)| frag.strip_prefix("sha256=")).map(|h| h.to_ascii_lowercase());
-            out.push(Link { name, href, sha256 });
+            let lower_tag = tag.to_ascii_lowercase();
+            let yanked = lower_tag
+                .match_indices("data-yanked")
+                .any(|(i, _)| lower_tag.get(..i).and_then(|s| s.chars().last()).is_some_and(char::is_whitespace));
+            out.push(Link { name, href, sha256, yanked });
         }
         at = close + 3;
     }
@@ -444,9 +519,12 @@ mod tests {
 
     #[test]
     fn pip_config_download_section_wins() {
-        let listing = "global.index-url='http://g/simple'\ndownload.index-url='http://d/simple'\n:env:.index-url='http://e'\nglobal.extra-index-url='http://x1 http://x2'\nglobal.cert='/etc/ssl'\n";
+        let listing = "global.index-url='http://g/simple'\ndownload.index-url='http://d/simple'\nglobal.extra-index-url='http://x1 http://x2'\nglobal.cert='/etc/ssl'\n";
         let (main, extra) = pip_config_indexes(listing);
         assert_eq!(main.as_deref(), Some("http://d/simple"));
+        // What pip's own environment says wins.
+        let (main, _) = pip_config_indexes(&format!("{listing}:env:.index-url='http://e'\n"));
+        assert_eq!(main.as_deref(), Some("http://e"));
         assert_eq!(extra, ["http://x1", "http://x2"]);
         assert_eq!(pip_config_indexes("global.cert='/x'\n"), (None, Vec::new()));
     }
@@ -467,9 +545,15 @@ mod tests {
         let json = br#"{"meta":{"api-version":"1.1"},"name":"flask","files":[{"filename":"a.whl","url":"https://h/a.whl","hashes":{"sha256":"00"}}]}"#;
         assert_eq!(
             json_links(json).unwrap(),
-            [Link { name: "a.whl".into(), href: "https://h/a.whl".into(), sha256: Some("00".into()) }]
+            [Link { name: "a.whl".into(), href: "https://h/a.whl".into(), sha256: Some("00".into()), yanked: false }]
         );
         assert!(json_links(b"{}").is_err());
+        // PEP 592: yanked files are known as such.
+        let yanked = html_links("<a href=\"y-1.tar.gz\" data-yanked>y</a><a href=\"y-2.tar.gz\">y</a>").unwrap();
+        assert_eq!(yanked.iter().map(|l| l.yanked).collect::<Vec<_>>(), [true, false]);
+        let json =
+            br#"{"files":[{"filename":"a","url":"a","yanked":"broken"},{"filename":"b","url":"b","yanked":false}]}"#;
+        assert_eq!(json_links(json).unwrap().iter().map(|l| l.yanked).collect::<Vec<_>>(), [true, false]);
     }
 
     #[test]

@@ -1,13 +1,17 @@
 //! Getting Python dependencies for the *target*: resolving requirements into a lock
-//! (delegated to `pip download`, which reads the user's own index configuration:
-//! `PIP_INDEX_URL`, `PIP_FIND_LINKS`, pip.conf), and fetching one locked file, from a
-//! local wheelhouse, else from the configured index with hb's own client ([`index`]),
-//! else through pip when hb cannot tell the index, verified against its sha256 before
-//! anything else sees it. Standard lock files: [`pylock`] writes a lock as PEP 751,
-//! [`import`] reads a PEP 751 lock's pins for a target. Wheels are binary-only for the target; a dependency the app allows to come
-//! from source is locked as its sdist ([`sdist`]: pip resolves the rest around a
-//! stand-in wheel carrying the sdist's metadata). This crate is the only part of hb that
-//! reaches the network.
+//! (delegated to `pip download`, binary-only, which reads the user's own index
+//! configuration: `PIP_INDEX_URL`, `PIP_FIND_LINKS`, pip.conf; it runs in a bubblewrap
+//! sandbox that shares only the network, see [`Pip`]), and fetching one locked file,
+//! from a local wheelhouse, else from the index — the configured one, else pip's
+//! default, asked of pip — with hb's own client ([`index`]), verified against its
+//! sha256 before anything else sees it. pip never fetches a locked file. Standard lock
+//! files: [`pylock`] writes a lock as PEP 751, [`import`] reads a PEP 751 lock's pins for
+//! a target. Wheels are binary-only for the target; a dependency the app allows to come
+//! from source is locked as its sdist, which hb picks and fetches itself from the
+//! wheelhouses or the index and reads without running it ([`sdist`]: pip resolves the
+//! rest around a stand-in wheel carrying the sdist's metadata), so no dependency code
+//! runs at `hb lock` either. This crate is the only part of hb that reaches the
+//! network.
 
 pub mod import;
 pub mod index;
@@ -15,6 +19,7 @@ pub mod lock;
 pub mod pylock;
 pub mod sdist;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -44,6 +49,9 @@ pub enum FetchError {
 }
 
 /// How to run pip: `python3 -m pip` unless `HB_PIP_PYTHON` names another interpreter.
+/// Every pip process gets an environment without hb's settings or credentials
+/// ([`hb_fs::env`]); `pip download` runs in the network sandbox
+/// ([`hb_sandbox::run_networked`]).
 #[derive(Clone, Debug)]
 pub struct Pip {
     pub python: String,
@@ -55,55 +63,216 @@ impl Default for Pip {
     }
 }
 
+/// Where the interpreter pip runs with lives, as it says itself.
+struct Interpreter {
+    executable: PathBuf,
+    /// `sys.prefix` and `sys.base_prefix` (one for an interpreter outside a venv).
+    prefixes: Vec<PathBuf>,
+}
+
+/// Variables `pip download` may see in the sandbox besides pip's own (`PIP_*`): the
+/// network's settings and certificate bundles.
+const NETWORK_ENV: &[&str] = &[
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "all_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "ALL_PROXY",
+    "REQUESTS_CA_BUNDLE",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "CURL_CA_BUNDLE",
+];
+
+/// Host files the sandboxed pip reads at their own path, when they exist: name
+/// resolution, the certificate store and pip's site-wide configuration.
+const HOST_FILES: &[&str] = &[
+    "/etc/resolv.conf",
+    "/etc/hosts",
+    "/etc/nsswitch.conf",
+    "/etc/ssl/certs",
+    "/etc/ssl/openssl.cnf",
+    "/etc/pip.conf",
+    "/etc/xdg/pip/pip.conf",
+];
+
+fn env_path(k: &str) -> Option<PathBuf> {
+    std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from)
+}
+
 impl Pip {
-    /// `pip download` of `requirements` for `target`, binary only, into `dest`.
-    fn download(&self, target: &Target, requirements: &[String], no_deps: bool, dest: &Path) -> Result<(), String> {
+    fn pip_command(&self) -> Command {
+        let mut cmd = hb_fs::env::command(&self.python);
+        cmd.stdin(std::process::Stdio::null());
+        cmd
+    }
+
+    /// The interpreter behind `self.python` (which may be a shim or a wrapper),
+    /// asked without importing anything (`-I -S`).
+    fn interpreter(&self) -> Result<Interpreter, String> {
+        let out = self
+            .pip_command()
+            .args(["-I", "-S", "-c", "import sys; print(sys.executable); print(sys.prefix); print(sys.base_prefix)"])
+            .output()
+            .map_err(|e| format!("could not run `{}`: {e} (install Python: apt install python3-pip)", self.python))?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(PathBuf::from);
+        let executable = lines.next().filter(|p| out.status.success() && p.is_absolute()).ok_or_else(|| {
+            format!(
+                "`{}` did not say where its interpreter is: {}",
+                self.python,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )
+        })?;
+        let mut prefixes: Vec<PathBuf> = Vec::new();
+        for p in lines.filter(|p| p.is_absolute()) {
+            let p = std::fs::canonicalize(&p).unwrap_or(p);
+            if !prefixes.contains(&p) {
+                prefixes.push(p);
+            }
+        }
+        Ok(Interpreter { executable, prefixes })
+    }
+
+    /// `pip download` of `requirements` for `target`, binary only, into `dest`, in the
+    /// network sandbox: `local` (find-links directories, stand-in wheels) shown
+    /// read-only, `dest` writable.
+    fn download(
+        &self,
+        target: &Target,
+        requirements: &[String],
+        no_deps: bool,
+        local: &[&Path],
+        dest: &Path,
+    ) -> Result<(), String> {
+        let python = self.interpreter()?;
         let (major, minor) = target.python;
-        let mut cmd = Command::new(&self.python);
-        cmd.args(["-m", "pip", "download", "--disable-pip-version-check", "--no-input", "--quiet"]);
-        cmd.arg("--dest").arg(dest);
-        cmd.env("PIP_PROGRESS_BAR", "off");
-        cmd.args(["--only-binary=:all:", "--implementation", "cp"]);
-        cmd.args(["--python-version", &format!("{major}.{minor}")]);
-        cmd.args(["--abi", &format!("cp{major}{minor}"), "--abi", "abi3", "--abi", "none"]);
+        let mut argv: Vec<String> = vec![python.executable.display().to_string()];
+        let mut arg = |a: &str| argv.push(a.to_string());
+        for a in ["-m", "pip", "download", "--disable-pip-version-check", "--no-input", "--quiet"] {
+            arg(a);
+        }
+        arg("--dest");
+        arg(&dest.display().to_string());
+        for a in ["--only-binary=:all:", "--implementation", "cp", "--python-version", &format!("{major}.{minor}")] {
+            arg(a);
+        }
+        for a in ["--abi", &format!("cp{major}{minor}"), "--abi", "abi3", "--abi", "none"] {
+            arg(a);
+        }
         for p in target.pip_platforms() {
-            cmd.args(["--platform", &p]);
+            arg("--platform");
+            arg(&p);
         }
         if no_deps {
-            cmd.arg("--no-deps");
+            arg("--no-deps");
         }
-        cmd.arg("--");
-        cmd.args(requirements);
-        let out = cmd.output().map_err(|e| {
-            format!("could not run `{} -m pip`: {e} (install pip: apt install python3-pip)", self.python)
-        })?;
-        if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).trim().to_string()) }
+        arg("--");
+        argv.extend(requirements.iter().cloned());
+        let spec = self.sandbox_spec(&python, argv, local, dest);
+        let out = hb_sandbox::run_networked(&spec).map_err(|e| e.to_string())?;
+        if out.success { Ok(()) } else { Err(out.stderr.trim().to_string()) }
+    }
+
+    /// What the sandboxed pip sees: the interpreter's prefixes, the host files of
+    /// [`HOST_FILES`], pip's own configuration files and certificate bundles, the
+    /// find-links directories, `local` (read-only); `dest` (writable); pip's variables
+    /// and the network's, never hb's or anything credential-like.
+    fn sandbox_spec(
+        &self,
+        python: &Interpreter,
+        argv: Vec<String>,
+        local: &[&Path],
+        dest: &Path,
+    ) -> hb_sandbox::NetSpec {
+        let mut read_only: Vec<(PathBuf, PathBuf)> = Vec::new();
+        let mut show = |host: PathBuf, at: PathBuf| {
+            // /usr is there already; a path inside one shown before needs no mount
+            // point of its own (and could not get one in a read-only directory).
+            let covered = at.starts_with("/usr") || read_only.iter().any(|(_, a)| at.starts_with(a));
+            if host.exists() && !covered {
+                read_only.push((host, at));
+            }
+        };
+        for p in &python.prefixes {
+            show(p.clone(), p.clone());
+        }
+        for f in HOST_FILES {
+            show(PathBuf::from(f), PathBuf::from(f));
+        }
+        for k in [
+            "PIP_CONFIG_FILE",
+            "PIP_CERT",
+            "PIP_CLIENT_CERT",
+            "REQUESTS_CA_BUNDLE",
+            "SSL_CERT_FILE",
+            "SSL_CERT_DIR",
+            "CURL_CA_BUNDLE",
+        ] {
+            if let Some(p) = env_path(k).filter(|p| p.is_absolute()) {
+                show(p.clone(), p);
+            }
+        }
+        // The user's pip configuration, at the sandbox's home.
+        let home = env_path("HOME");
+        let sandbox_home =
+            Path::new(&hb_sandbox::BASE_ENV.iter().find(|(k, _)| *k == "HOME").map_or("/hb/home", |(_, v)| v))
+                .to_path_buf();
+        if let Some(home) = &home {
+            for rel in [".config/pip/pip.conf", ".pip/pip.conf"] {
+                show(home.join(rel), sandbox_home.join(rel));
+            }
+        }
+        // Credentials for an index that needs them, when the user keeps them in netrc
+        // (pip's HTTP client reads ~/.netrc): this one file, read-only. pip here only
+        // resolves wheels and never runs a dependency's code.
+        if let Some(netrc) = env_path("NETRC").or_else(|| home.as_ref().map(|h| h.join(".netrc"))) {
+            show(netrc, sandbox_home.join(".netrc"));
+        }
+        for dir in wheelhouses(&[]).iter().map(PathBuf::as_path).chain(local.iter().copied()) {
+            show(dir.to_path_buf(), dir.to_path_buf());
+        }
+        let mut env: BTreeMap<String, String> =
+            hb_sandbox::BASE_ENV.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        env.insert("PIP_PROGRESS_BAR".into(), "off".into());
+        // pip's own settings (PIP_INDEX_URL, PIP_CERT…), read by name to pass them on.
+        #[allow(clippy::disallowed_methods)]
+        let pips: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("PIP_") && !hb_fs::env::is_withheld(std::ffi::OsStr::new(k)))
+            .collect();
+        for (k, v) in pips {
+            env.insert(k, v);
+        }
+        for k in NETWORK_ENV {
+            if let Ok(v) = std::env::var(k) {
+                env.insert(k.to_string(), v);
+            }
+        }
+        hb_sandbox::NetSpec { argv, env, read_only, writable: vec![dest.to_path_buf()], timeout: None }
     }
 
     /// `pip config list`: pip's configuration files and variables, as pip reads them.
     fn config_list(&self) -> Option<String> {
-        let out = Command::new(&self.python)
+        let out = self
+            .pip_command()
             .args(["-m", "pip", "config", "list", "--disable-pip-version-check", "--no-input"])
-            .stdin(std::process::Stdio::null())
             .output()
             .ok()?;
         out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// `pip download` of the sdist of one requirement into `dest`, without its
-    /// dependencies. pip prepares the sdist's metadata on this machine to check it,
-    /// which runs its build backend (as pip and uv do whenever they meet an sdist).
-    fn download_sdist(&self, requirement: &str, dest: &Path) -> Result<(), String> {
-        let mut cmd = Command::new(&self.python);
-        cmd.args(["-m", "pip", "download", "--disable-pip-version-check", "--no-input", "--quiet"]);
-        cmd.args(["--no-deps", "--no-binary=:all:", "--ignore-requires-python"]);
-        cmd.arg("--dest").arg(dest);
-        cmd.env("PIP_PROGRESS_BAR", "off");
-        cmd.arg("--").arg(requirement);
-        let out = cmd.output().map_err(|e| {
-            format!("could not run `{} -m pip`: {e} (install pip: apt install python3-pip)", self.python)
-        })?;
-        if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).trim().to_string()) }
+    /// The index pip uses when none is configured, from pip's own code.
+    fn default_index(&self) -> Option<String> {
+        let out = self
+            .pip_command()
+            .args(["-c", "from pip._internal.models.index import PyPI; print(PyPI.simple_url)"])
+            .output()
+            .ok()?;
+        let url = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (out.status.success() && !url.is_empty()).then_some(url)
     }
 }
 
@@ -145,8 +314,8 @@ impl SdistPolicy {
 }
 
 /// The sdists one `hb lock` has fetched and read, by the requirement they were
-/// fetched for: an sdist is the same file for every target, so each is fetched (and
-/// its metadata prepared by pip) once per lock, not once per target.
+/// fetched for: an sdist is the same file for every target, so each is fetched and
+/// read once per lock, not once per target.
 #[derive(Default)]
 pub struct SdistCache {
     dir: Option<tempfile::TempDir>,
@@ -154,7 +323,7 @@ pub struct SdistCache {
 }
 
 impl SdistCache {
-    /// The sdist for `req`: fetched before, or now through pip.
+    /// The sdist for `req`: found before, or now in the wheelhouses or on the index.
     fn get(&mut self, pip: &Pip, req: &str, role: Role) -> Result<(LockedFile, sdist::SdistInfo), FetchError> {
         if let Some((_, f, info)) = self.found.iter().find(|(r, _, _)| r == req) {
             return Ok((LockedFile { role, ..f.clone() }, info.clone()));
@@ -165,32 +334,139 @@ impl SdistCache {
         }
         let base = self.dir.as_ref().map(|d| d.path().to_path_buf()).unwrap_or_default();
         let dir = tempfile::tempdir_in(&base).map_err(tmp_err)?.keep();
-        pip.download_sdist(req, &dir).map_err(|d| FetchError::Resolve {
-            what: format!("the sdist of {req} (allowed by `allow_sdist`)"),
-            target: "any target (an sdist is the same for all)".to_string(),
-            detail: d,
-        })?;
-        let found = hb_fs::read_dir_sorted(&dir)?;
-        let Some(entry) = found.iter().find(|e| sdist::is_sdist(&e.file_name().to_string_lossy())) else {
-            let got: Vec<String> = found.iter().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        let (path, sha256, version) = find_sdist(pip, req, &dir)?;
+        let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        // Read, never run: an in-tree backend is refused here, before anything could.
+        let info = sdist::read(&path)?;
+        if parse_version(&info.version).ok() != Some(version) {
             return Err(FetchError::Other(format!(
-                "pip fetched no .tar.gz sdist for {req} (it fetched: {}); hb compiles only PEP 517 sdists (`NAME-VERSION.tar.gz`)",
-                got.join(", ")
+                "{file}: its PKG-INFO says version {}, not the file name's; hb locks only sdists that agree",
+                info.version
             )));
-        };
-        let file = entry.file_name().to_string_lossy().into_owned();
-        let info = sdist::read(&entry.path())?;
+        }
         let locked = LockedFile {
             name: info.name.clone(),
             version: info.version.clone(),
             role,
             file,
-            sha256: sha256_file(&entry.path())?,
+            sha256,
             targets: Vec::new(),
         };
         self.found.push((req.to_string(), locked.clone(), info.clone()));
         Ok((locked, info))
     }
+}
+
+fn parse_version(v: &str) -> Result<pep508_rs::pep440_rs::Version, String> {
+    v.parse::<pep508_rs::pep440_rs::Version>().map_err(|e| e.to_string())
+}
+
+/// Where an sdist was found.
+enum SdistSource {
+    Dir(PathBuf),
+    Index,
+}
+
+/// The newest sdist (final releases before pre-releases) matching `req` in the
+/// wheelhouses or on the index, copied or downloaded into `dest`: its path, sha256
+/// and version. Nothing of it is read but its name here.
+fn find_sdist(
+    pip: &Pip,
+    req: &str,
+    dest: &Path,
+) -> Result<(PathBuf, String, pep508_rs::pep440_rs::Version), FetchError> {
+    let parsed: pep508_rs::Requirement = req.parse().map_err(|e: pep508_rs::Pep508Error| {
+        FetchError::Other(format!("pip found nothing for `{req}`, which hb cannot read as a requirement: {e}"))
+    })?;
+    let name = hb_python::normalize(parsed.name.as_ref());
+    let specifiers = match &parsed.version_or_url {
+        None => None,
+        Some(pep508_rs::VersionOrUrl::VersionSpecifier(s)) => Some(s.clone()),
+        Some(pep508_rs::VersionOrUrl::Url(_)) => {
+            return Err(FetchError::Other(format!(
+                "`{req}` names a URL; hb locks sdists from the wheelhouses or the index only"
+            )));
+        }
+    };
+    // (version, file, where, yanked)
+    let mut candidates: Vec<(pep508_rs::pep440_rs::Version, String, SdistSource, bool)> = Vec::new();
+    let dirs = wheelhouses(&[]);
+    for dir in &dirs {
+        for e in hb_fs::read_dir_sorted(dir)? {
+            let file = e.file_name().to_string_lossy().into_owned();
+            if let Some(v) =
+                sdist::parse_name(&file).filter(|(n, _)| *n == name).and_then(|(_, v)| parse_version(&v).ok())
+            {
+                candidates.push((v, file, SdistSource::Dir(dir.clone()), false));
+            }
+        }
+    }
+    let index = index::Index::for_fetching(pip);
+    if let Some(index) = index {
+        // An index that cannot be reached is passed over when a wheelhouse has the
+        // sdist, as pip passes over it.
+        let listed = match index.files(&name) {
+            Ok(listed) => listed,
+            Err(_) if !candidates.is_empty() => Vec::new(),
+            Err(d) => {
+                return Err(FetchError::Resolve {
+                    what: format!("the sdist of {req} (allowed by `allow_sdist`)"),
+                    target: "any target (an sdist is the same for all)".to_string(),
+                    detail: d,
+                });
+            }
+        };
+        for (file, yanked) in listed {
+            if let Some(v) =
+                sdist::parse_name(&file).filter(|(n, _)| *n == name).and_then(|(_, v)| parse_version(&v).ok())
+            {
+                candidates.push((v, file, SdistSource::Index, yanked));
+            }
+        }
+    }
+    let fits = |v: &pep508_rs::pep440_rs::Version| specifiers.as_ref().is_none_or(|s| s.contains(v));
+    // Final releases before pre-releases, and a yanked file only when nothing else
+    // fits (PEP 592), as pip chooses.
+    let pick = |pre: bool, yanked: bool| {
+        let mut best: Option<&(pep508_rs::pep440_rs::Version, String, SdistSource, bool)> = None;
+        for c in candidates.iter().filter(|c| fits(&c.0) && (pre || !c.0.any_prerelease()) && (yanked || !c.3)) {
+            if best.is_none_or(|b| c.0 > b.0) {
+                best = Some(c);
+            }
+        }
+        best
+    };
+    let chosen = pick(false, false).or_else(|| pick(true, false)).or_else(|| pick(true, true));
+    let Some((version, file, source, _)) = chosen else {
+        let places: Vec<String> = dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .chain(index.map(|i| format!("the index {}", i.describe())))
+            .collect();
+        return Err(FetchError::Other(format!(
+            "no sdist (`NAME-VERSION.tar.gz`) of {name} matching `{req}` in {}; hb compiles only PEP 517 sdists, fetched from the wheelhouses (PIP_FIND_LINKS) or the index",
+            if places.is_empty() {
+                "no wheelhouse or index (PIP_NO_INDEX is set)".to_string()
+            } else {
+                places.join(", ")
+            }
+        )));
+    };
+    let (path, sha256) = match (source, index) {
+        (SdistSource::Dir(dir), _) => {
+            let to = dest.join(file);
+            std::fs::copy(dir.join(file), &to).map_err(|e| {
+                FetchError::Other(format!("copying {} to {}: {e}", dir.join(file).display(), to.display()))
+            })?;
+            let sha = sha256_file(&to)?;
+            (to, sha)
+        }
+        (SdistSource::Index, Some(index)) => index.fetch_listed(&name, file, dest)?,
+        (SdistSource::Index, None) => {
+            return Err(FetchError::Other(format!("{file}: listed by no index (a bug in hb)")));
+        }
+    };
+    Ok((path, sha256, version.clone()))
 }
 
 /// What a resolution found: the locked files, and for each sdist among them what hb
@@ -261,7 +537,7 @@ pub fn resolve(
     let mut sdists: Vec<(LockedFile, sdist::SdistInfo, String)> = Vec::new();
     let tmp = loop {
         let tmp = tempfile::tempdir().map_err(tmp_err)?;
-        let Err(detail) = pip.download(target, &reqs, false, tmp.path()) else { break tmp };
+        let Err(detail) = pip.download(target, &reqs, false, &[stand_ins.path()], tmp.path()) else { break tmp };
         let unmatched = unmatched_requirement(&detail);
         let name = unmatched.as_deref().map(requirement_name).unwrap_or_default();
         let fail = |detail: String| FetchError::Resolve {
@@ -358,64 +634,67 @@ fn with_available_tags(detail: &str, requirements: &[String], target: &Target) -
     out
 }
 
-/// Fetches one locked file into `dest_dir`, verified; returns its path there.
-pub fn fetch(
-    pip: &Pip,
-    target: &Target,
-    wheelhouses: &[PathBuf],
-    f: &LockedFile,
-    dest_dir: &Path,
-) -> Result<PathBuf, FetchError> {
-    let verify = |path: &Path, source_desc: String| -> Result<(), FetchError> {
-        let actual = sha256_file(path)?;
-        if actual != f.sha256 {
-            return Err(FetchError::HashMismatch {
-                file: format!("{} ({} {})", f.file, f.name, f.version),
-                expected: f.sha256.clone(),
-                actual,
-                source_desc,
-            });
-        }
-        Ok(())
-    };
+/// Fetches one locked file into `dest_dir`, verified; returns its path there. From a
+/// wheelhouse, else from the index with hb's own client; never through pip, whose
+/// download of an sdist would run its build backend before the hash is checked.
+pub fn fetch(pip: &Pip, wheelhouses: &[PathBuf], f: &LockedFile, dest_dir: &Path) -> Result<PathBuf, FetchError> {
     for dir in wheelhouses {
         let candidate = dir.join(&f.file);
         if candidate.is_file() {
-            verify(&candidate, candidate.display().to_string())?;
+            let actual = sha256_file(&candidate)?;
+            if actual != f.sha256 {
+                return Err(FetchError::HashMismatch {
+                    file: format!("{} ({} {})", f.file, f.name, f.version),
+                    expected: f.sha256.clone(),
+                    actual,
+                    source_desc: candidate.display().to_string(),
+                });
+            }
             return Ok(candidate);
         }
     }
-    if let Some(index) = index::Index::configured(pip) {
-        return index.fetch(f, dest_dir);
-    }
-    let pin = format!("{}=={}", f.name, f.version);
-    let got = if sdist::is_sdist(&f.file) {
-        pip.download_sdist(&pin, dest_dir)
-    } else {
-        pip.download(target, std::slice::from_ref(&pin), true, dest_dir)
-    };
-    got.map_err(|detail| FetchError::NotFound {
-        file: f.file.clone(),
-        name: f.name.clone(),
-        version: f.version.clone(),
-        detail: last_lines(&detail, 4),
-    })?;
-    let path = dest_dir.join(&f.file);
-    if !path.is_file() {
-        let got: Vec<String> =
-            hb_fs::read_dir_sorted(dest_dir)?.iter().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-        return Err(FetchError::NotFound {
+    match index::Index::for_fetching(pip) {
+        Some(index) => index.fetch(f, dest_dir),
+        None => Err(FetchError::NotFound {
             file: f.file.clone(),
             name: f.name.clone(),
             version: f.version.clone(),
-            detail: format!("the index offered {} instead; run `hb lock` again", got.join(", ")),
-        });
+            detail: format!(
+                "no wheelhouse holds it, and there is no index to fetch it from (PIP_NO_INDEX is set, or `{} -m pip` could not say which index it uses)",
+                pip.python
+            ),
+        }),
     }
-    verify(&path, "the package index (through pip)".to_string())?;
-    Ok(path)
 }
 
-fn last_lines(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sandboxed_pip_gets_pip_settings_and_no_secrets() {
+        // SAFETY: these names are read by no other test of this crate.
+        unsafe {
+            std::env::set_var("HB_REMOTE_TOKEN", "canary");
+            std::env::set_var("PIP_INDEX_URL", "http://127.0.0.1:9/simple");
+            std::env::set_var("PIP_ACCESS_TOKEN", "canary");
+            std::env::set_var("https_proxy", "http://127.0.0.1:3128");
+        }
+        let pip = Pip { python: "python3".into() };
+        let python =
+            Interpreter { executable: "/opt/py/bin/python3".into(), prefixes: vec!["/usr".into(), "/opt/py".into()] };
+        let local = tempfile::tempdir().unwrap();
+        let dest = Path::new("/tmp/hb-dest");
+        let spec = pip.sandbox_spec(&python, vec!["python3".into()], &[local.path()], dest);
+        assert_eq!(spec.env.get("PIP_INDEX_URL").map(String::as_str), Some("http://127.0.0.1:9/simple"));
+        assert_eq!(spec.env.get("https_proxy").map(String::as_str), Some("http://127.0.0.1:3128"));
+        assert_eq!(spec.env.get("HOME").map(String::as_str), Some("/hb/home"));
+        assert!(spec.env.keys().all(|k| !k.starts_with("HB_") && !k.contains("TOKEN")), "{:?}", spec.env);
+        assert_eq!(spec.writable, [dest]);
+        let shown: Vec<&Path> = spec.read_only.iter().map(|(_, at)| at.as_path()).collect();
+        assert!(shown.contains(&local.path()), "{shown:?}");
+        // /usr is there already; nothing of the host but what is listed.
+        assert!(!shown.contains(&Path::new("/usr")), "{shown:?}");
+        assert!(shown.iter().all(|p| !p.starts_with("/root") || p.starts_with("/root/.pyenv")), "{shown:?}");
+    }
 }

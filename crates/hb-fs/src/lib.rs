@@ -2,7 +2,10 @@
 //! listings come back sorted by name (never in the order the filesystem happens to
 //! keep), and files are written atomically (temp file in the same directory, fsync,
 //! rename) so that a crash or `kill -9` never leaves a half-written file visible.
-//! Other hb crates use these wrappers instead of raw `std::fs` calls.
+//! Other hb crates use these wrappers instead of raw `std::fs` calls. [`env`] gives the
+//! host programs hb starts an environment without hb's settings or credentials.
+
+pub mod env;
 
 use std::fs;
 use std::io::{self, Read, Write};

@@ -185,7 +185,7 @@ impl PidNs {
 /// Runs `script` with /bin/sh in every namespace of `init`, at its root.
 fn enter(init: u32, script: &str) -> Out {
     collect(
-        Command::new("nsenter")
+        hb_fs::env::command("nsenter")
             .args(["-t", &init.to_string(), "-a", "/bin/sh", "-c", script])
             .env_clear()
             .env("PATH", PATH)
@@ -293,7 +293,7 @@ fn collect(cmd: &mut Command) -> Out {
 
 /// Whether a root can be booted under systemd here.
 pub fn can_boot() -> bool {
-    Command::new("systemd-nspawn")
+    hb_fs::env::command("systemd-nspawn")
         .arg("--version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -303,7 +303,7 @@ pub fn can_boot() -> bool {
 
 /// This machine's Debian architecture.
 pub fn host_architecture() -> Result<String, InstallError> {
-    let out = Command::new("dpkg")
+    let out = hb_fs::env::command("dpkg")
         .arg("--print-architecture")
         .output()
         .map_err(|e| InstallError::Setup(format!("cannot run dpkg --print-architecture: {e}")))?;
@@ -324,7 +324,7 @@ impl Booted {
     /// loopback) with `debs` at /srv/hb.
     pub fn start(root: &Path, debs: &Path) -> Result<Booted, InstallError> {
         let setup = |why: String| InstallError::Setup(format!("booting the test root {}: {why}", root.display()));
-        let nspawn = Command::new("systemd-nspawn")
+        let nspawn = hb_fs::env::command("systemd-nspawn")
             .arg("-D")
             .arg(root)
             .args([
@@ -387,7 +387,7 @@ impl Booted {
 
 /// The children of process `pid`.
 fn children(pid: u32) -> Vec<u32> {
-    let out = Command::new("pgrep").args(["-P", &pid.to_string()]).output();
+    let out = hb_fs::env::command("pgrep").args(["-P", &pid.to_string()]).output();
     out.map(|o| String::from_utf8_lossy(&o.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect())
         .unwrap_or_default()
 }
@@ -497,7 +497,7 @@ impl Chroot {
         for d in [&upper, &work, &merged] {
             hb_fs::create_dir_all(d).map_err(|e| InstallError::Setup(e.to_string()))?;
         }
-        let mut cmd = Command::new("unshare");
+        let mut cmd = hb_fs::env::command("unshare");
         cmd.args(["--pid", "--fork", "--kill-child", "--mount", "--propagation=private"])
             .args(["/bin/sh", "-c", CHROOT_SETUP, "sh"])
             .args([root, upper.as_path(), work.as_path(), merged.as_path(), debs])

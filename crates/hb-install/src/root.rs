@@ -5,7 +5,6 @@
 //! an interrupted run never leaves half a root in use. Tests only ever read it.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::InstallError;
 
@@ -24,7 +23,7 @@ pub fn test_root(dir: &Path, suite: &str, architecture: &str) -> Result<(PathBuf
         .prefix(&format!(".{suite}-{architecture}-"))
         .tempdir_in(dir)
         .map_err(|e| InstallError::Setup(format!("creating a directory in {}: {e}", dir.display())))?;
-    let out = Command::new("mmdebstrap")
+    let out = hb_fs::env::command("mmdebstrap")
         .args(["--quiet", "--variant=minbase", &format!("--include={INCLUDE}"), "--format=directory"])
         .arg(format!("--architectures={architecture}"))
         .arg(suite)

@@ -203,7 +203,7 @@ impl Apt {
 
     fn apt(&self, program: &str) -> Command {
         let d = self.dir.display();
-        let mut c = Command::new(program);
+        let mut c = hb_fs::env::command(program);
         c.env("APT_CONFIG", self.dir.join("apt.conf"))
             .env("LC_ALL", "C.UTF-8")
             .env("DEBIAN_FRONTEND", "noninteractive");
@@ -393,7 +393,7 @@ fn written(dest: &Path, p: &RootPackage) -> Result<Option<PathBuf>, RootError> {
 /// The host apt configuration's network settings (`Acquire::http::Proxy` and the
 /// like), as apt.conf lines; index targets (appstream, translations) are left out.
 fn host_network_settings() -> String {
-    let Ok(out) = Command::new("apt-config").arg("dump").output() else { return String::new() };
+    let Ok(out) = hb_fs::env::command("apt-config").arg("dump").output() else { return String::new() };
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.starts_with("Acquire::") && !l.starts_with("Acquire::IndexTargets") && !l.contains("Languages"))

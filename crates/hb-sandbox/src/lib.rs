@@ -5,8 +5,9 @@
 //! `/tmp`, the action's work directory bind-mounted at a fixed path, a cleared
 //! environment with only the variables given, and umask 022 (set before bubblewrap
 //! starts, so no shell is needed inside). Where the build happens therefore cannot
-//! leak into what it produces. Build steps run here; the one other subprocess of an action is
-//! `pip download` in a fetch, whose output is verified by hash instead.
+//! leak into what it produces. Build steps run here. [`run_networked`] is the one
+//! variant with the host's network: `hb lock`'s `pip download`, which must reach the
+//! index but sees nothing else of the host.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -95,6 +96,10 @@ pub enum SandboxError {
         "cannot create a build sandbox: {why}\n  hb runs package builds with bubblewrap (`bwrap`) in fresh namespaces so they cannot reach the network or see this machine.\n  Install it (`apt install bubblewrap`, 0.8 or newer: hb drops every capability and runs builds as an unprivileged user of their own user namespace) and allow user namespaces, or, knowing builds then see this machine, opt out with `--no-sandbox` (or HB_SANDBOX=off)."
     )]
     Unavailable { why: String },
+    #[error(
+        "cannot create the sandbox `hb lock` runs pip in: {why}\n  hb resolves with pip under bubblewrap (`bwrap`), sharing only the network, so that nothing pip fetches sees this machine. Install it (`apt install bubblewrap`); there is no opting out."
+    )]
+    NetworkedUnavailable { why: String },
     #[error("could not start {program}: {source}")]
     Spawn { program: String, source: std::io::Error },
     #[error("cannot place {at} in the sandbox: {why}")]
@@ -380,6 +385,129 @@ pub fn run(mode: Mode, spec: &Spec) -> Result<Outcome, SandboxError> {
     })
 }
 
+/// A command that must reach the network and nothing else of the build machine:
+/// `pip download` resolving a lock (`hb lock`), which talks to the index.
+pub struct NetSpec {
+    pub argv: Vec<String>,
+    /// Its whole environment (nothing else is inherited).
+    pub env: BTreeMap<String, String>,
+    /// Host files or directories shown read-only: (host path, path inside).
+    pub read_only: Vec<(PathBuf, PathBuf)>,
+    /// Host directories shown writable at the same path.
+    pub writable: Vec<PathBuf>,
+    /// The command and everything it started are killed after this long.
+    pub timeout: Option<Duration>,
+}
+
+/// Whether bubblewrap can give the command a user namespace of its own (then it runs
+/// as `nobody` there); asked once.
+fn user_namespace_works() -> bool {
+    static WORKS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WORKS.get_or_init(|| {
+        hb_fs::env::command("bwrap")
+            .env_clear()
+            .args(["--unshare-all", "--unshare-user", "--uid", "65534", "--gid", "65534", "--die-with-parent"])
+            .args(["--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64"])
+            .arg("/usr/bin/true")
+            .stdin(Stdio::null())
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}
+
+/// Runs `spec` under bubblewrap with the host's network but nothing else of the host:
+/// every other namespace unshared (a user namespace, as uid and gid 65534, when the
+/// kernel allows it), all capabilities dropped, the host's read-only `/usr`, a fresh
+/// `/tmp` and home (`/hb/home`), an `/etc` holding only what [`NetSpec::read_only`]
+/// places, the environment exactly [`NetSpec::env`], its own session, and killed with
+/// hb. There is no opting out: this runs code hb does not trust with the network.
+pub fn run_networked(spec: &NetSpec) -> Result<Outcome, SandboxError> {
+    probe(Mode::Bwrap).map_err(|e| match e {
+        SandboxError::Unavailable { why } => SandboxError::NetworkedUnavailable { why },
+        e => e,
+    })?;
+    let mut cmd = Command::new("bwrap");
+    cmd.env_clear();
+    cmd.args(["--unshare-all", "--share-net", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]);
+    if user_namespace_works() {
+        cmd.args(["--unshare-user", "--uid", "65534", "--gid", "65534", "--disable-userns"]);
+    }
+    cmd.args(["--ro-bind", "/usr", "/usr"]);
+    for (link, to) in [("/bin", "usr/bin"), ("/lib", "usr/lib"), ("/lib64", "usr/lib64"), ("/sbin", "usr/sbin")] {
+        cmd.args(["--symlink", to, link]);
+    }
+    cmd.args(["--dir", "/etc", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/hb/home"]);
+    for (host, at) in &spec.read_only {
+        cmd.arg("--ro-bind").arg(host).arg(at);
+    }
+    for dir in &spec.writable {
+        cmd.arg("--bind").arg(dir).arg(dir);
+    }
+    cmd.args(["--chdir", "/", "--clearenv"]);
+    for (k, v) in &spec.env {
+        cmd.args(["--setenv", k, v]);
+    }
+    cmd.arg("--");
+    cmd.args(&spec.argv);
+    collect(cmd, spec.timeout)
+}
+
+/// Starts `cmd` in its own process group with umask 022 and collects its output,
+/// killing the group after `timeout`.
+fn collect(mut cmd: Command, timeout: Option<Duration>) -> Result<Outcome, SandboxError> {
+    {
+        use std::os::unix::process::CommandExt;
+        // Its own process group, so a timeout kills everything it started.
+        cmd.process_group(0);
+        // SAFETY: umask and close_range are async-signal-safe and touch no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::umask(0o022);
+                // No descriptor of the caller's reaches pip or what it runs.
+                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
+                Ok(())
+            });
+        }
+    }
+    let program = format!("{:?}", cmd.get_program());
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| SandboxError::Spawn { program: program.clone(), source })?;
+    let stdout = child.stdout.take().map(|s| std::thread::spawn(move || keep_tail(s)));
+    let stderr = child.stderr.take().map(|s| std::thread::spawn(move || keep_tail(s)));
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut timed_out = false;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => {}
+            Err(source) => return Err(SandboxError::Spawn { program, source }),
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) && !timed_out {
+            timed_out = true;
+            // SAFETY: kill has no memory effects; the group is the child's own.
+            unsafe {
+                libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let joined = |h: Option<std::thread::JoinHandle<Vec<u8>>>| {
+        h.and_then(|h| h.join().ok()).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+    };
+    Ok(Outcome {
+        success: status.success() && !timed_out,
+        code: status.code(),
+        timed_out,
+        limit_hit: Vec::new(),
+        stdout: joined(stdout),
+        stderr: joined(stderr),
+    })
+}
+
 /// An anonymous memory file holding `args` NUL-separated (bubblewrap's `--args`), at
 /// offset 0, closed at exec unless the child keeps it.
 fn args_file(args: &[OsString]) -> Result<std::fs::File, SandboxError> {
@@ -581,5 +709,32 @@ mod tests {
         assert!(std::fs::metadata(work.path().join("big")).unwrap().len() <= 8 << 20);
         let o = run_sh("head -c 100000000 /dev/zero > /tmp/big");
         assert!(!o.success, "a full /tmp fails the write");
+    }
+
+    #[test]
+    fn the_networked_sandbox_shows_only_what_it_is_given() {
+        probe(Mode::Bwrap).expect("bubblewrap works here (scripts/deps.sh installs it)");
+        let shown = tempfile::tempdir().unwrap();
+        std::fs::write(shown.path().join("conf"), "visible").unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let spec = NetSpec {
+            argv: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "cat /etc/x.conf; echo; ls /root 2>/dev/null | wc -l; ls /etc; env | grep -c HB_; \
+                 touch /usr/x 2>/dev/null || echo usr-read-only; touch \"$OUT/w\" && echo out-writable"
+                    .into(),
+            ],
+            env: BTreeMap::from([("OUT".to_string(), out.path().display().to_string())]),
+            read_only: vec![(shown.path().join("conf"), PathBuf::from("/etc/x.conf"))],
+            writable: vec![out.path().to_path_buf()],
+            timeout: Some(Duration::from_secs(30)),
+        };
+        let o = run_networked(&spec).unwrap();
+        assert!(o.success, "{}", o.stderr);
+        assert_eq!(
+            o.stdout.lines().collect::<Vec<_>>(),
+            ["visible", "0", "x.conf", "0", "usr-read-only", "out-writable"]
+        );
     }
 }

@@ -29,7 +29,6 @@ pub fn target_id(t: &Target) -> String {
 /// `fetch`: one locked file into the store.
 pub struct FetchJob {
     pub file: LockedFile,
-    pub target: Target,
     pub wheelhouses: Vec<PathBuf>,
 }
 
@@ -48,7 +47,7 @@ impl Action for FetchJob {
         let tmp = tempfile::tempdir_in(ctx.store.tmp_dir())
             .map_err(|e| JobError::Fs(hb_fs::FsError::new("creating a directory in", &ctx.store.tmp_dir(), e)))?;
         let pip = hb_fetch::Pip::default();
-        let path = hb_fetch::fetch(&pip, &self.target, &self.wheelhouses, &self.file, tmp.path())
+        let path = hb_fetch::fetch(&pip, &self.wheelhouses, &self.file, tmp.path())
             .map_err(|e| JobError::Failed(e.to_string()))?;
         let (digest, size) = ctx.store.put_file(&path)?;
         let tree = Tree::new(vec![TreeEntry::file(self.file.file.clone(), digest, size, false)])

@@ -315,10 +315,8 @@ fn sources(cx: &Cx, p: &PythonAppAttrs, project: &Project) -> Result<Vec<(String
 /// The shared fetch of one locked file.
 fn fetch(cx: &mut Cx, f: &hb_fetch::LockedFile) -> hb_engine::Input<()> {
     let extra: Vec<PathBuf> = cx.settings.wheelhouse.iter().map(|w| cx.workspace_root.join(w)).collect();
-    let target = wheel_target(cx.platform);
     cx.actions.shared(format!("fetch {}", f.file), || FetchJob {
         file: f.clone(),
-        target,
         wheelhouses: hb_fetch::wheelhouses(&extra),
     })
 }
