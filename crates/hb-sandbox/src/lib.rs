@@ -313,36 +313,14 @@ pub fn run(mode: Mode, spec: &Spec) -> Result<Outcome, SandboxError> {
             });
         }
     }
-    let program = format!("{:?}", cmd.get_program());
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| SandboxError::Spawn { program: program.clone(), source })?;
-    drop(args_fd);
-    let stdout = child.stdout.take().map(|s| std::thread::spawn(move || keep_tail(s)));
-    let stderr = child.stderr.take().map(|s| std::thread::spawn(move || keep_tail(s)));
-    let deadline = spec.timeout.map(|t| Instant::now() + t);
-    let mut timed_out = false;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) => {}
-            Err(source) => return Err(SandboxError::Spawn { program, source }),
+    let kill_group = || {
+        if let Some(g) = &group {
+            g.kill_all();
         }
-        if deadline.is_some_and(|d| Instant::now() >= d) && !timed_out {
-            timed_out = true;
-            // SAFETY: kill has no memory effects; the group is the child's own.
-            unsafe {
-                libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL);
-            }
-            if let Some(g) = &group {
-                g.kill_all();
-            }
-        }
-        std::thread::sleep(Duration::from_millis(10));
     };
+    let waited = spawn_and_wait(&mut cmd, spec.timeout, &kill_group)?;
+    drop(args_fd);
+    let Waited { status, timed_out, stdout, stderr } = waited;
     // Nothing it started outlives it: its pid namespace ended with it, and the group
     // (where there is one) is emptied before its output is read.
     let (hit_processes, hit_memory) = match &group {
@@ -353,9 +331,6 @@ pub fn run(mode: Mode, spec: &Spec) -> Result<Outcome, SandboxError> {
         None => (false, false),
     };
     drop(group);
-    let joined = |h: Option<std::thread::JoinHandle<Vec<u8>>>| {
-        h.and_then(|h| h.join().ok()).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
-    };
     let mut limit_hit = Vec::new();
     if hit_processes {
         limit_hit.push(format!(
@@ -375,14 +350,7 @@ pub fn run(mode: Mode, spec: &Spec) -> Result<Outcome, SandboxError> {
             limits.file_size >> 20
         ));
     }
-    Ok(Outcome {
-        success: status.success() && !timed_out,
-        code: status.code(),
-        timed_out,
-        limit_hit,
-        stdout: joined(stdout),
-        stderr: joined(stderr),
-    })
+    Ok(Outcome { success: status.success() && !timed_out, code: status.code(), timed_out, limit_hit, stdout, stderr })
 }
 
 /// A command that must reach the network and nothing else of the build machine:
@@ -469,6 +437,29 @@ fn collect(mut cmd: Command, timeout: Option<Duration>) -> Result<Outcome, Sandb
             });
         }
     }
+    let Waited { status, timed_out, stdout, stderr } = spawn_and_wait(&mut cmd, timeout, &|| {})?;
+    Ok(Outcome {
+        success: status.success() && !timed_out,
+        code: status.code(),
+        timed_out,
+        limit_hit: Vec::new(),
+        stdout,
+        stderr,
+    })
+}
+
+/// How a command ended, and the end of its output.
+struct Waited {
+    status: std::process::ExitStatus,
+    timed_out: bool,
+    stdout: String,
+    stderr: String,
+}
+
+/// Spawns `cmd` (its own process group: the caller sets it) and waits for it,
+/// killing its group and calling `on_timeout` once `timeout` has passed, while the
+/// last [`OUTPUT_KEPT`] bytes of each stream are read.
+fn spawn_and_wait(cmd: &mut Command, timeout: Option<Duration>, on_timeout: &dyn Fn()) -> Result<Waited, SandboxError> {
     let program = format!("{:?}", cmd.get_program());
     let mut child = cmd
         .stdin(Stdio::null())
@@ -492,20 +483,14 @@ fn collect(mut cmd: Command, timeout: Option<Duration>) -> Result<Outcome, Sandb
             unsafe {
                 libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL);
             }
+            on_timeout();
         }
         std::thread::sleep(Duration::from_millis(10));
     };
     let joined = |h: Option<std::thread::JoinHandle<Vec<u8>>>| {
         h.and_then(|h| h.join().ok()).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
     };
-    Ok(Outcome {
-        success: status.success() && !timed_out,
-        code: status.code(),
-        timed_out,
-        limit_hit: Vec::new(),
-        stdout: joined(stdout),
-        stderr: joined(stderr),
-    })
+    Ok(Waited { status, timed_out, stdout: joined(stdout), stderr: joined(stderr) })
 }
 
 /// An anonymous memory file holding `args` NUL-separated (bubblewrap's `--args`), at
