@@ -691,6 +691,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn pip_names_its_default_index() {
+        // pip's own code says where it looks by default; hb names no index itself.
+        let url = Pip { python: "python3".into() }.default_index().expect("pip is installed (scripts/deps.sh)");
+        let url = url::Url::parse(&url).unwrap();
+        assert_eq!(url.scheme(), "https");
+        assert!(url.path().trim_end_matches('/').ends_with("/simple"), "{url}");
+    }
+
+    #[test]
     fn the_sandboxed_pip_gets_pip_settings_and_no_secrets() {
         // SAFETY: these names are read by no other test of this crate.
         unsafe {
