@@ -12,7 +12,9 @@
 //! [`Index::for_fetching`] asks pip for the index it would use by default (pip's own
 //! code, never a host written here): locked files are fetched by hb, never by pip,
 //! whose download of an sdist runs the sdist's build backend. `PIP_NO_INDEX` means no
-//! index at all.
+//! index at all. TLS is verified against pip's certificate bundle when one is set
+//! (`PIP_CERT`, pip's `cert`, `REQUESTS_CA_BUNDLE`, `SSL_CERT_FILE`), as pip verifies
+//! it, else against the built-in roots.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -98,6 +100,50 @@ fn env(k: &str) -> Option<String> {
     std::env::var(k).ok().filter(|v| !v.trim().is_empty())
 }
 
+/// The value of `key` (`cert`, say) in `pip config list` output, as pip would take it:
+/// its environment's `PIP_` variables over `[download]`/`[install]` over `[global]`.
+pub fn pip_config_value(listing: &str, key: &str) -> Option<String> {
+    let mut best: (u8, Option<String>) = (0, None);
+    for line in listing.lines() {
+        let Some((k, value)) = line.split_once('=') else { continue };
+        let Some((section, name)) = k.trim().rsplit_once('.') else { continue };
+        let rank = match section {
+            ":env:" => 3,
+            "download" | "install" => 2,
+            "global" => 1,
+            _ => continue,
+        };
+        if name.replace('_', "-") == key && rank >= best.0 {
+            best = (rank, Some(value.trim().trim_matches(|c| c == '\'' || c == '"').to_string()));
+        }
+    }
+    best.1.filter(|v| !v.is_empty())
+}
+
+/// The certificate bundle pip verifies the index with, which hb's client trusts
+/// instead of its built-in roots (as pip does): `PIP_CERT`, else pip's configured
+/// `cert`, else `REQUESTS_CA_BUNDLE` or `SSL_CERT_FILE`. A machine whose TLS traffic
+/// goes through an inspecting proxy has its authority there.
+fn ca_bundle(listing: &mut dyn FnMut() -> String) -> Option<PathBuf> {
+    env("PIP_CERT")
+        .or_else(|| pip_config_value(&listing(), "cert"))
+        .or_else(|| env("REQUESTS_CA_BUNDLE"))
+        .or_else(|| env("SSL_CERT_FILE"))
+        .map(PathBuf::from)
+        .filter(|p| p.is_file())
+}
+
+/// The certificates of a PEM bundle (none if it cannot be read).
+fn load_certs(path: &Path) -> Vec<ureq::tls::Certificate<'static>> {
+    let Ok(pem) = std::fs::read(path) else { return Vec::new() };
+    ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c.to_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Index URLs from `pip config list` output (`section.key='value'` lines).
 pub fn pip_config_indexes(listing: &str) -> (Option<String>, Vec<String>) {
     let mut main: (u8, Option<String>) = (0, None);
@@ -149,6 +195,9 @@ impl Index {
             v.map(|v| v.split_whitespace().map(str::to_string).collect()).unwrap_or_default()
         };
         let mut urls: Vec<String> = Vec::new();
+        // `pip config list`, asked at most once.
+        let mut listed: Option<String> = None;
+        let mut listing = || listed.get_or_insert_with(|| pip.config_list().unwrap_or_default()).clone();
         if let Some(main) = env("PIP_INDEX_URL") {
             urls.push(main);
             urls.extend(split(env("PIP_EXTRA_INDEX_URL")));
@@ -160,8 +209,7 @@ impl Index {
             urls.extend(split(env("UV_EXTRA_INDEX_URL")));
             urls.push(main);
         } else {
-            let listing = pip.config_list().unwrap_or_default();
-            let (main, extra) = pip_config_indexes(&listing);
+            let (main, extra) = pip_config_indexes(&listing());
             // Extra indexes alone do not say where the main one is: pip's default.
             let main = match main {
                 Some(main) => main,
@@ -186,7 +234,11 @@ impl Index {
         let timeout = env("PIP_DEFAULT_TIMEOUT").or_else(|| env("PIP_TIMEOUT")).and_then(|t| t.parse::<f64>().ok());
         let timeout =
             Duration::from_secs_f64(timeout.filter(|t| t.is_finite() && *t > 0.0 && *t < 3600.0).unwrap_or(15.0));
+        let certs = ca_bundle(&mut listing).map(|p| load_certs(&p)).unwrap_or_default();
+        let roots =
+            if certs.is_empty() { ureq::tls::RootCerts::WebPki } else { ureq::tls::RootCerts::new_with_certs(&certs) };
         let agent: ureq::Agent = ureq::Agent::config_builder()
+            .tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build())
             .timeout_connect(Some(timeout.min(Duration::from_secs(10))))
             .timeout_recv_response(Some(timeout))
             .http_status_as_error(false)
@@ -527,6 +579,9 @@ mod tests {
         assert_eq!(main.as_deref(), Some("http://e"));
         assert_eq!(extra, ["http://x1", "http://x2"]);
         assert_eq!(pip_config_indexes("global.cert='/x'\n"), (None, Vec::new()));
+        assert_eq!(pip_config_value(listing, "cert").as_deref(), Some("/etc/ssl"));
+        assert_eq!(pip_config_value(&format!("{listing}:env:.cert='/e'\n"), "cert").as_deref(), Some("/e"));
+        assert_eq!(pip_config_value(listing, "trusted-host"), None);
     }
 
     #[test]

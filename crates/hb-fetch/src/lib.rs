@@ -203,6 +203,8 @@ impl Pip {
         for f in HOST_FILES {
             show(PathBuf::from(f), PathBuf::from(f));
         }
+        // PIP_CLIENT_CERT is the client certificate an index may require: like netrc
+        // below, pip needs it to reach that index.
         for k in [
             "PIP_CONFIG_FILE",
             "PIP_CERT",
@@ -232,8 +234,9 @@ impl Pip {
         if let Some(netrc) = env_path("NETRC").or_else(|| home.as_ref().map(|h| h.join(".netrc"))) {
             show(netrc, sandbox_home.join(".netrc"));
         }
-        for dir in wheelhouses(&[]).iter().map(PathBuf::as_path).chain(local.iter().copied()) {
-            show(dir.to_path_buf(), dir.to_path_buf());
+        let finds = wheelhouses(&[]).into_iter().chain(self.configured_find_links());
+        for dir in finds.chain(local.iter().map(|p| p.to_path_buf())) {
+            show(dir.clone(), dir);
         }
         let mut env: BTreeMap<String, String> =
             hb_sandbox::BASE_ENV.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
@@ -252,6 +255,22 @@ impl Pip {
             }
         }
         hb_sandbox::NetSpec { argv, env, read_only, writable: vec![dest.to_path_buf()], timeout: None }
+    }
+
+    /// The local directories pip's configuration files name as `find-links` (pip
+    /// reads them at `hb lock`, so the sandbox shows them); asked once per process.
+    fn configured_find_links(&self) -> Vec<PathBuf> {
+        static DIRS: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
+        DIRS.get_or_init(|| {
+            let listing = self.config_list().unwrap_or_default();
+            let value = index::pip_config_value(&listing, "find-links").unwrap_or_default();
+            value
+                .split_whitespace()
+                .map(|v| PathBuf::from(v.strip_prefix("file://").unwrap_or(v)))
+                .filter(|p| p.is_absolute() && p.is_dir())
+                .collect()
+        })
+        .clone()
     }
 
     /// `pip config list`: pip's configuration files and variables, as pip reads them.
@@ -670,6 +689,15 @@ pub fn fetch(pip: &Pip, wheelhouses: &[PathBuf], f: &LockedFile, dest_dir: &Path
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pip_names_its_default_index() {
+        // pip's own code says where it looks by default; hb names no index itself.
+        let url = Pip { python: "python3".into() }.default_index().expect("pip is installed (scripts/deps.sh)");
+        let url = url::Url::parse(&url).unwrap();
+        assert_eq!(url.scheme(), "https");
+        assert!(url.path().trim_end_matches('/').ends_with("/simple"), "{url}");
+    }
 
     #[test]
     fn the_sandboxed_pip_gets_pip_settings_and_no_secrets() {
