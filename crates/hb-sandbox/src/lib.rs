@@ -162,7 +162,7 @@ pub fn probe(mode: Mode) -> Result<(), SandboxError> {
     let out = Command::new("bwrap")
         .env_clear()
         .args(["--unshare-all", "--die-with-parent", "--ro-bind", "/usr", "/usr"])
-        .args(["--unshare-user", "--uid", SANDBOX_ID, "--gid", SANDBOX_ID, "--disable-userns", "--cap-drop", "ALL"])
+        .args(["--unshare-user", "--uid", SANDBOX_ID, "--gid", SANDBOX_ID, "--cap-drop", "ALL"])
         .args(["--size", "1048576", "--tmpfs", "/tmp"])
         .args(["--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib"])
         .args(["--symlink", "usr/lib64", "/lib64", "/usr/bin/true"])
@@ -175,6 +175,25 @@ pub fn probe(mode: Mode) -> Result<(), SandboxError> {
         }
         Ok(_) => Ok(()),
     }
+}
+
+/// Whether bubblewrap can forbid further user namespaces inside the sandbox
+/// (`--disable-userns`: it writes the new namespace's `max_user_namespaces`, which a
+/// host whose `/proc/sys` is read-only, such as an nspawn container, refuses). Without
+/// it a command could still make a nested user namespace, but its capabilities there
+/// cannot undo the read-only mounts, which are locked to the namespace that made them.
+fn disable_userns_works() -> bool {
+    static WORKS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WORKS.get_or_init(|| {
+        Command::new("bwrap")
+            .env_clear()
+            .args(["--unshare-all", "--unshare-user", "--uid", SANDBOX_ID, "--gid", SANDBOX_ID, "--disable-userns"])
+            .args(["--die-with-parent", "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib"])
+            .args(["--symlink", "usr/lib64", "/lib64", "/usr/bin/true"])
+            .stdin(Stdio::null())
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
 }
 
 /// Runs `spec` in the sandbox and collects its output.
@@ -205,7 +224,10 @@ pub fn run(mode: Mode, spec: &Spec) -> Result<Outcome, SandboxError> {
             // An unprivileged user of a user namespace of its own, even when hb runs as
             // root: no capability (no mount, remount or ptrace), and no way to get one
             // back through a nested user namespace.
-            push(&["--unshare-user", "--uid", SANDBOX_ID, "--gid", SANDBOX_ID, "--disable-userns"]);
+            push(&["--unshare-user", "--uid", SANDBOX_ID, "--gid", SANDBOX_ID]);
+            if disable_userns_works() {
+                push(&["--disable-userns"]);
+            }
             push(&["--cap-drop", "ALL"]);
             let tmp_size = limits.tmp_size.to_string();
             let mut remount = Vec::new();
@@ -398,7 +420,10 @@ pub fn run_networked(spec: &NetSpec) -> Result<Outcome, SandboxError> {
     cmd.env_clear();
     cmd.args(["--unshare-all", "--share-net", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]);
     if user_namespace_works() {
-        cmd.args(["--unshare-user", "--uid", "65534", "--gid", "65534", "--disable-userns"]);
+        cmd.args(["--unshare-user", "--uid", "65534", "--gid", "65534"]);
+        if disable_userns_works() {
+            cmd.arg("--disable-userns");
+        }
     }
     cmd.args(["--ro-bind", "/usr", "/usr"]);
     for (link, to) in [("/bin", "usr/bin"), ("/lib", "usr/lib"), ("/lib64", "usr/lib64"), ("/sbin", "usr/sbin")] {
