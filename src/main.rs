@@ -236,7 +236,8 @@ enum Command {
         /// The label to verify, e.g. //demosite:deb (`//...` verifies every target, one by one).
         label: String,
         /// What to vary: all, none, or a comma-separated list of path, umask, tz,
-        /// locale, time, home, jobs, python (another python3 first on PATH).
+        /// locale, time, home, jobs, python (another python3 first on PATH), cpus (the
+        /// sandboxed commands see one CPU).
         #[arg(long, default_value = "all", value_name = "LIST")]
         vary: String,
         /// Print the report as JSON.
@@ -386,6 +387,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
     // moves with hb's.
     if let Ok(offset) = std::env::var(hb_check::SANDBOX_CLOCK_VARIABLE) {
         hb_sandbox::fake_clock(&offset)?;
+    }
+    if let Ok(n) = std::env::var(hb_check::SANDBOX_CPUS_VARIABLE) {
+        let n: usize =
+            n.parse().with_context(|| format!("{}={n}: not a number of CPUs", hb_check::SANDBOX_CPUS_VARIABLE))?;
+        hb_sandbox::limit_cpus(n);
     }
     let cwd = match &cli.directory {
         Some(d) => {
@@ -889,7 +895,9 @@ fn verify(cwd: &Path, cache_dir: &Path, label: &str, vary: &str, json: bool, kee
         match hb_check::Variation::parse(item) {
             Some(v) => variations.extend(v),
             None => {
-                bail!("unknown variation `{item}`: use all, none, path, umask, tz, locale, time, home, jobs or python")
+                bail!(
+                    "unknown variation `{item}`: use all, none, path, umask, tz, locale, time, home, jobs, python or cpus"
+                )
             }
         }
     }

@@ -41,7 +41,7 @@ fn verify_finds_demosite_reproducible_under_every_variation() {
     let report = json(&out);
     assert!(report["diverging"].as_array().unwrap().is_empty(), "{report}");
     assert!(report["compared"].as_u64().unwrap() > 15, "{report}");
-    assert_eq!(report["variations"].as_array().unwrap().len(), 8);
+    assert_eq!(report["variations"].as_array().unwrap().len(), 9);
 }
 
 #[test]

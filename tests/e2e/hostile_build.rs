@@ -228,3 +228,17 @@ fn verify_names_a_build_that_writes_the_current_date() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["first"], "//evil:evil", "{report}");
 }
+
+#[test]
+fn verify_names_a_build_that_writes_the_cpu_count() {
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("one CPU here: the cpus variation cannot change what the sandbox sees");
+        return;
+    }
+    let ws = step_ws("nproc > {out}/done", "");
+    ws.ok(&["build", "//evil:deb"]);
+    let out = ws.cmd().args(["verify", "--vary", "cpus", "--json", "//evil:deb"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "a build writing the CPU count passed as reproducible:\n{}", show(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["first"], "//evil:evil", "{report}");
+}

@@ -11,4 +11,4 @@ pub mod provenance;
 pub mod verify;
 
 pub use explain::{Explanation, explain};
-pub use verify::{SANDBOX_CLOCK_VARIABLE, Variation, VerifyReport, VerifyRequest, verify};
+pub use verify::{SANDBOX_CLOCK_VARIABLE, SANDBOX_CPUS_VARIABLE, Variation, VerifyReport, VerifyRequest, verify};

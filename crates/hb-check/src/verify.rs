@@ -1,6 +1,7 @@
 //! `hb verify`: rebuild a label's whole action graph from nothing, in a throwaway cache
 //! and a copy of the workspace, optionally under variations of the machine (checkout
-//! path, umask, time zone, locale, clock, HOME/USER, job count), and compare every
+//! path, umask, time zone, locale, clock (hb's and the sandbox's), HOME/USER, job count,
+//! the CPUs the sandbox sees), and compare every
 //! action's result with the one the user's cache holds. The first action (in the order
 //! results became available, so its dependencies all agreed) whose result differs is
 //! the source of the nondeterminism; its differing files are shown, down to the member
@@ -18,6 +19,9 @@ use hb_diff::FileDiff;
 /// The variable through which a rebuild's sandboxed commands get a faked clock: read
 /// by the `hb` binary at start, set only by `hb verify --vary time`.
 pub const SANDBOX_CLOCK_VARIABLE: &str = "HB_VERIFY_FAKETIME";
+/// Likewise the number of CPUs the rebuild's sandboxed commands may run on
+/// (`hb verify --vary cpus`).
+pub const SANDBOX_CPUS_VARIABLE: &str = "HB_VERIFY_CPUS";
 use hb_engine::ActionResult;
 use hb_store::{Digest, EntryKind, Store};
 use serde::Serialize;
@@ -41,10 +45,12 @@ pub enum Variation {
     Jobs,
     /// Another `python3` first on PATH (one that fails if anything runs it).
     Python,
+    /// The sandboxed commands see one CPU (their affinity), whatever the machine has.
+    Cpus,
 }
 
 impl Variation {
-    pub const ALL: [Variation; 8] = [
+    pub const ALL: [Variation; 9] = [
         Variation::Path,
         Variation::Umask,
         Variation::Tz,
@@ -53,6 +59,7 @@ impl Variation {
         Variation::Home,
         Variation::Jobs,
         Variation::Python,
+        Variation::Cpus,
     ];
 
     pub fn parse(s: &str) -> Option<Vec<Variation>> {
@@ -67,6 +74,7 @@ impl Variation {
             "home" => Some(vec![Variation::Home]),
             "jobs" => Some(vec![Variation::Jobs]),
             "python" => Some(vec![Variation::Python]),
+            "cpus" => Some(vec![Variation::Cpus]),
             _ => None,
         }
     }
@@ -361,6 +369,11 @@ pub fn verify(req: &VerifyRequest) -> Result<VerifyReport, VerifyError> {
         cmd.env(SANDBOX_CLOCK_VARIABLE, "+400d");
     } else {
         cmd.env_remove(SANDBOX_CLOCK_VARIABLE);
+    }
+    if vary(Variation::Cpus) {
+        cmd.env(SANDBOX_CPUS_VARIABLE, "1");
+    } else {
+        cmd.env_remove(SANDBOX_CPUS_VARIABLE);
     }
     if vary(Variation::Python) {
         // Another `python3` first on PATH: nothing that runs in a root may notice.

@@ -54,6 +54,40 @@ pub fn fake_clock(offset: &str) -> Result<(), SandboxError> {
     Ok(())
 }
 
+/// How many CPUs every later sandboxed command of this process may run on (`None`: all
+/// of hb's); see [`limit_cpus`].
+static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+/// Makes every later sandboxed command of this process run on at most `n` CPUs (its
+/// affinity, which `nproc` and `os.sched_getaffinity` report). Only `hb verify --vary
+/// cpus` asks for it; a result that depends on the CPU count then shows as a divergence.
+pub fn limit_cpus(n: usize) {
+    let _ = CPUS.set(n.max(1));
+}
+
+/// The first `n` CPUs of hb's own affinity, as a set for `sched_setaffinity`.
+fn first_cpus(n: usize) -> Option<libc::cpu_set_t> {
+    // SAFETY: cpu_set_t is plain data; the calls only read and write `own` and `set`.
+    unsafe {
+        let mut own: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut own) != 0 {
+            return None;
+        }
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        let mut taken = 0;
+        for cpu in 0..libc::CPU_SETSIZE as usize {
+            if taken == n {
+                break;
+            }
+            if libc::CPU_ISSET(cpu, &own) {
+                libc::CPU_SET(cpu, &mut set);
+                taken += 1;
+            }
+        }
+        Some(set)
+    }
+}
+
 /// Bounds on one sandboxed command besides its timeout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -306,8 +340,9 @@ pub fn run(mode: Mode, spec: &Spec) -> Result<Outcome, SandboxError> {
         let keep = args_fd.as_ref().map(|f| f.as_raw_fd());
         let join = group.as_ref().map(cgroup::Group::join_fds).unwrap_or_default();
         let file_size = limits.file_size;
+        let cpus = CPUS.get().and_then(|n| first_cpus(*n));
         // SAFETY: only async-signal-safe calls (umask, write, close_range, fcntl,
-        // setrlimit) on memory prepared before the fork.
+        // sched_setaffinity, setrlimit) on memory prepared before the fork.
         unsafe {
             cmd.pre_exec(move || {
                 libc::umask(0o022);
@@ -322,6 +357,11 @@ pub fn run(mode: Mode, spec: &Spec) -> Result<Outcome, SandboxError> {
                 libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
                 if let Some(fd) = keep
                     && libc::fcntl(fd, libc::F_SETFD, 0) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if let Some(set) = &cpus
+                    && libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) != 0
                 {
                     return Err(std::io::Error::last_os_error());
                 }
