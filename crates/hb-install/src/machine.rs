@@ -1,6 +1,7 @@
 //! The containers `hb test` installs into, sealed off from the build machine: a root
 //! booted under systemd with `systemd-nspawn --boot --volatile=overlay
-//! --private-network --private-users=identity` (driven with `nsenter` into its PID 1),
+//! --private-network --private-users=BASE:65536` on a copy of the root owned by those
+//! IDs, in a control group of its own (driven with `nsenter` into its PID 1),
 //! or a chroot-like root on an overlay mount, where maintainer scripts drive the init
 //! script through invoke-rc.d as on a sysv machine. The latter is made once per test:
 //! `unshare --pid --mount` mounts the overlay and its own `/proc` (the kernel's
@@ -12,9 +13,8 @@
 //! own loopback, where the test's requests are made from a thread that joined the
 //! namespace), can make no device node of its disks, the root itself is only read and
 //! what the test changes goes to a throwaway layer. Under systemd, root in the
-//! container is the machine's UID 0 in a user namespace, which can mount a `/proc` and
-//! write the kernel's settings (a shifted ID range needs cgroups the container's
-//! systemd can own). A command's output is read until it ends, not until a process it
+//! container is an ID that is nobody on the machine, so even a `/proc` it mounts
+//! itself gives it no kernel setting to write. A command's output is read until it ends, not until a process it
 //! left behind closes the pipes. Stopping the machine kills its PID namespace's init,
 //! which ends every process in it, and checks that none is left.
 
@@ -317,23 +317,41 @@ pub struct Booted {
     init: u32,
     /// Its PID namespace, once known; `None` once stopped.
     ns: Option<PidNs>,
+    /// The control group it runs in (removed, with what its systemd made below it,
+    /// when dropped).
+    _group: hb_sandbox::cgroup::Group,
 }
 
+/// The first of the 65,536 IDs of this machine that are the IDs 0.. of a container
+/// booted by `hb test`: nobody on this machine (systemd-nspawn's own range for
+/// `--private-users=pick` is 0x80000..0x6FFF0000; this is one of those that are
+/// multiples of 65,536).
+pub const CONTAINER_UID_BASE: u32 = 0x5B2E_0000;
+
 impl Booted {
-    /// Boots `root` (read-only, writes to a tmpfs overlay, no network but its own
-    /// loopback) with `debs` at /srv/hb.
+    /// Boots a copy of `root` owned by [`CONTAINER_UID_BASE`].. (read-only, writes to
+    /// a tmpfs overlay, no network but its own loopback, its IDs mapped there so that
+    /// its root is nobody here) with `debs` at /srv/hb.
     pub fn start(root: &Path, debs: &Path) -> Result<Booted, InstallError> {
         let setup = |why: String| InstallError::Setup(format!("booting the test root {}: {why}", root.display()));
-        let nspawn = hb_fs::env::command("systemd-nspawn")
-            .arg("-D")
-            .arg(root)
+        let shifted = crate::root::shifted(root, CONTAINER_UID_BASE)?;
+        // The container's root is nobody to these files: they must be world-readable.
+        readable_to_all(debs).map_err(&setup)?;
+        // systemd-nspawn hands the control group it starts in to the container's
+        // systemd, which is not root here: it must be a group of its own.
+        let group = hb_sandbox::cgroup::Group::for_container()
+            .map_err(|e| setup(format!("{e}; `hb test --init sysv` tests the package without booting it")))?;
+        let mut cmd = hb_fs::env::command("systemd-nspawn");
+        cmd.arg("-D")
+            .arg(&shifted)
             .args([
                 "--volatile=overlay",
                 "--boot",
                 "--private-network",
                 // Root in the container is root only there: it cannot make device
-                // nodes of this machine's disks or change its kernel's settings.
-                "--private-users=identity",
+                // nodes of this machine's disks or change its kernel's settings, and
+                // owns nothing here.
+                &format!("--private-users={CONTAINER_UID_BASE}:65536"),
                 "--register=no",
                 "--keep-unit",
                 "--console=passive",
@@ -342,11 +360,11 @@ impl Booted {
             .arg(format!("--bind-ro={}:/srv/hb", debs.display()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| setup(format!("cannot run systemd-nspawn: {e}")))?;
+            .stderr(Stdio::piped());
+        group.join_on_spawn(&mut cmd);
+        let nspawn = cmd.spawn().map_err(|e| setup(format!("cannot run systemd-nspawn: {e}")))?;
         let deadline = Instant::now() + Duration::from_secs(30);
-        let mut booted = Booted { nspawn, init: 0, ns: None };
+        let mut booted = Booted { nspawn, init: 0, ns: None, _group: group };
         booted.init = loop {
             // The container's init is the child of systemd-nspawn that runs systemd (a
             // short-lived helper child comes first).
@@ -383,6 +401,20 @@ impl Booted {
             std::thread::sleep(Duration::from_millis(300));
         }
     }
+}
+
+/// Makes `dir` and the files in it readable (and the directory searchable) by anyone.
+fn readable_to_all(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let set = |p: &Path, mode: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("making {} readable: {e}", p.display()))
+    };
+    set(dir, 0o755)?;
+    for entry in hb_fs::read_dir_sorted(dir).map_err(|e| e.to_string())? {
+        set(&entry.path(), 0o644)?;
+    }
+    Ok(())
 }
 
 /// The children of process `pid`.

@@ -6,6 +6,10 @@
 //! removed when the command ends. Where no group can be made (no permission, no
 //! controller), the command runs without these two bounds; the timeout, the file-size
 //! rlimit and the sized tmpfs still hold, and [`Group::bounds`] says what is in force.
+//! [`Group::for_container`] makes the other kind hb needs: a group in the hierarchies
+//! that only track processes (cgroup v1's `name=systemd` and the unified one), which
+//! `systemd-nspawn` hands to a container whose root is not the machine's root, so that
+//! the container's systemd can make its own groups below it.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -32,12 +36,14 @@ enum Kind {
     V1Memory,
     /// The unified hierarchy (both controllers, where delegated).
     V2,
+    /// A hierarchy used only to track processes (no bound).
+    Tracking,
 }
 
 /// A name no other hb process on the machine uses at the same time.
-fn unique_name() -> String {
+fn unique_name(what: &str) -> String {
     static SEQ: AtomicU64 = AtomicU64::new(0);
-    format!("hb-sandbox-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed))
+    format!("hb-{what}-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed))
 }
 
 /// hb's own group in each hierarchy, from `/proc/self/cgroup` (`id:controllers:path`).
@@ -65,7 +71,7 @@ impl Group {
         if processes.is_none() && memory.is_none() {
             return None;
         }
-        let name = unique_name();
+        let name = unique_name("sandbox");
         let mut dirs = Vec::new();
         let own = own_groups();
         let unified = Path::new(CGROUP_FS).join("cgroup.controllers").is_file();
@@ -105,6 +111,7 @@ impl Group {
                         });
                         pids || mem
                     }
+                    Kind::Tracking => false,
                 };
                 if ok {
                     dirs.push(Dir { path: dir, kind });
@@ -113,6 +120,61 @@ impl Group {
                 }
             }
         }
+        Group::opened(dirs)
+    }
+
+    /// A group of its own in each process-tracking hierarchy hb is in (cgroup v1's
+    /// `name=systemd`, the unified hierarchy), for a container started in it; an error
+    /// names the hierarchy where none could be made.
+    pub fn for_container() -> Result<Group, String> {
+        let name = unique_name("test");
+        let mut dirs = Vec::new();
+        for (controllers, path) in own_groups() {
+            let mount = match controllers.as_str() {
+                "name=systemd" => "systemd",
+                "" if Path::new(CGROUP_FS).join("cgroup.controllers").is_file() => "",
+                "" => "unified",
+                _ => continue,
+            };
+            let parent = Path::new(CGROUP_FS).join(mount).join(&path);
+            if !parent.join("cgroup.procs").is_file() {
+                continue;
+            }
+            let dir = parent.join(&name);
+            std::fs::create_dir(&dir).map_err(|e| format!("cannot make the control group {}: {e}", dir.display()))?;
+            dirs.push(Dir { path: dir, kind: Kind::Tracking });
+        }
+        if dirs.is_empty() {
+            return Err(format!("found no process-tracking control group hierarchy under {CGROUP_FS}"));
+        }
+        let want = dirs.len();
+        let group = Group::opened(dirs).ok_or("cannot join the control groups made for it")?;
+        if group.dirs.len() != want {
+            return Err("cannot join every control group made for it".into());
+        }
+        Ok(group)
+    }
+
+    /// Makes `cmd`'s process join this group between fork and exec.
+    pub fn join_on_spawn(&self, cmd: &mut std::process::Command) {
+        use std::os::unix::process::CommandExt;
+        let join = self.join_fds();
+        // SAFETY: only write(2) on descriptors opened before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                for fd in &join {
+                    if libc::write(*fd, b"0".as_ptr().cast(), 1) != 1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+    }
+
+    /// The groups' directories with their `cgroup.procs` open for writing; those that
+    /// cannot be opened are removed.
+    fn opened(dirs: Vec<Dir>) -> Option<Group> {
         let mut procs = Vec::new();
         let mut kept = Vec::new();
         for d in dirs {
@@ -163,21 +225,19 @@ impl Group {
                     pids |= count(d.path.join("pids.events"), "max ") > 0;
                     mem |= count(d.path.join("memory.events"), "oom_kill ") > 0;
                 }
+                Kind::Tracking => {}
             }
         }
         (pids, mem)
     }
 
-    /// Kills every process still in the group; true when it is empty.
+    /// Kills every process still in the group (and in the groups a container made
+    /// below it); true when it is empty.
     pub fn kill_all(&self) -> bool {
         let mut empty = true;
         for d in &self.dirs {
             for _ in 0..100 {
-                let pids: Vec<i32> = std::fs::read_to_string(d.path.join("cgroup.procs"))
-                    .unwrap_or_default()
-                    .lines()
-                    .filter_map(|l| l.trim().parse().ok())
-                    .collect();
+                let pids = processes_below(&d.path);
                 if pids.is_empty() {
                     break;
                 }
@@ -189,10 +249,42 @@ impl Group {
                 }
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
-            empty &= std::fs::read_to_string(d.path.join("cgroup.procs")).is_ok_and(|t| t.trim().is_empty());
+            empty &= processes_below(&d.path).is_empty();
         }
         empty
     }
+}
+
+/// The processes in the group at `dir` and every group below it.
+fn processes_below(dir: &Path) -> Vec<i32> {
+    let mut pids: Vec<i32> = std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    for sub in subgroups(dir) {
+        pids.extend(processes_below(&sub));
+    }
+    pids
+}
+
+/// The groups directly below `dir`.
+fn subgroups(dir: &Path) -> Vec<PathBuf> {
+    hb_fs::read_dir_sorted(dir)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect()
+}
+
+/// Removes the group at `dir` after those below it (a group is removed with rmdir,
+/// once empty of processes and groups).
+fn remove_group(dir: &Path) -> bool {
+    for sub in subgroups(dir) {
+        remove_group(&sub);
+    }
+    std::fs::remove_dir(dir).is_ok() || !dir.exists()
 }
 
 impl Drop for Group {
@@ -201,11 +293,45 @@ impl Drop for Group {
         for d in &self.dirs {
             // A group is removed once its last process is reaped: retry briefly.
             for _ in 0..50 {
-                if std::fs::remove_dir(&d.path).is_ok() || !d.path.exists() {
+                if remove_group(&d.path) {
                     break;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn a_container_group_holds_its_command_and_what_it_made_below_and_goes() {
+        // Only root may make groups here; others get an error that names why.
+        let group = match Group::for_container() {
+            Ok(g) => g,
+            Err(why) => {
+                // SAFETY: geteuid has no memory effects.
+                assert_ne!(unsafe { libc::geteuid() }, 0, "root could make no container group: {why}");
+                return;
+            }
+        };
+        let dirs: Vec<PathBuf> = group.dirs.iter().map(|d| d.path.clone()).collect();
+        let mut cmd = std::process::Command::new("sleep");
+        cmd.arg("30");
+        group.join_on_spawn(&mut cmd);
+        let mut child = cmd.spawn().unwrap();
+        for d in &dirs {
+            // What a container's systemd does: a group of its own below.
+            std::fs::create_dir(d.join("init.scope")).unwrap();
+            assert!(processes_below(d).contains(&(child.id() as i32)), "{}", d.display());
+        }
+        drop(group);
+        assert!(child.wait().unwrap().signal().is_some(), "the command was killed");
+        for d in &dirs {
+            assert!(!d.exists(), "{} was removed", d.display());
         }
     }
 }
