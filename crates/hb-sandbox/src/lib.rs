@@ -91,9 +91,12 @@ fn first_cpus(n: usize) -> Option<libc::cpu_set_t> {
 /// Bounds on one sandboxed command besides its timeout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Processes and threads at once (a control group; `None`: unbounded).
+    /// Processes and threads at once (a control group; where hb can make none,
+    /// `RLIMIT_NPROC`, which counts all of the user's processes and spares root;
+    /// `None`: unbounded).
     pub processes: Option<u64>,
-    /// Bytes of memory, its tmpfs files included (a control group; `None`: unbounded).
+    /// Bytes of memory, its tmpfs files included (a control group; where hb can make
+    /// none, `RLIMIT_DATA` of each process; `None`: unbounded).
     pub memory: Option<u64>,
     /// The largest file it may write (`RLIMIT_FSIZE`; beyond it, `SIGXFSZ`).
     pub file_size: u64,
@@ -340,6 +343,11 @@ pub fn run(mode: Mode, spec: &Spec) -> Result<Outcome, SandboxError> {
         let keep = args_fd.as_ref().map(|f| f.as_raw_fd());
         let join = group.as_ref().map(cgroup::Group::join_fds).unwrap_or_default();
         let file_size = limits.file_size;
+        // Where no control group bounds them, rlimits do what they can: processes of
+        // this user (RLIMIT_NPROC), each process's data (RLIMIT_DATA).
+        let (in_group_pids, in_group_mem) = group.as_ref().map_or((false, false), cgroup::Group::bounds);
+        let nproc = limits.processes.filter(|_| !in_group_pids);
+        let data = limits.memory.filter(|_| !in_group_mem);
         let cpus = CPUS.get().and_then(|n| first_cpus(*n));
         // SAFETY: only async-signal-safe calls (umask, write, close_range, fcntl,
         // sched_setaffinity, setrlimit) on memory prepared before the fork.
@@ -370,6 +378,14 @@ pub fn run(mode: Mode, spec: &Spec) -> Result<Outcome, SandboxError> {
                 if libc::setrlimit(libc::RLIMIT_FSIZE, &fsize) != 0 || libc::setrlimit(libc::RLIMIT_CORE, &no_core) != 0
                 {
                     return Err(std::io::Error::last_os_error());
+                }
+                for (resource, bound) in [(libc::RLIMIT_NPROC, nproc), (libc::RLIMIT_DATA, data)] {
+                    if let Some(n) = bound {
+                        let r = libc::rlimit { rlim_cur: n, rlim_max: n };
+                        if libc::setrlimit(resource, &r) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
                 }
                 Ok(())
             });
@@ -752,8 +768,16 @@ mod tests {
         if group.as_ref().is_some_and(|g| g.bounds().0) {
             assert!(o.limit_hit.iter().any(|l| l.contains("process")), "{:?} {}", o.limit_hit, o.stderr);
             assert!(started.elapsed() < Duration::from_secs(25));
+        } else {
+            // SAFETY: geteuid has no memory effects.
+            let root = unsafe { libc::geteuid() } == 0;
+            // No group: RLIMIT_NPROC refuses the fork bomb (root is exempt from it).
+            assert!(root || o.stderr.contains("fork"), "200 processes started: {:?} {}", o.limit_hit, o.stderr);
         }
         drop(group);
+        // Memory: the group kills it, or RLIMIT_DATA refuses the allocation.
+        let o = run_sh("exec python3 -c 'b = bytearray(1 << 30); print(len(b))'");
+        assert!(!o.success && !o.stdout.contains("1073741824"), "1 GiB allocated under a 256 MiB bound: {}", o.stderr);
         let o = run_sh("head -c 100000000 /dev/zero > /hb/build/big");
         assert!(!o.success && o.limit_hit.iter().any(|l| l.contains("larger than")), "{:?}", o.limit_hit);
         assert!(std::fs::metadata(work.path().join("big")).unwrap().len() <= 8 << 20);
