@@ -23,6 +23,10 @@ if [ "$(id -u)" -eq 0 ] && command -v runuser >/dev/null; then
   cp "$bin" "$copy/hb-sandbox-tests"
   (cd "$copy" && runuser -u nobody -- env HOME="$copy" TMPDIR=/tmp ./hb-sandbox-tests)
   rm -rf "$copy"
+  # And the hostile build and fetch stories with hb itself run as nobody (the test
+  # plants its canaries as that user's own files).
+  echo "== hostile build tests with hb as an unprivileged user" >&2
+  HB_E2E_AS_UID=65534 cargo test --locked --test e2e -- hostile_build hostile_fetch
 fi
 echo "== reproducibility matrix" >&2
 # The binary the end-to-end tests ran (cargo test built it): building a release one

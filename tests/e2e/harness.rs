@@ -18,6 +18,21 @@ pub fn hb_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_hb"))
 }
 
+/// The user ID hb runs as in these tests when `HB_E2E_AS_UID` names one (its group: the
+/// same number), else `None`: the test's own user. `scripts/test.sh` runs the hostile
+/// build tests again as nobody (65534) this way, after all of them ran as root.
+pub fn runner() -> Option<u32> {
+    std::env::var("HB_E2E_AS_UID").ok().and_then(|v| v.parse().ok())
+}
+
+/// Gives `path` (recursively) to the user hb runs as, so that what it holds is as
+/// readable to hb as a user's own files are (a no-op when hb runs as the test's user).
+pub fn give_to_runner(path: &Path) {
+    if let Some(uid) = runner() {
+        run(Command::new("chown").arg("-R").arg(format!("{uid}:{uid}")).arg(path));
+    }
+}
+
 /// A wheelhouse holding every file demosite's and the examples' locks name, filled once per machine and
 /// kept in target/, so that tests which are not about fetching do not depend on the
 /// package index answering (each test's cache starts empty). hb's fetch reads it first,
@@ -130,13 +145,29 @@ impl Ws {
     }
 
     pub fn cmd(&self) -> Command {
-        let mut c = Command::new(hb_bin());
-        c.current_dir(&self.root)
-            .env("HB_CACHE_DIR", &self.cache)
+        let mut c = self.bare_cmd();
+        c.env("HB_CACHE_DIR", &self.cache)
             .env("NO_COLOR", "1")
             .env("PIP_FIND_LINKS", wheelhouse())
             .env("HB_APT_DIR", apt_dir())
             .env("HB_TEST_ROOTS", repo().join("target/e2e-test-roots"));
+        c
+    }
+
+    /// hb in the workspace, as the user of [`runner`], with the test's environment.
+    pub fn bare_cmd(&self) -> Command {
+        let mut c = match runner() {
+            Some(uid) => {
+                // Everything the test wrote so far becomes that user's, as a checkout is.
+                give_to_runner(self._tmp.path());
+                let mut c = Command::new("setpriv");
+                c.args(["--reuid", &uid.to_string(), "--regid", &uid.to_string(), "--clear-groups", "--"]);
+                c.arg(hb_bin()).env("HOME", self._tmp.path());
+                c
+            }
+            None => Command::new(hb_bin()),
+        };
+        c.current_dir(&self.root);
         c
     }
 

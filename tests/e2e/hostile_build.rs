@@ -3,7 +3,9 @@
 //! build machine as its output, block hb on a FIFO, run forever, write without end,
 //! read a descriptor its caller holds), and each test fails if the attack succeeds.
 //! A root tampered with by hand on disk is found and written again before anything
-//! runs in it. CI runs these as root, the worst case: the sandbox keeps no privilege.
+//! runs in it. CI runs these as root, the worst case: the sandbox keeps no privilege;
+//! and once more with hb as nobody (`HB_E2E_AS_UID=65534`), where the roots in the
+//! cache are owned by the very user the sandboxed code runs as.
 
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -84,6 +86,11 @@ fn a_build_step_cannot_poison_the_shared_root() {
     let roots = written_roots(&ws);
     assert!(!roots.is_empty(), "the step ran in a written-out root");
     for root in &roots {
+        if let Some(uid) = crate::harness::runner() {
+            use std::os::unix::fs::MetadataExt;
+            let owner = std::fs::metadata(root).unwrap().uid();
+            assert_eq!(owner, uid, "hb did not run as {uid}: {} is {owner}'s", root.display());
+        }
         for planted in ["usr/lib/python3.11/hb_planted.py", "usr/bin/hb-planted"] {
             assert!(
                 !root.join(planted).exists(),
@@ -147,6 +154,8 @@ fn a_backend_cannot_hand_hb_a_host_file_as_its_wheel() {
     let secret = secret_dir.path().join("signing.key");
     let canary = b"canary-signing-key-3f9a1c";
     std::fs::write(&secret, canary).unwrap();
+    // The user's own secret, as hb's user would have one.
+    crate::harness::give_to_runner(secret_dir.path());
     let evil = format!(
         "    name = 'demosite-0.1.0-py3-none-any.whl'\n    os.symlink({:?}, os.path.join(wheel_directory, name))\n    return name",
         secret.display().to_string()

@@ -17,7 +17,7 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::harness::{Ws, hb_bin, run, sha256, show, wheelhouse};
+use crate::harness::{Ws, run, sha256, show, wheelhouse};
 use crate::index::serve_index;
 
 const TOKEN: &str = "canary-token-7f3a";
@@ -190,8 +190,10 @@ fn runtime_requirement(runtime: &[&str]) -> String {
 
 /// hb in `ws` with a secret in its environment and only the pip settings of `env`.
 fn hb(ws: &Ws, canary: &Canary, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(hb_bin());
-    c.current_dir(&ws.root).args(args);
+    // The key and the loot file are the user's own, as hb's user would have them.
+    crate::harness::give_to_runner(canary.dir.path());
+    let mut c = ws.bare_cmd();
+    c.args(args);
     c.env("HB_CACHE_DIR", &ws.cache).env("NO_COLOR", "1").env("HB_REMOTE_TOKEN", TOKEN);
     c.env("HB_SIGNING_KEY", &canary.key);
     for k in
