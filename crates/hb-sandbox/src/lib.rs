@@ -59,10 +59,22 @@ pub fn fake_clock(offset: &str) -> Result<(), SandboxError> {
 static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
 
 /// Makes every later sandboxed command of this process run on at most `n` CPUs (its
-/// affinity, which `nproc` and `os.sched_getaffinity` report). Only `hb verify --vary
+/// affinity, which `nproc` and `os.sched_getaffinity` report) and see `n` CPUs in its
+/// `/proc/stat` (where glibc's `get_nprocs`, so `os.cpu_count()`, counts them when
+/// there is no `/sys`, as in the sandbox). Only `hb verify --vary
 /// cpus` asks for it; a result that depends on the CPU count then shows as a divergence.
 pub fn limit_cpus(n: usize) {
     let _ = CPUS.set(n.max(1));
+}
+
+/// A `/proc/stat` of `n` idle CPUs (what `hb verify --vary cpus` shows the sandbox).
+fn proc_stat(n: usize) -> String {
+    let mut text = String::from("cpu  0 0 0 0 0 0 0 0 0 0\n");
+    for i in 0..n {
+        text.push_str(&format!("cpu{i} 0 0 0 0 0 0 0 0 0 0\n"));
+    }
+    text.push_str("intr 0\nctxt 0\nbtime 0\nprocesses 0\nprocs_running 1\nprocs_blocked 0\nsoftirq 0\n");
+    text
 }
 
 /// The first `n` CPUs of hb's own affinity, as a set for `sched_setaffinity`.
@@ -249,6 +261,8 @@ pub fn run(mode: Mode, spec: &Spec) -> Result<Outcome, SandboxError> {
     // bubblewrap's options go through a memory file, so they are not on its command
     // line (the sandbox's /proc/1/cmdline would show the host paths of every mount).
     let mut args_fd: Option<std::fs::File> = None;
+    // Files whose bytes bubblewrap places in the sandbox (`--ro-bind-data`).
+    let mut data_fds: Vec<std::fs::File> = Vec::new();
     match mode {
         Mode::Bwrap => {
             cmd = Command::new("bwrap");
@@ -302,6 +316,14 @@ pub fn run(mode: Mode, spec: &Spec) -> Result<Outcome, SandboxError> {
                 env.insert("FAKETIME".to_string(), offset.clone());
                 env.insert("FAKETIME_DONT_RESET".to_string(), "1".to_string());
             }
+            if let Some(n) = CPUS.get() {
+                // Without /sys, glibc counts the CPUs online (`os.cpu_count()`,
+                // `sysconf`) in /proc/stat: this one has `n`, as the affinity.
+                let file = memory_file(c"hb-sandbox-stat", proc_stat(*n).as_bytes())?;
+                a.extend([OsString::from("--ro-bind-data"), OsString::from(file.as_raw_fd().to_string())]);
+                a.push(OsString::from("/proc/stat"));
+                data_fds.push(file);
+            }
             for dir in &remount {
                 a.extend([OsString::from("--remount-ro"), OsString::from(dir)]);
             }
@@ -340,7 +362,7 @@ pub fn run(mode: Mode, spec: &Spec) -> Result<Outcome, SandboxError> {
         use std::os::unix::process::CommandExt;
         // Its own process group, so a timeout kills everything it started.
         cmd.process_group(0);
-        let keep = args_fd.as_ref().map(|f| f.as_raw_fd());
+        let keep: Vec<i32> = args_fd.iter().chain(&data_fds).map(|f| f.as_raw_fd()).collect();
         let join = group.as_ref().map(cgroup::Group::join_fds).unwrap_or_default();
         let file_size = limits.file_size;
         // Where no control group bounds them, rlimits do what they can: processes of
@@ -363,10 +385,10 @@ pub fn run(mode: Mode, spec: &Spec) -> Result<Outcome, SandboxError> {
                 // Every descriptor the caller may hold (a CI script's token on fd 7)
                 // closes at exec; only the arguments' file stays open for bubblewrap.
                 libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
-                if let Some(fd) = keep
-                    && libc::fcntl(fd, libc::F_SETFD, 0) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
+                for fd in &keep {
+                    if libc::fcntl(*fd, libc::F_SETFD, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 if let Some(set) = &cpus
                     && libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) != 0
@@ -398,6 +420,7 @@ pub fn run(mode: Mode, spec: &Spec) -> Result<Outcome, SandboxError> {
     };
     let waited = spawn_and_wait(&mut cmd, spec.timeout, &kill_group)?;
     drop(args_fd);
+    drop(data_fds);
     let Waited { status, timed_out, stdout, stderr } = waited;
     // Nothing it started outlives it: its pid namespace ended with it, and the group
     // (where there is one) is emptied before its output is read.
@@ -577,20 +600,26 @@ fn spawn_and_wait(cmd: &mut Command, timeout: Option<Duration>, on_timeout: &dyn
 /// An anonymous memory file holding `args` NUL-separated (bubblewrap's `--args`), at
 /// offset 0, closed at exec unless the child keeps it.
 fn args_file(args: &[OsString]) -> Result<std::fs::File, SandboxError> {
-    let spawn = |source: std::io::Error| SandboxError::Spawn { program: "bwrap".to_string(), source };
-    // SAFETY: a NUL-terminated name; the returned descriptor is owned by the File.
-    let fd = unsafe { libc::memfd_create(c"hb-sandbox-args".as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(spawn(std::io::Error::last_os_error()));
-    }
-    // SAFETY: `fd` was just created and is owned by nothing else.
-    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
     let mut bytes = Vec::new();
     for a in args {
         bytes.extend_from_slice(a.as_bytes());
         bytes.push(0);
     }
-    file.write_all(&bytes).map_err(spawn)?;
+    memory_file(c"hb-sandbox-args", &bytes)
+}
+
+/// An anonymous memory file holding `bytes`, at offset 0, closed at exec unless the
+/// child keeps it.
+fn memory_file(name: &std::ffi::CStr, bytes: &[u8]) -> Result<std::fs::File, SandboxError> {
+    let spawn = |source: std::io::Error| SandboxError::Spawn { program: "bwrap".to_string(), source };
+    // SAFETY: a NUL-terminated name; the returned descriptor is owned by the File.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(spawn(std::io::Error::last_os_error()));
+    }
+    // SAFETY: `fd` was just created and is owned by nothing else.
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+    file.write_all(bytes).map_err(spawn)?;
     file.seek(std::io::SeekFrom::Start(0)).map_err(spawn)?;
     Ok(file)
 }
