@@ -16,6 +16,7 @@ mod init;
 mod install_test;
 mod native;
 mod platforms;
+mod projects;
 mod pylock;
 mod python;
 mod reapi;

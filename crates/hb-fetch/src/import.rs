@@ -108,46 +108,7 @@ fn best_wheel(
 }
 
 /// The environment markers of a target: a Debian release's CPython on Linux.
-pub struct Markers {
-    env: pep508_rs::MarkerEnvironment,
-}
-
-impl Markers {
-    /// For CPython `python_full` (e.g. `3.11.2`) on Linux on `machine` (`uname -m`).
-    pub fn new(python: (u32, u32), python_full: &str, machine: &str) -> Result<Markers, FetchError> {
-        let version = format!("{}.{}", python.0, python.1);
-        let env = pep508_rs::MarkerEnvironment::try_from(pep508_rs::MarkerEnvironmentBuilder {
-            implementation_name: "cpython",
-            implementation_version: python_full,
-            os_name: "posix",
-            platform_machine: machine,
-            platform_python_implementation: "CPython",
-            // Refused in markers (see `holds`): a target has no known kernel.
-            platform_release: "",
-            platform_system: "Linux",
-            platform_version: "",
-            python_full_version: python_full,
-            python_version: &version,
-            sys_platform: "linux",
-        })
-        .map_err(|e| FetchError::Other(format!("the marker environment of Python {python_full}: {e}")))?;
-        Ok(Markers { env })
-    }
-
-    /// Whether `marker` holds for the target (no extras are requested).
-    pub fn holds(&self, marker: &str) -> Result<bool, String> {
-        for unknowable in ["platform_release", "platform_version"] {
-            if marker.contains(unknowable) {
-                return Err(format!(
-                    "the marker `{marker}` depends on `{unknowable}`, the kernel of the machine a package is installed on, which hb cannot know when it builds"
-                ));
-            }
-        }
-        let tree: pep508_rs::MarkerTree =
-            marker.parse().map_err(|e| format!("the marker `{marker}` is not a PEP 508 marker: {e}"))?;
-        Ok(tree.evaluate(&self.env, &[]))
-    }
-}
+pub use hb_python::markers::Markers;
 
 /// The runtime files of the pylock at `shown` (its text `text`) for `target`, whose
 /// environment markers are `markers`.

@@ -3,11 +3,15 @@
 //! wheel archives (paths, RECORD hashes, metadata), and writes the virtualenv that
 //! `python3.11 -m venv` plus `pip install` would produce at an install prefix, as a list
 //! of tree entries whose file contents go to the caller's content-addressed store. It
-//! runs neither pip nor Python, and its output is a pure function of its inputs.
+//! runs neither pip nor Python, and its output is a pure function of its inputs. It
+//! also evaluates environment markers for a target (`markers`) and checks that a venv's
+//! distributions meet each other's requirements, as `pip check` does (`requires`).
 
 mod error;
 pub mod license;
+pub mod markers;
 mod record;
+pub mod requires;
 pub mod tags;
 pub mod venv;
 pub mod wheel;

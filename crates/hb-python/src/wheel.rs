@@ -37,6 +37,10 @@ pub struct Wheel {
     sha256: String,
     /// The licence METADATA declares, as an SPDX expression hb can vouch for.
     license: Option<String>,
+    /// METADATA's `Version`, `Requires-Dist` lines and `Requires-Python`.
+    version: String,
+    requires_dist: Vec<String>,
+    requires_python: Option<String>,
 }
 
 /// How much a wheel may inflate to. Checked while inflating, so a zip bomb is stopped
@@ -397,6 +401,13 @@ impl Wheel {
         let classifiers: Vec<&str> =
             headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case("Classifier")).map(|(_, v)| v.as_str()).collect();
         let license = crate::license::declared(field("License-Expression"), field("License"), &classifiers);
+        let requires_dist: Vec<String> = headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("Requires-Dist"))
+            .map(|(_, v)| v.trim().to_string())
+            .collect();
+        let requires_python = field("Requires-Python").map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let version = md_version.trim().to_string();
 
         // RECORD covers every member with a matching hash.
         let record_path = format!("{dist_info}/RECORD");
@@ -461,7 +472,20 @@ impl Wheel {
             members: files.into_values().collect(),
             sha256,
             license,
+            version,
+            requires_dist,
+            requires_python,
         })
+    }
+
+    /// What it needs installed beside it, for [`crate::requires::unmet`].
+    pub fn requirements(&self) -> crate::requires::Dist<'_> {
+        crate::requires::Dist {
+            name: &self.name.distribution,
+            version: &self.version,
+            requires_dist: &self.requires_dist,
+            requires_python: self.requires_python.as_deref(),
+        }
     }
 
     /// The parsed file name.
@@ -499,6 +523,11 @@ impl Wheel {
     /// `Root-Is-Purelib` from WHEEL (both roots land in site-packages in a venv).
     pub fn root_is_purelib(&self) -> bool {
         self.root_is_purelib
+    }
+
+    /// The names of its regular files, sorted.
+    pub fn member_names(&self) -> impl Iterator<Item = &str> {
+        self.members.iter().map(|m| m.name.as_str())
     }
 
     /// The regular files, sorted by name.

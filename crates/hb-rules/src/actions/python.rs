@@ -417,6 +417,14 @@ pub struct VenvJob {
     pub label: String,
     pub prefix: String,
     pub python: (u32, u32),
+    /// The target's full Python version and machine, for the markers of the
+    /// requirements check.
+    pub python_full: &'static str,
+    pub machine: &'static str,
+    /// The module of the app's entry point (`module` without its `:attribute`), which
+    /// the venv must hold, and where it is set (for the message only).
+    pub entry_module: String,
+    pub entry_at: String,
     pub interpreter: String,
     pub target: Target,
     /// The locked runtime files.
@@ -430,9 +438,17 @@ pub struct VenvJob {
 impl Action for VenvJob {
     type Facts = VenvFacts;
     const KIND: &'static str = "py_venv";
-    const VERSION: u32 = 3;
+    const VERSION: u32 = 4;
     fn args(&self) -> Vec<u8> {
-        encode_args(&(&self.prefix, self.python, &self.interpreter, target_id(&self.target)))
+        encode_args(&(
+            &self.prefix,
+            self.python,
+            &self.interpreter,
+            target_id(&self.target),
+            self.python_full,
+            self.machine,
+            &self.entry_module,
+        ))
     }
     fn inputs(&self) -> Vec<hb_engine::AnyInput> {
         self.runtime.iter().chain(std::iter::once(&self.app)).map(Input::any).collect()
@@ -440,6 +456,7 @@ impl Action for VenvJob {
     fn run(&self, ctx: &Ctx, inputs: &Inputs, _: &[Source]) -> Result<Output<VenvFacts>, JobError> {
         let trees = self.runtime.iter().chain([&self.app]).map(|i| inputs.tree(*i)).collect::<Result<Vec<_>, _>>()?;
         let wheels = wheels_of(ctx.store, &trees, &self.limits)?;
+        self.check_requirements(&wheels)?;
         let spec = VenvSpec { prefix: self.prefix.clone(), python: self.python, interpreter: self.interpreter.clone() };
         let mut put = |b: &[u8]| ctx.store.put_bytes(b).map_err(hb_python::PyError::Store);
         let venv = hb_python::install(&spec, &self.target, &wheels, &mut put)
@@ -459,8 +476,103 @@ impl Action for VenvJob {
             console_scripts,
             installed: venv.installed.clone(),
         };
+        self.check_entry_module(&venv.entries, &wheels)?;
         let tree = Tree::new(venv.entries).map_err(|e| JobError::Failed(format!("{}: {e}", self.label)))?;
         Ok(Output { tree, facts, exports: Vec::new() })
+    }
+}
+
+impl VenvJob {
+    /// Fails when the venv holds no module the entry point names (a `.py` file, a
+    /// package, an extension module or a namespace directory in site-packages): the
+    /// service could not start.
+    fn check_entry_module(&self, entries: &[TreeEntry], wheels: &[Wheel]) -> Result<(), JobError> {
+        let site = format!(
+            "{}/lib/python{}.{}/site-packages/",
+            self.prefix.trim_start_matches('/'),
+            self.python.0,
+            self.python.1
+        );
+        let in_site: Vec<&str> = entries.iter().filter_map(|e| e.path.strip_prefix(&site)).collect();
+        // A .pth file may put any directory on the path: then hb cannot tell.
+        if in_site.iter().any(|p| !p.contains('/') && p.ends_with(".pth")) {
+            return Ok(());
+        }
+        let path = self.entry_module.replace('.', "/");
+        let found = in_site.iter().any(|p| {
+            *p == format!("{path}.py")
+                || p.starts_with(&format!("{path}/"))
+                || (p.starts_with(&format!("{path}.")) && p.ends_with(".so") && !p[path.len()..].contains('/'))
+        });
+        if found {
+            return Ok(());
+        }
+        // What the app's own wheel (the last) does hold at the top of site-packages.
+        let app = wheels.last().map(|w| w.name().distribution.clone()).unwrap_or_default();
+        let mut tops: Vec<String> = Vec::new();
+        if let Some(w) = wheels.last() {
+            for m in w.member_names() {
+                let top = m.split('/').next().unwrap_or(m);
+                let top = top.strip_suffix(".py").unwrap_or(top);
+                if !top.ends_with(".dist-info") && !top.ends_with(".data") && !tops.iter().any(|t| t == top) {
+                    tops.push(top.to_string());
+                }
+            }
+        }
+        Err(JobError::Failed(format!(
+            "{}: the entry point's module `{}` ({}) is nowhere in the venv (no {path}.py, {path}/ or \
+             extension module in site-packages), so the service could not start. The app's wheel ({app}) \
+             holds {}: point `module` at one of those, or make the backend put `{path}` in the wheel \
+             (setuptools: `py-modules` or `packages` in [tool.setuptools]) and check it is in `srcs`",
+            self.label,
+            self.entry_module,
+            self.entry_at,
+            if tops.is_empty() { "nothing importable".to_string() } else { tops.join(", ") }
+        )))
+    }
+
+    /// Fails, naming each one, when an installed distribution's requirement (or
+    /// Python) is not met by the venv, as `pip check` would.
+    fn check_requirements(&self, wheels: &[Wheel]) -> Result<(), JobError> {
+        let markers = hb_python::markers::Markers::new(self.python, self.python_full, self.machine)
+            .map_err(|e| JobError::Failed(format!("{}: {e}", self.label)))?;
+        let dists: Vec<_> = wheels.iter().map(Wheel::requirements).collect();
+        let unmet = hb_python::requires::unmet(&dists, &markers);
+        if unmet.is_empty() {
+            return Ok(());
+        }
+        // The app's wheel is the last one.
+        let app = dists.last().map(|d| format!("{} {}", d.name, d.version)).unwrap_or_default();
+        let lines: Vec<String> = unmet.iter().map(|u| format!("  {u}")).collect();
+        let of_app = unmet.iter().any(|u| u.who() == app);
+        let python = unmet.iter().any(|u| matches!(u, hb_python::requires::Unmet::Python { .. }));
+        let mut fix = Vec::new();
+        if of_app {
+            fix.push(format!(
+                "The app's wheel requires what hb.lock does not hold: hb locks the app's [project] \
+                 dependencies in pyproject.toml, and these come from elsewhere (setup.py's \
+                 install_requires, a dynamic field, or a static list that replaced them). Name them \
+                 all in [project] dependencies, then run `hb lock {}`.",
+                self.label
+            ));
+        }
+        if python {
+            fix.push(format!(
+                "A distribution needs another Python than this platform's {}: lock a version that \
+                 supports it, or build for a platform whose Python does ([workspace] platforms).",
+                self.python_full
+            ));
+        }
+        if fix.is_empty() {
+            fix.push(format!("The lock is not whole: run `hb lock {}` again.", self.label));
+        }
+        Err(JobError::Failed(format!(
+            "{}: the venv would not work: its distributions require what it does not hold (as `pip check` \
+             would say):\n{}\n{}",
+            self.label,
+            lines.join("\n"),
+            fix.join("\n")
+        )))
     }
 }
 

@@ -154,6 +154,9 @@ impl Rule for PythonApp {
 
     fn analyse(&self, cx: &Cx, p: &PythonAppAttrs) -> Result<Analysis, RulesError> {
         let project = project(cx.package, p)?;
+        if p.runtime_lock.is_none() {
+            check_install_requires(&cx.label(), cx.package, p, &project)?;
+        }
         let lock = read_lock(cx.package, p, &project, cx.platforms, &cx.label())?;
         let prefix = prefix(p, &project);
         let sources = sources(cx, p, &project)?;
@@ -250,6 +253,13 @@ impl Rule for PythonApp {
             label: name.clone(),
             prefix: a.prefix.clone(),
             python: platform.python,
+            python_full: platform.python_full,
+            machine: platform.machine,
+            entry_module: p.module.get_ref().split(':').next().unwrap_or_default().to_string(),
+            entry_at: {
+                let at = cx.locate(p.module.span());
+                format!("set at {}:{}", at.file.display(), at.line)
+            },
             interpreter: platform.interpreter(),
             target,
             runtime,
@@ -338,7 +348,7 @@ fn is_uv_lock(path: &Path) -> bool {
 
 /// The environment markers of a platform's interpreter (PEP 508).
 fn markers(p: &Platform) -> Result<hb_fetch::import::Markers, hb_fetch::FetchError> {
-    hb_fetch::import::Markers::new(p.python, p.python_full, p.machine)
+    hb_fetch::import::Markers::new(p.python, p.python_full, p.machine).map_err(hb_fetch::FetchError::Other)
 }
 
 pub fn wheel_target(p: &Platform) -> hb_python::Target {
@@ -354,6 +364,11 @@ pub struct Project {
     pub build_requires: Vec<String>,
     pub build_backend: String,
     pub backend_path: Vec<String>,
+    /// `[project].dynamic`: the fields the backend computes, and where that list is.
+    pub dynamic: Vec<String>,
+    pub dynamic_at: Option<hb_config::Location>,
+    /// `[project].requires-python`, and where it is.
+    pub requires_python: Option<(String, hb_config::Location)>,
     /// The whole document, for what it says about files (`crate::pyproject`).
     pub doc: toml::Value,
 }
@@ -371,6 +386,9 @@ struct ProjectTable {
     name: Option<String>,
     #[serde(default)]
     dependencies: Vec<String>,
+    dynamic: Option<toml::Spanned<Vec<String>>>,
+    #[serde(rename = "requires-python")]
+    requires_python: Option<toml::Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -414,6 +432,12 @@ pub fn project(pkg: &Package, p: &PythonAppAttrs) -> Result<Project, RulesError>
             .and_then(|b| b.build_backend.clone())
             .unwrap_or_else(|| "setuptools.build_meta:__legacy__".to_string()),
         backend_path: build.map(|b| b.backend_path).unwrap_or_default(),
+        dynamic: project.dynamic.as_ref().map(|d| d.get_ref().clone()).unwrap_or_default(),
+        dynamic_at: project.dynamic.as_ref().map(|d| hb_config::Location::from_span(&shown, &text, d.span())),
+        requires_python: project
+            .requires_python
+            .as_ref()
+            .map(|r| (r.get_ref().clone(), hb_config::Location::from_span(&shown, &text, r.span()))),
         doc,
     })
 }
@@ -540,6 +564,75 @@ pub fn workspace_locks(ws: &mut Workspace) -> Result<Vec<(String, Lock)>, RulesE
     Ok(locked_apps(ws)?.into_iter().map(|(_, shown, lock)| (shown, lock)).collect())
 }
 
+/// Fails when a setuptools project's setup.py passes `install_requires` while
+/// pyproject.toml lists its dependencies statically: setuptools then takes only the
+/// static list, and a lock of it would leave out what setup.py names.
+fn check_install_requires(
+    label: &dyn std::fmt::Display,
+    pkg: &Package,
+    p: &PythonAppAttrs,
+    proj: &Project,
+) -> Result<(), RulesError> {
+    if !proj.build_backend.starts_with("setuptools") || proj.dynamic.iter().any(|d| d == "dependencies") {
+        return Ok(());
+    }
+    let pyproject = Path::new(p.pyproject.get_ref());
+    let rel = pyproject.parent().unwrap_or(Path::new("")).join("setup.py");
+    let Ok(text) = hb_fs::read_to_string(&pkg.dir.join(&rel)) else { return Ok(()) };
+    let Some(at) = text
+        .match_indices("install_requires")
+        .map(|(i, _)| i)
+        .find(|i| text[..*i].rsplit('\n').next().is_none_or(|line| !line.trim_start().starts_with('#')))
+    else {
+        return Ok(());
+    };
+    let shown = Path::new(&pkg.path).join(&rel);
+    Err(RulesError::Invalid {
+        message: format!(
+            "{label}: setup.py passes install_requires, but pyproject.toml lists [project] dependencies, \
+             so setuptools ignores install_requires and the wheel (and the lock) would lack what it names. \
+             Move its requirements into [project] dependencies and remove install_requires from setup.py, \
+             then run `hb lock {label}`"
+        ),
+        location: hb_config::Location::from_span(&shown, &text, at..at + "install_requires".len()),
+    })
+}
+
+/// Fails, naming the platforms whose Python would do, when a platform the workspace
+/// builds has a Python that `requires-python` excludes.
+fn check_requires_python(
+    label: &Label,
+    requires: &str,
+    at: &hb_config::Location,
+    platforms: &[&'static Platform],
+) -> Result<(), RulesError> {
+    use std::str::FromStr;
+    let bad = |message: String| RulesError::Invalid { message, location: at.clone() };
+    let spec = pep508_rs::pep440_rs::VersionSpecifiers::from_str(requires)
+        .map_err(|e| bad(format!("{label}: requires-python `{requires}` is not a version specifier: {e}")))?;
+    let fits = |p: &Platform| pep508_rs::pep440_rs::Version::from_str(p.python_full).is_ok_and(|v| spec.contains(&v));
+    let wrong: Vec<String> =
+        platforms.iter().filter(|p| !fits(p)).map(|p| format!("{} (Python {})", p.name, p.python_full)).collect();
+    if wrong.is_empty() {
+        return Ok(());
+    }
+    let good: Vec<&str> = hb_platform::PLATFORMS.iter().filter(|p| fits(p)).map(|p| p.name).collect();
+    let fix = if good.is_empty() {
+        "no platform hb knows has such a Python".to_string()
+    } else {
+        let names = good.iter().map(|g| format!("\"{g}\"")).collect::<Vec<_>>().join(", ");
+        format!(
+            "build for platforms whose Python does: in [workspace], `platform = {}` and `platforms = [{names}]`",
+            good.first().map(|g| format!("\"{g}\"")).unwrap_or_default()
+        )
+    };
+    Err(bad(format!(
+        "{label} requires Python {requires}, which {} lack{}: {fix}",
+        wrong.join(", "),
+        if wrong.len() == 1 { "s" } else { "" }
+    )))
+}
+
 /// `hb lock LABEL`: resolves the app's runtime and build requirements for the
 /// workspace's platform and writes the lock next to its BUILD.toml. Returns the lock's
 /// path (workspace-relative) and the lock.
@@ -558,6 +651,25 @@ pub fn lock(ws: &mut Workspace, label: &Label, progress: &dyn Fn(&str)) -> Resul
     let mut sdists = hb_fetch::SdistCache::default();
     let at = pkg.locate(p.name.span());
     let fail = |e: hb_fetch::FetchError| RulesError::Invalid { message: format!("{label}: {e}"), location: at.clone() };
+    if p.runtime_lock.is_none() && proj.dynamic.iter().any(|d| d == "dependencies") {
+        return Err(RulesError::Invalid {
+            message: format!(
+                "{label}: pyproject.toml leaves its dependencies to the backend (`dynamic = [\"dependencies\"]`), \
+                 and hb locks the static [project] dependencies list: locking now would give a venv \
+                 without them. List them in [project] dependencies (from setup.py's install_requires or \
+                 the requirements file the backend reads) and drop \"dependencies\" from dynamic, or set \
+                 `runtime_lock` in BUILD.toml to the project's own lock (a hashed requirements.txt, \
+                 uv.lock or pylock.toml); then run `hb lock {label}`"
+            ),
+            location: proj.dynamic_at.clone().unwrap_or_else(|| at.clone()),
+        });
+    }
+    if let Some((rp, rp_at)) = &proj.requires_python {
+        check_requires_python(label, rp, rp_at, &ws.platforms)?;
+    }
+    if p.runtime_lock.is_none() {
+        check_install_requires(label, &pkg, p, &proj)?;
+    }
     let runtime_pins = match &p.runtime_lock {
         Some(rl) => {
             let path = pkg.dir.join(rl.get_ref());

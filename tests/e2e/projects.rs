@@ -1,0 +1,76 @@
+//! Projects as they are, never silently wrong: each case below once gave a deb that
+//! could not work (or a lock without the app's dependencies) without a word. Each now
+//! ends in an error located at the file and line at fault that names the fix: a
+//! dependency list the backend computes (`dynamic`), setup.py's `install_requires`
+//! under a static list (setuptools ignores it), a `requires-python` the platform's
+//! Python does not meet, a lock missing what a locked distribution requires (checked on
+//! the venv as `pip check` does), and an entry point whose module the venv lacks.
+
+use crate::harness::Ws;
+
+/// demosite with `pyproject.toml` edited by `edit`.
+fn demosite_with(edit: impl Fn(String) -> String) -> Ws {
+    let ws = Ws::demosite();
+    let text = std::fs::read_to_string(ws.path("demosite/pyproject.toml")).unwrap();
+    ws.write("demosite/pyproject.toml", &edit(text));
+    ws
+}
+
+#[test]
+fn dependencies_the_backend_computes_are_not_locked_as_none() {
+    let ws = demosite_with(|t| {
+        t.replace("dependencies = [\"flask>=2.2\", \"gunicorn>=20.1\"]", "dynamic = [\"dependencies\"]")
+            + "\n[tool.setuptools.dynamic]\ndependencies = {file = [\"requirements.in\"]}\n"
+    });
+    ws.write("demosite/requirements.in", "flask>=2.2\ngunicorn>=20.1\n");
+    let err = ws.fails(&["lock", "//demosite:app"]);
+    assert!(err.contains("demosite/pyproject.toml:10:"), "not located at the dynamic list:\n{err}");
+    assert!(err.contains("dynamic") && err.contains("runtime_lock"), "{err}");
+    assert!(!err.contains("locked 0 runtime"), "{err}");
+}
+
+#[test]
+fn install_requires_under_a_static_list_is_named() {
+    let ws = Ws::demosite();
+    ws.write(
+        "demosite/setup.py",
+        "from setuptools import setup\n\n# the old list\nsetup(\n    install_requires=[\"flask\", \"markupsafe\"],\n)\n",
+    );
+    for args in [["lock", "//demosite:app"], ["build", "//demosite:deb"]] {
+        let err = ws.fails(&args);
+        assert!(err.contains("demosite/setup.py:5:5"), "hb {args:?}: not located at install_requires:\n{err}");
+        assert!(err.contains("setuptools ignores install_requires"), "{err}");
+    }
+}
+
+#[test]
+fn a_python_the_platform_lacks_is_named_with_the_platforms_that_fit() {
+    let ws = demosite_with(|t| t.replace("requires-python = \">=3.11\"", "requires-python = \">=3.12\""));
+    let err = ws.fails(&["lock", "//demosite:app"]);
+    assert!(err.contains("demosite/pyproject.toml:9:19"), "{err}");
+    assert!(err.contains("bookworm-amd64 (Python 3.11.2)") && err.contains("\"trixie-amd64\""), "{err}");
+}
+
+#[test]
+fn a_lock_missing_what_a_dependency_requires_fails_the_build() {
+    let ws = Ws::demosite();
+    // werkzeug dropped from the lock, as a hand-merged lock would.
+    let lock = std::fs::read_to_string(ws.path("demosite/hb.lock")).unwrap();
+    let kept: Vec<&str> = lock.split("\n\n").filter(|block| !block.contains("name = \"werkzeug\"")).collect();
+    assert!(kept.len() < lock.split("\n\n").count(), "werkzeug was in demosite's lock");
+    ws.write("demosite/hb.lock", &kept.join("\n\n"));
+    let err = ws.fails(&["build", "//demosite:deb"]);
+    assert!(err.contains("requires `werkzeug"), "{err}");
+    assert!(err.contains("which is not installed") && err.contains("hb lock //demosite:app"), "{err}");
+    assert!(!ws.path("hb-out/demosite/demosite_0.1.0_amd64.deb").exists(), "a deb was written");
+}
+
+#[test]
+fn an_entry_module_the_venv_lacks_fails_the_build() {
+    let ws = Ws::demosite();
+    let build = std::fs::read_to_string(ws.path("demosite/BUILD.toml")).unwrap();
+    ws.write("demosite/BUILD.toml", &build.replace("module = \"demosite:app\"", "module = \"wsgi:app\""));
+    let err = ws.fails(&["build", "//demosite:deb"]);
+    assert!(err.contains("module `wsgi`") && err.contains("demosite/BUILD.toml:6"), "{err}");
+    assert!(err.contains("holds demosite"), "the wheel's modules are not named:\n{err}");
+}
