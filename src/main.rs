@@ -182,7 +182,8 @@ enum Command {
     /// `build_depends`), which is locked in hb-root.lock too. Locks hold names,
     /// versions, file names and sha256 hashes, never URLs.
     Lock {
-        /// python_app labels, e.g. //demosite:app (none: only the roots).
+        /// python_app labels, e.g. //demosite:app (none, or `//...`: every python_app of
+        /// the workspace).
         labels: Vec<String>,
         /// Resolve every platform's root again, moving to what the mirror has now
         /// (after a Debian point release has dropped the locked versions).
@@ -487,7 +488,14 @@ fn apt_dir_setting() -> Option<PathBuf> {
 fn lock(cwd: &Path, cache_dir: &Path, texts: &[String], update_root: bool, pylock: bool) -> Result<ExitCode> {
     use hb_rules::rules::python_app;
     let mut ws = open_workspace(cwd)?;
-    let labels = resolve(&mut ws, cwd, texts)?;
+    // No label: every app of the workspace (and its roots), as `//...` does.
+    let every = vec!["//...".to_string()];
+    let texts = if texts.is_empty() { every.as_slice() } else { texts };
+    let mut labels = resolve(&mut ws, cwd, texts)?;
+    if texts.iter().any(|t| t == "//...") {
+        // A pattern takes the apps it reaches; other kinds have nothing to lock.
+        labels.retain(|l| ws.target(l).is_ok_and(|t| t.rule.kind() == "python_app"));
+    }
     let store = Store::open(cache_dir).with_context(|| format!("cannot open the cache in {}", cache_dir.display()))?;
     let apt_dir = hb_rules::actions::root::apt_base(&store, apt_dir_setting().as_deref());
     for label in labels {
@@ -552,13 +560,13 @@ fn write_pylock(
         if !have {
             let got = hb_fetch::fetch(&pip, &wheelhouses, f, tmp.path())?;
             let bytes = hb_fs::read(&got)?;
-            hb_fs::write_atomic(&dest, &bytes, None)?;
+            hb_fs::write_atomic_shared(&dest, &bytes)?;
         }
         let size = std::fs::metadata(&dest).with_context(|| format!("reading {}", dest.display()))?.len();
         placed.push(hb_fetch::pylock::Placed { file: f, path: format!("wheels/{}", f.file), size });
     }
     let out = dir.join("pylock.toml");
-    hb_fs::write_atomic(&out, hb_fetch::pylock::render(&targets, &placed).as_bytes(), None)?;
+    hb_fs::write_atomic_shared(&out, hb_fetch::pylock::render(&targets, &placed).as_bytes())?;
     let names: Vec<&str> = platforms.iter().map(|p| p.name).collect();
     progress::note(&format!(
         "wrote {} for {} with {} file(s) in {}",
@@ -667,7 +675,7 @@ fn build_outputs(cwd: &Path, cache_dir: &Path, args: &BuildArgs) -> Result<(Exit
     reporter.finish();
     if let Some(file) = &args.profile {
         let trace = hb_check::profile::chrome_trace(&outcome.records);
-        hb_fs::write_atomic(file, format!("{trace}\n").as_bytes(), None)
+        hb_fs::write_atomic_shared(file, format!("{trace}\n").as_bytes())
             .with_context(|| format!("writing the build profile {}", file.display()))?;
     }
     if let Some(r) = &remote {
@@ -704,11 +712,21 @@ fn build_outputs(cwd: &Path, cache_dir: &Path, args: &BuildArgs) -> Result<(Exit
         print!("{text}");
     }
     let from_remote = if remote_hits > 0 { format!(" ({remote_hits} from the remote cache)") } else { String::new() };
-    progress::note(&format!(
+    let counts = format!(
         "{} action(s): {executed} executed, {cached} cached{from_remote}, in {:.2}s",
         executed + cached,
         start.elapsed().as_secs_f64()
-    ));
+    );
+    if outcome.failures.is_empty() {
+        progress::note(&counts);
+    } else {
+        // Never a line that reads like success.
+        progress::error(&format!(
+            "the build failed: {} action(s) failed, {} not run ({counts})",
+            outcome.failures.len(),
+            outcome.skipped.len()
+        ));
+    }
     let written = outcome.outputs.iter().map(|p| ws.root.join(p)).collect();
     Ok((if outcome.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }, written))
 }
@@ -810,6 +828,16 @@ fn init(cwd: &Path, cache_dir: &Path, no_lock: bool) -> Result<ExitCode> {
     if build_file.exists() {
         bail!("{} exists already; hb init writes a new one only", build_file.display());
     }
+    if !pyproject.exists() && cwd.join("setup.py").exists() {
+        bail!(
+            "{} has a setup.py and no pyproject.toml: hb reads a project's name and dependencies from \
+             pyproject.toml's [project] table. Add a pyproject.toml with [build-system] \
+             (requires = [\"setuptools>=61\"], build-backend = \"setuptools.build_meta\") and a [project] \
+             table holding setup.py's name, version and install_requires as `dependencies`, remove those \
+             from setup.py, then run `hb init` again",
+            cwd.display()
+        );
+    }
     let text = hb_fs::read_to_string(&pyproject).with_context(|| {
         format!("hb init works in a directory with a pyproject.toml; {} cannot be read", pyproject.display())
     })?;
@@ -818,7 +846,7 @@ fn init(cwd: &Path, cache_dir: &Path, no_lock: bool) -> Result<ExitCode> {
     // A workspace above the directory is kept; otherwise the directory starts one.
     let enclosing = Workspace::discover(cwd, &hb_rules::Rules::builtin().schemas()).ok();
     let made = hb_rules::init::init(&doc, cwd, enclosing.is_none()).map_err(|why| anyhow::anyhow!("{why}"))?;
-    hb_fs::write_atomic(&build_file, made.build_file.as_bytes(), None)?;
+    hb_fs::write_atomic_shared(&build_file, made.build_file.as_bytes())?;
     println!("{}", build_file.display());
     for note in &made.notes {
         progress::note(note);

@@ -235,6 +235,28 @@ impl Write for AtomicFile {
     }
 }
 
+/// Writes `bytes` to `dest` atomically as a file the user edits or shares (BUILD.toml,
+/// locks, exports): mode 0666 less the process's umask, as any editor would write it,
+/// not the 0600 of a temporary file.
+pub fn write_atomic_shared(dest: &Path, bytes: &[u8]) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut f = AtomicFile::create(dest, None)?;
+    f.write_all(bytes).ctx("writing", dest)?;
+    f.file().set_permissions(fs::Permissions::from_mode(0o666 & !umask())).ctx("setting the mode of", dest)?;
+    f.commit()
+}
+
+/// The process's umask, from `/proc/self/status` (reading it with umask(2) would set
+/// it, racing other threads); 022 where the kernel does not say.
+pub fn umask() -> u32 {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| l.strip_prefix("Umask:").and_then(|v| u32::from_str_radix(v.trim(), 8).ok()))
+        })
+        .unwrap_or(0o022)
+}
+
 /// Writes `bytes` to `dest` atomically.
 pub fn write_atomic(dest: &Path, bytes: &[u8], tmp_dir: Option<&Path>) -> Result<()> {
     let mut f = AtomicFile::create(dest, tmp_dir)?;

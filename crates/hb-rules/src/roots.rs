@@ -68,7 +68,7 @@ pub fn lock_roots(
     let text = lock.render();
     let path = ws.root.join(ROOT_LOCK);
     if hb_fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
-        hb_fs::write_atomic(&path, text.as_bytes(), None).map_err(|e| RulesError::Other(e.to_string()))?;
+        hb_fs::write_atomic_shared(&path, text.as_bytes()).map_err(|e| RulesError::Other(e.to_string()))?;
     }
     Ok(done)
 }

@@ -406,8 +406,17 @@ pub fn project(pkg: &Package, p: &PythonAppAttrs) -> Result<Project, RulesError>
     let named_at = if p.pyproject.span() == (0..0) { p.name.span() } else { p.pyproject.span() };
     let path = pkg.dir.join(p.pyproject.get_ref());
     let shown = Path::new(&pkg.path).join(p.pyproject.get_ref());
-    let text = hb_fs::read_to_string(&path)
-        .map_err(|e| RulesError::Invalid { message: e.to_string(), location: pkg.locate(named_at) })?;
+    let text = hb_fs::read_to_string(&path).map_err(|e| {
+        let setup_py = path.parent().is_some_and(|d| d.join("setup.py").is_file()) && !path.exists();
+        let hint = if setup_py {
+            "; the project has only a setup.py: add a pyproject.toml with [build-system] (requires = \
+             [\"setuptools>=61\"], build-backend = \"setuptools.build_meta\") and a [project] table holding \
+             setup.py's name, version and install_requires as `dependencies`, and remove those from setup.py"
+        } else {
+            ""
+        };
+        RulesError::Invalid { message: format!("{e}{hint}"), location: pkg.locate(named_at) }
+    })?;
     let inside = |span: std::ops::Range<usize>, message: String| RulesError::Invalid {
         message,
         location: hb_config::Location::from_span(&shown, &text, span),
@@ -766,7 +775,7 @@ pub fn lock(ws: &mut Workspace, label: &Label, progress: &dyn Fn(&str)) -> Resul
     );
     let lock = Lock::merge(inputs, resolved);
     let (path, shown) = lock_path(&pkg, p);
-    hb_fs::write_atomic(&path, lock.render(&label.to_string()).as_bytes(), None)
+    hb_fs::write_atomic_shared(&path, lock.render(&label.to_string()).as_bytes())
         .map_err(|e| fail(hb_fetch::FetchError::Fs(e)))?;
     Ok((shown, lock))
 }
