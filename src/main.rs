@@ -856,6 +856,13 @@ fn init(cwd: &Path, cache_dir: &Path, no_lock: bool) -> Result<ExitCode> {
         None => String::new(),
     };
     let (app, deb) = (format!("//{package}:app"), format!("//{package}:deb"));
+    if !made.ready {
+        progress::note(&format!(
+            "next: fix what the notes above name in {} (and pyproject.toml), then `hb lock {app}` and `hb build {deb}`",
+            build_file.display()
+        ));
+        return Ok(ExitCode::SUCCESS);
+    }
     if no_lock {
         progress::note(&format!("next: `hb lock {app}`, then `hb build {deb}`"));
         return Ok(ExitCode::SUCCESS);

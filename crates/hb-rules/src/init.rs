@@ -18,6 +18,10 @@ pub struct Init {
     pub package: String,
     /// What was guessed, and what the user should check, one line each.
     pub notes: Vec<String>,
+    /// Whether it should build as written; `false` when a note names something the
+    /// user must fix first (no entry point found, the server not a dependency, no
+    /// platform with the Python the project needs).
+    pub ready: bool,
 }
 
 /// The kind of app an entry point serves.
@@ -173,19 +177,38 @@ pub fn init(doc: &Value, dir: &Path, workspace: bool) -> Result<Init, String> {
             .push("version: the project's version is dynamic; the package says 0.1.0: set `version` in [[deb]]".into());
     }
     let description = get(doc, &["project", "description"]).and_then(Value::as_str).unwrap_or(name);
-    let author = get(doc, &["project", "authors"]).and_then(Value::as_array).and_then(|a| a.first()).and_then(|a| {
-        let n = a.get("name").and_then(Value::as_str)?;
-        let e = a.get("email").and_then(Value::as_str)?;
-        Some(format!("{n} <{e}>"))
-    });
+    // Debian's Maintainer is who maintains it: `maintainers` first, else an author.
+    let person = |key: &str| {
+        get(doc, &["project", key]).and_then(Value::as_array).and_then(|people| {
+            people.iter().find_map(|a| {
+                let n = a.get("name").and_then(Value::as_str)?;
+                let e = a.get("email").and_then(Value::as_str)?;
+                Some(format!("{n} <{e}>"))
+            })
+        })
+    };
+    let author = person("maintainers").or_else(|| person("authors"));
     let maintainer = author.clone().unwrap_or_else(|| "Jane Doe <jane@example.org>".to_string());
     if author.is_none() {
-        notes.push("maintainer: no author with an email in pyproject.toml; set `maintainer` in [[deb]]".into());
+        notes.push(
+            "maintainer: no maintainer or author with an email in pyproject.toml; set `maintainer` in [[deb]]".into(),
+        );
     }
+    let mut ready = true;
     let mut out = String::new();
     out.push_str(&format!("# {package}: written by `hb init` from pyproject.toml; check the guesses below.\n\n"));
     if workspace {
-        out.push_str("[workspace]\nplatform = \"bookworm-amd64\"   # Debian 12, x86_64: Python 3.11\n\n");
+        let (platform, note, fits) = platform_for(get(doc, &["project", "requires-python"]).and_then(Value::as_str));
+        ready &= fits;
+        if let Some(note) = note {
+            notes.push(note);
+        }
+        out.push_str(&format!(
+            "[workspace]\nplatform = {}   # {}: Python {}\n\n",
+            quoted(platform.name),
+            platform.name,
+            platform.python_full
+        ));
     }
     out.push_str("[[python_app]]\nname = \"app\"\n# No `srcs`: the sources are what pyproject.toml names.\n");
     let (module, server) = match &entry {
@@ -198,6 +221,7 @@ pub fn init(doc: &Value, dir: &Path, workspace: bool) -> Result<Init, String> {
             notes.push(format!(
                 "entry point: none found (no Django wsgi.py, no FastAPI/Starlette/Flask object at module level); `{guess}` is a placeholder: set `module`"
             ));
+            ready = false;
             (guess, "gunicorn")
         }
     };
@@ -206,6 +230,7 @@ pub fn init(doc: &Value, dir: &Path, workspace: bool) -> Result<Init, String> {
         notes.push(format!(
             "server: {server} serves it but is not in [project] dependencies: add \"{server}\" there, then run `hb lock`"
         ));
+        ready = false;
     }
     let mut desc = description.lines().next().unwrap_or(name).trim().to_string();
     if desc.is_empty() {
@@ -239,7 +264,48 @@ pub fn init(doc: &Value, dir: &Path, workspace: bool) -> Result<Init, String> {
     notes.push(format!(
         "service: {package} on 127.0.0.1:8000 as the system user {package}; change `port` in [deb.service]"
     ));
-    Ok(Init { build_file: out, package, notes })
+    Ok(Init { build_file: out, package, notes, ready })
+}
+
+/// The platform a new workspace builds for: the first amd64 one (then any) whose Python
+/// meets `requires-python`, with a note when that is not the default; and whether one
+/// does.
+fn platform_for(requires_python: Option<&str>) -> (&'static hb_platform::Platform, Option<String>, bool) {
+    use std::str::FromStr;
+    let default = hb_platform::DEFAULT;
+    let Some(rp) = requires_python else { return (default, None, true) };
+    let Ok(spec) = pep508_rs::pep440_rs::VersionSpecifiers::from_str(rp) else {
+        return (
+            default,
+            Some(format!("requires-python `{rp}` is not a version specifier; fix it in pyproject.toml")),
+            false,
+        );
+    };
+    let fits = |p: &&&hb_platform::Platform| {
+        pep508_rs::pep440_rs::Version::from_str(p.python_full).is_ok_and(|v| spec.contains(&v))
+    };
+    let all = hb_platform::PLATFORMS;
+    let pick =
+        all.iter().filter(fits).find(|p| p.architecture == default.architecture).or_else(|| all.iter().find(fits));
+    match pick {
+        Some(p) if p.name == default.name => (p, None, true),
+        Some(p) => (
+            p,
+            Some(format!(
+                "platform: {} (Python {}), the first whose Python meets requires-python {rp}; {} has {}",
+                p.name, p.python_full, default.name, default.python_full
+            )),
+            true,
+        ),
+        None => (
+            default,
+            Some(format!(
+                "platform: no platform hb builds for has a Python that meets requires-python {rp} ({}); the build will fail",
+                all.iter().map(|p| format!("{} has {}", p.name, p.python_full)).collect::<Vec<_>>().join(", ")
+            )),
+            false,
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -258,6 +324,26 @@ mod tests {
 
     fn doc(d: &Path) -> Value {
         toml::from_str(&std::fs::read_to_string(d.join("pyproject.toml")).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_platform_meets_requires_python_and_maintainers_come_first() {
+        let d = project(&[
+            (
+                "pyproject.toml",
+                "[project]\nname = \"svc\"\nversion = \"1\"\nrequires-python = \">=3.12\"\ndependencies = [\"flask\", \"gunicorn\"]\nauthors = [{name = \"Ann\", email = \"ann@example.org\"}]\nmaintainers = [{name = \"Ops\"}, {name = \"Bo\", email = \"bo@example.org\"}]\n",
+            ),
+            ("svc/__init__.py", "from flask import Flask\napp = Flask(__name__)\n"),
+        ]);
+        let made = init(&doc(d.path()), d.path(), true).unwrap();
+        assert!(made.build_file.contains("platform = \"trixie-amd64\""), "{}", made.build_file);
+        assert!(made.build_file.contains("maintainer = \"Bo <bo@example.org>\""), "{}", made.build_file);
+        assert!(made.notes.iter().any(|n| n.contains("the first whose Python meets")), "{:?}", made.notes);
+        assert!(made.ready, "{:?}", made.notes);
+
+        let (_, note, fits) = platform_for(Some(">=3.99"));
+        assert!(!fits && note.is_some_and(|n| n.contains("will fail")));
+        assert_eq!(platform_for(Some(">=3.11")).0.name, hb_platform::DEFAULT.name);
     }
 
     #[test]
