@@ -74,3 +74,33 @@ fn an_entry_module_the_venv_lacks_fails_the_build() {
     assert!(err.contains("module `wsgi`") && err.contains("demosite/BUILD.toml:6"), "{err}");
     assert!(err.contains("holds demosite"), "the wheel's modules are not named:\n{err}");
 }
+
+/// demosite whose templates reach the wheel only through MANIFEST.in
+/// (`include_package_data`, setuptools' default), as older setuptools projects have it.
+fn manifest_demosite() -> Ws {
+    let ws = demosite_with(|t| {
+        t.replace("[tool.setuptools.package-data]\ndemosite = [\"templates/*.html\"]\n", "")
+            .replace("[tool.setuptools]\n", "[tool.setuptools]\ninclude-package-data = true\n")
+    });
+    ws.write("demosite/MANIFEST.in", "recursive-include demosite/templates *.html\n");
+    ws
+}
+
+#[test]
+fn data_that_only_manifest_in_names_reaches_the_deb() {
+    // No srcs: hb takes what the backend reads, MANIFEST.in included.
+    let ws = manifest_demosite();
+    let build = std::fs::read_to_string(ws.path("demosite/BUILD.toml")).unwrap();
+    let no_srcs: String = build.lines().filter(|l| !l.starts_with("srcs = ")).map(|l| format!("{l}\n")).collect();
+    ws.write("demosite/BUILD.toml", &no_srcs);
+    ws.ok(&["build", "//demosite:deb"]);
+    let listing = crate::harness::run(
+        std::process::Command::new("dpkg-deb").arg("-c").arg(ws.path("hb-out/demosite/demosite_0.1.0_amd64.deb")),
+    );
+    assert!(listing.contains("site-packages/demosite/templates/index.html"), "no template in the deb:\n{listing}");
+
+    // Explicit srcs without MANIFEST.in: the build names it instead of losing the data.
+    let ws = manifest_demosite();
+    let err = ws.fails(&["build", "//demosite:deb"]);
+    assert!(err.contains("`MANIFEST.in` (setuptools reads it) is not in srcs"), "{err}");
+}

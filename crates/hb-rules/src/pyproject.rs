@@ -68,6 +68,43 @@ pub fn referenced(doc: &Value) -> Referenced {
     for g in strings(get(doc, &["tool", "setuptools", "license-files"])) {
         r.globs.push(("[tool.setuptools] license-files".into(), clean(&g)));
     }
+    // Files setuptools reads for dynamic fields (`{file = ...}`).
+    if let Some(dynamic) = get(doc, &["tool", "setuptools", "dynamic"]).and_then(Value::as_table) {
+        let mut files = |field: &str, v: &Value| match v.get("file") {
+            Some(Value::String(f)) => r.files.push((format!("[tool.setuptools.dynamic] {field}"), clean(f))),
+            Some(list) => {
+                for f in strings(Some(list)) {
+                    r.files.push((format!("[tool.setuptools.dynamic] {field}"), clean(&f)));
+                }
+            }
+            None => {}
+        };
+        for (field, v) in dynamic {
+            if field == "optional-dependencies" {
+                for (extra, v) in v.as_table().into_iter().flatten() {
+                    files(&format!("optional-dependencies.{extra}"), v);
+                }
+            } else {
+                files(field, v);
+            }
+        }
+    }
+    // Poetry's readme (one or a list) and `include`s (a glob, or a table with `path`).
+    match get(doc, &["tool", "poetry", "readme"]) {
+        Some(Value::String(f)) => r.files.push(("[tool.poetry] readme".into(), clean(f))),
+        Some(list) => {
+            for f in strings(Some(list)) {
+                r.files.push(("[tool.poetry] readme".into(), clean(&f)));
+            }
+        }
+        None => {}
+    }
+    for item in get(doc, &["tool", "poetry", "include"]).and_then(Value::as_array).into_iter().flatten() {
+        let glob = item.as_str().or_else(|| item.get("path").and_then(Value::as_str));
+        if let Some(g) = glob {
+            r.globs.push(("[tool.poetry] include".into(), clean(g)));
+        }
+    }
     if let Some(data) = get(doc, &["tool", "setuptools", "package-data"]).and_then(Value::as_table) {
         let dirs = setuptools_package_dirs(doc);
         for (package, globs) in data {
@@ -248,7 +285,7 @@ pub fn sources(doc: &Value, dir: &Path, project: &str, backend: &str) -> Result<
     // The files the pyproject refers to come along; licence files setuptools and
     // hatchling include by default too, when present.
     let refs = referenced(doc);
-    for (what, file) in &refs.files {
+    for (what, file) in refs.files.iter().chain(&backend_files(doc, dir)) {
         out.push(Derived { pattern: file.clone(), why: what.clone() });
     }
     for (what, glob) in refs.globs.iter().chain(&default_license_globs()) {
@@ -259,6 +296,22 @@ pub fn sources(doc: &Value, dir: &Path, project: &str, backend: &str) -> Result<
     }
     out.dedup_by(|a, b| a.pattern == b.pattern);
     Ok(out)
+}
+
+/// The files a setuptools build reads besides the pyproject, where they exist
+/// (`setup.py`, `setup.cfg`, and `MANIFEST.in`, without which `include_package_data`
+/// puts no data file in the wheel): (why, relative path).
+fn backend_files(doc: &Value, dir: &Path) -> Vec<(String, String)> {
+    let backend =
+        get(doc, &["build-system", "build-backend"]).and_then(Value::as_str).unwrap_or("setuptools.build_meta");
+    if !backend.starts_with("setuptools") {
+        return Vec::new();
+    }
+    ["setup.py", "setup.cfg", "MANIFEST.in"]
+        .iter()
+        .filter(|f| is_file(dir, f))
+        .map(|f| ("setuptools reads it".to_string(), f.to_string()))
+        .collect()
 }
 
 /// Licence files backends include without being told, when they exist.
@@ -302,7 +355,7 @@ pub fn missing_from(doc: &Value, dir: &Path, srcs: &[String]) -> Result<Vec<Stri
         Ok(false)
     };
     let mut problems = Vec::new();
-    for (what, file) in &refs.files {
+    for (what, file) in refs.files.iter().chain(&backend_files(doc, dir)) {
         if !is_file(dir, file) {
             problems.push(format!("{what} names `{file}`, which does not exist"));
         } else if !covered(file)? {
@@ -339,6 +392,27 @@ mod tests {
 
     fn patterns(v: &[Derived]) -> Vec<&str> {
         v.iter().map(|d| d.pattern.as_str()).collect()
+    }
+
+    #[test]
+    fn what_setuptools_and_poetry_read_besides_the_code_is_a_source() {
+        let d = tree(&["app/__init__.py", "app/templates/home.html", "setup.py", "MANIFEST.in", "requirements.in"]);
+        let text = "[project]\nname = \"app\"\ndynamic = [\"dependencies\"]\n[tool.setuptools.dynamic]\ndependencies = {file = [\"requirements.in\"]}\n";
+        let derived = sources(&doc(text), d.path(), "app", "setuptools.build_meta").unwrap();
+        let got = patterns(&derived);
+        for want in ["app/**", "requirements.in", "setup.py", "MANIFEST.in"] {
+            assert!(got.contains(&want), "{want} missing from {got:?}");
+        }
+        // Explicit srcs leaving MANIFEST.in out: named.
+        let problems = missing_from(&doc(text), d.path(), &["app/**".into(), "requirements.in".into()]).unwrap();
+        assert!(problems.iter().any(|p| p.contains("`MANIFEST.in` (setuptools reads it)")), "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("`setup.py`")), "{problems:?}");
+
+        let poetry = "[tool.poetry]\nname = \"app\"\nreadme = \"README.md\"\ninclude = [\"app/data/*.json\", {path = \"CHANGES\", format = \"sdist\"}]\n[build-system]\nbuild-backend = \"poetry.core.masonry.api\"\n";
+        let r = referenced(&doc(poetry));
+        assert_eq!(r.files, [("[tool.poetry] readme".to_string(), "README.md".to_string())]);
+        assert_eq!(r.globs.iter().map(|(_, g)| g.as_str()).collect::<Vec<_>>(), ["app/data/*.json", "CHANGES"]);
+        assert!(backend_files(&doc(poetry), d.path()).is_empty(), "setup.py is not poetry's");
     }
 
     #[test]
