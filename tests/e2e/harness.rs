@@ -14,8 +14,10 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The hb under test: this build's, or `HB_E2E_BIN` (an older hb, to show that a new
+/// test fails where the defect it guards against is still there).
 pub fn hb_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_hb"))
+    std::env::var_os("HB_E2E_BIN").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_hb")), PathBuf::from)
 }
 
 /// The user ID hb runs as in these tests when `HB_E2E_AS_UID` names one (its group: the
