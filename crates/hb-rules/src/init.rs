@@ -225,7 +225,21 @@ pub fn init(doc: &Value, dir: &Path, workspace: bool) -> Result<Init, String> {
             (guess, "gunicorn")
         }
     };
-    out.push_str(&format!("module = {}   # the entry point {server} serves\n\n", quoted(&module)));
+    out.push_str(&format!("module = {}   # the entry point {server} serves\n", quoted(&module)));
+    match existing_lock(dir) {
+        Some(Found::Readable(rel)) => {
+            out.push_str(&format!("runtime_lock = {}   # the project's own lock: its versions\n", quoted(&rel)));
+            notes.push(format!(
+                "runtime: the versions of {rel}, the project's own lock (runtime_lock), not a fresh resolution"
+            ));
+        }
+        Some(Found::Export { file, command }) => notes.push(format!(
+            "runtime: {file} is not read by hb; to keep its versions, run `{command}` and set \
+             `runtime_lock = \"requirements.txt\"` in [[python_app]] (hb resolves afresh until then)"
+        )),
+        None => {}
+    }
+    out.push('\n');
     if !depends_on(doc, server) {
         notes.push(format!(
             "server: {server} serves it but is not in [project] dependencies: add \"{server}\" there, then run `hb lock`"
@@ -265,6 +279,57 @@ pub fn init(doc: &Value, dir: &Path, workspace: bool) -> Result<Init, String> {
         "service: {package} on 127.0.0.1:8000 as the system user {package}; change `port` in [deb.service]"
     ));
     Ok(Init { build_file: out, package, notes, ready })
+}
+
+/// A lock the project already has.
+enum Found {
+    /// One `runtime_lock` reads, relative to the project directory.
+    Readable(String),
+    /// One hb cannot read, and the command exporting it as a hashed requirements file.
+    Export { file: String, command: String },
+}
+
+/// The project's own lock, in the order hb prefers them: `pylock.toml`, `uv.lock`
+/// (the project's, else that of the uv workspace above it), a requirements file with
+/// hashes; else a Poetry or PDM lock to export.
+fn existing_lock(dir: &Path) -> Option<Found> {
+    let has = |rel: &str| dir.join(rel).is_file();
+    if has("pylock.toml") {
+        return Some(Found::Readable("pylock.toml".into()));
+    }
+    if has("uv.lock") {
+        return Some(Found::Readable("uv.lock".into()));
+    }
+    // A uv workspace: the lock sits at the root whose pyproject has [tool.uv.workspace].
+    let mut up = String::new();
+    for ancestor in dir.ancestors().skip(1).take(8) {
+        up.push_str("../");
+        let workspace_root = hb_fs::read_to_string(&ancestor.join("pyproject.toml"))
+            .ok()
+            .and_then(|t| toml::from_str::<Value>(&t).ok())
+            .is_some_and(|d| get(&d, &["tool", "uv", "workspace"]).is_some());
+        if workspace_root && ancestor.join("uv.lock").is_file() {
+            return Some(Found::Readable(format!("{up}uv.lock")));
+        }
+    }
+    let hashed = hb_fs::read_dir_sorted(dir).ok()?.into_iter().find_map(|e| {
+        let name = e.file_name().to_str()?.to_string();
+        let fits = name.starts_with("requirements") && name.ends_with(".txt");
+        (fits && hb_fs::read_to_string(&e.path()).is_ok_and(|t| t.contains("--hash="))).then_some(name)
+    });
+    if let Some(name) = hashed {
+        return Some(Found::Readable(name));
+    }
+    if has("poetry.lock") {
+        return Some(Found::Export {
+            file: "poetry.lock".into(),
+            command: "poetry export --format requirements.txt --output requirements.txt".into(),
+        });
+    }
+    if has("pdm.lock") {
+        return Some(Found::Export { file: "pdm.lock".into(), command: "pdm export --output requirements.txt".into() });
+    }
+    None
 }
 
 /// The platform a new workspace builds for: the first amd64 one (then any) whose Python
@@ -324,6 +389,34 @@ mod tests {
 
     fn doc(d: &Path) -> Value {
         toml::from_str(&std::fs::read_to_string(d.join("pyproject.toml")).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_projects_own_lock_is_taken() {
+        let app = "[project]\nname = \"svc\"\nversion = \"1\"\ndependencies = [\"flask\", \"gunicorn\"]\n";
+        let code = ("services/svc/svc/__init__.py", "from flask import Flask\napp = Flask(__name__)\n");
+        // A member of a uv workspace: the root's lock.
+        let d = project(&[
+            ("pyproject.toml", "[tool.uv.workspace]\nmembers = [\"services/*\"]\n"),
+            ("uv.lock", "version = 1\n"),
+            ("services/svc/pyproject.toml", app),
+            code,
+        ]);
+        let dir = d.path().join("services/svc");
+        let made = init(&doc(&dir), &dir, true).unwrap();
+        assert!(made.build_file.contains("runtime_lock = \"../../uv.lock\""), "{}", made.build_file);
+        // A hashed requirements file, preferred to nothing; a Poetry lock is named for export.
+        let d = project(&[
+            ("pyproject.toml", app),
+            ("requirements.txt", "flask==3.0.0 --hash=sha256:00\n"),
+            ("svc/__init__.py", code.1),
+        ]);
+        let made = init(&doc(d.path()), d.path(), true).unwrap();
+        assert!(made.build_file.contains("runtime_lock = \"requirements.txt\""), "{}", made.build_file);
+        let d = project(&[("pyproject.toml", app), ("poetry.lock", "x"), ("svc/__init__.py", code.1)]);
+        let made = init(&doc(d.path()), d.path(), true).unwrap();
+        assert!(!made.build_file.contains("runtime_lock"), "{}", made.build_file);
+        assert!(made.notes.iter().any(|n| n.contains("poetry export")), "{:?}", made.notes);
     }
 
     #[test]
