@@ -96,7 +96,7 @@ impl Canary {
 }
 
 /// `NAME-1.0.tar.gz` in `dir` with PKG-INFO and the given files (top directory added).
-fn sdist(dir: &Path, name: &str, files: &[(&str, String)]) -> PathBuf {
+pub(crate) fn sdist(dir: &Path, name: &str, files: &[(&str, String)]) -> PathBuf {
     let top = dir.join(format!("{name}-1.0"));
     std::fs::create_dir_all(&top).unwrap();
     std::fs::write(top.join("PKG-INFO"), format!("Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")).unwrap();
@@ -114,7 +114,7 @@ fn sdist(dir: &Path, name: &str, files: &[(&str, String)]) -> PathBuf {
 
 /// The build tools' wheels (setuptools, wheel) of the test wheelhouse, copied into
 /// `dir`: the only other files the story needs.
-fn build_tools(dir: &Path) {
+pub(crate) fn build_tools(dir: &Path) {
     for e in hb_fs::read_dir_sorted(wheelhouse()).unwrap() {
         let name = e.file_name().to_string_lossy().into_owned();
         if (name.starts_with("setuptools-") || name.starts_with("wheel-")) && name.ends_with(".whl") {
@@ -125,7 +125,7 @@ fn build_tools(dir: &Path) {
 
 /// A workspace whose app depends on `dep`, allowed from its sdist, with the roots
 /// locked empty (nothing here reaches a Debian mirror).
-fn workspace(dep: &str) -> Ws {
+pub(crate) fn workspace(dep: &str) -> Ws {
     let ws = Ws::empty();
     ws.write(
         "BUILD.toml",

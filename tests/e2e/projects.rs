@@ -4,7 +4,9 @@
 //! dependency list the backend computes (`dynamic`), setup.py's `install_requires`
 //! under a static list (setuptools ignores it), a `requires-python` the platform's
 //! Python does not meet, a lock missing what a locked distribution requires (checked on
-//! the venv as `pip check` does), and an entry point whose module the venv lacks.
+//! the venv as `pip check` does), and an entry point whose module the venv lacks. And
+//! what once took a run per problem is said at once: every dependency that has only an
+//! sdist.
 
 use crate::harness::Ws;
 
@@ -103,4 +105,27 @@ fn data_that_only_manifest_in_names_reaches_the_deb() {
     let ws = manifest_demosite();
     let err = ws.fails(&["build", "//demosite:deb"]);
     assert!(err.contains("`MANIFEST.in` (setuptools reads it) is not in srcs"), "{err}");
+}
+
+#[test]
+fn every_dependency_with_only_an_sdist_is_named_at_once() {
+    use crate::hostile_fetch::{build_tools, sdist, workspace};
+    let finds = tempfile::tempdir().unwrap();
+    build_tools(finds.path());
+    let setup = || vec![("setup.py", "from setuptools import setup\nsetup()\n".to_string())];
+    sdist(finds.path(), "alpha", &setup());
+    sdist(finds.path(), "beta", &setup());
+    let ws = workspace("alpha\", \"beta");
+    let build = std::fs::read_to_string(ws.path("BUILD.toml")).unwrap();
+    ws.write("BUILD.toml", &build.replace("allow_sdist = true\n", ""));
+    let out = ws
+        .cmd()
+        .args(["lock", "//:app"])
+        .env("PIP_FIND_LINKS", finds.path())
+        .env("PIP_NO_INDEX", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("allow_sdist = [\"alpha\", \"beta\"]"), "not both at once:\n{err}");
 }

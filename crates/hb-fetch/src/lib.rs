@@ -554,6 +554,23 @@ pub fn resolve(
     let stand_ins = tempfile::tempdir().map_err(tmp_err)?;
     let mut reqs: Vec<String> = requirements.to_vec();
     let mut sdists: Vec<(LockedFile, sdist::SdistInfo, String)> = Vec::new();
+    // Runtime dependencies with only an sdist that the policy does not allow: each is
+    // stood in for (its metadata read, never run) so that pip goes on and every one of
+    // them is named at once.
+    let mut refused: Vec<String> = Vec::new();
+    let refused_error = |refused: &[String], detail: &str| FetchError::Resolve {
+        what: format!("{what} ({})", requirements.join(", ")),
+        target: target.describe(),
+        detail: format!(
+            "{detail}{}these have no wheel for {}, only an sdist: {}. To compile them from their sdists in the target root, allow them on \
+             the python_app: `allow_sdist = [{}]`, and list the Debian packages their builds need in \
+             `build_depends` (headers, libraries, tools such as pg_config).",
+            if detail.is_empty() { "" } else { "\n  " },
+            target.describe(),
+            refused.join(", "),
+            refused.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", ")
+        ),
+    };
     let tmp = loop {
         let tmp = tempfile::tempdir().map_err(tmp_err)?;
         let Err(detail) = pip.download(target, &reqs, false, &[stand_ins.path()], tmp.path()) else { break tmp };
@@ -564,7 +581,28 @@ pub fn resolve(
             target: target.describe(),
             detail: with_available_tags(&detail, &reqs, target),
         };
-        let Some(req) = unmatched.filter(|_| !name.is_empty()) else { return Err(fail(detail)) };
+        let Some(req) = unmatched.filter(|_| !name.is_empty()) else {
+            if !refused.is_empty() {
+                return Err(refused_error(&refused, &detail));
+            }
+            return Err(fail(detail));
+        };
+        if !allow.allows(&name) && role == Role::Runtime && !refused.contains(&name) {
+            match cache.get(pip, &req, role) {
+                Ok((_, info)) if info.name == name => {
+                    let stand_in = sdist::write_stand_in(stand_ins.path(), &info)?;
+                    reqs.insert(
+                        0,
+                        format!("{} @ file://{}", info.name, stand_in.display().to_string().replace(' ', "%20")),
+                    );
+                    refused.push(name);
+                    continue;
+                }
+                // No sdist either: pip's own words, with those refused so far.
+                _ if !refused.is_empty() => return Err(refused_error(&refused, &detail)),
+                _ => {}
+            }
+        }
         if !allow.allows(&name) {
             let hint = if role == Role::Runtime {
                 format!(
@@ -594,6 +632,9 @@ pub fn resolve(
         let stand_in_file = stand_in.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         sdists.push((locked, info, stand_in_file));
     };
+    if !refused.is_empty() {
+        return Err(refused_error(&refused, ""));
+    }
     let mut out = Vec::new();
     for entry in hb_fs::read_dir_sorted(tmp.path())? {
         let file = entry.file_name().to_string_lossy().into_owned();
