@@ -158,7 +158,11 @@ fn depends_on(doc: &Value, dist: &str) -> bool {
 /// Works out the BUILD.toml for the project in `dir` (whose pyproject is `doc`).
 /// `workspace`: also write the `[workspace]` table (no workspace above `dir`).
 pub fn init(doc: &Value, dir: &Path, workspace: bool) -> Result<Init, String> {
-    let name = get(doc, &["project", "name"]).and_then(Value::as_str).ok_or("pyproject.toml has no [project] name")?;
+    // Poetry's own format reads as the [project] table it stands for.
+    let doc = &crate::poetry::with_project(doc).map_err(|e| format!("pyproject.toml: {e}"))?;
+    let name = get(doc, &["project", "name"]).and_then(Value::as_str).ok_or(
+        "pyproject.toml has no [project] name (nor Poetry's [tool.poetry] name): add a [project] table (PEP 621)",
+    )?;
     let backend =
         get(doc, &["build-system", "build-backend"]).and_then(Value::as_str).unwrap_or("setuptools.build_meta");
     let project = hb_python::normalize(name);

@@ -9,6 +9,7 @@ pub mod build;
 pub mod init;
 pub mod placeholders;
 pub mod plan;
+pub mod poetry;
 pub mod providers;
 pub mod pyproject;
 pub mod roots;

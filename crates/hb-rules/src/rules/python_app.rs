@@ -425,7 +425,41 @@ pub fn project(pkg: &Package, p: &PythonAppAttrs) -> Result<Project, RulesError>
         .map_err(|e| inside(e.span().unwrap_or(0..0), format!("{}: {}", shown.display(), e.message())))?;
     let doc: toml::Value = toml::from_str(&text)
         .map_err(|e| inside(e.span().unwrap_or(0..0), format!("{}: {}", shown.display(), e.message())))?;
-    let project = file.project.ok_or_else(|| inside(0..0, format!("{} has no [project] table", shown.display())))?;
+    // Poetry's own format is read as the [project] table it stands for.
+    let poetry = crate::poetry::as_project(&doc).map_err(|e| inside(0..0, format!("{}: {e}", shown.display())))?;
+    // Poetry's `python = "..."` dependency, located at its line.
+    let poetry_python =
+        poetry.as_ref().and_then(|t| t.get("requires-python")).and_then(toml::Value::as_str).map(|rp| {
+            let at = text.find("\npython").map_or(0..0, |i| i + 1..i + 7);
+            (rp.to_string(), hb_config::Location::from_span(&shown, &text, at))
+        });
+    let doc = crate::poetry::with_project(&doc).map_err(|e| inside(0..0, format!("{}: {e}", shown.display())))?;
+    let project = match (file.project, poetry) {
+        (Some(p), _) => p,
+        (None, Some(table)) => ProjectTable {
+            name: table.get("name").and_then(toml::Value::as_str).map(str::to_string),
+            dependencies: table
+                .get("dependencies")
+                .and_then(toml::Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(toml::Value::as_str)
+                .map(str::to_string)
+                .collect(),
+            dynamic: None,
+            requires_python: None,
+        },
+        (None, None) => {
+            return Err(inside(
+                0..0,
+                format!(
+                    "{} has no [project] table (nor Poetry's [tool.poetry]): add one with the project's name, \
+                     version and dependencies (PEP 621)",
+                    shown.display()
+                ),
+            ));
+        }
+    };
     let name = project.name.ok_or_else(|| inside(0..0, format!("{} has no [project] name", shown.display())))?;
     let build = file.build_system;
     Ok(Project {
@@ -446,7 +480,8 @@ pub fn project(pkg: &Package, p: &PythonAppAttrs) -> Result<Project, RulesError>
         requires_python: project
             .requires_python
             .as_ref()
-            .map(|r| (r.get_ref().clone(), hb_config::Location::from_span(&shown, &text, r.span()))),
+            .map(|r| (r.get_ref().clone(), hb_config::Location::from_span(&shown, &text, r.span())))
+            .or(poetry_python),
         doc,
     })
 }
