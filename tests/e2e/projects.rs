@@ -129,3 +129,25 @@ fn every_dependency_with_only_an_sdist_is_named_at_once() {
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("allow_sdist = [\"alpha\", \"beta\"]"), "not both at once:\n{err}");
 }
+
+#[test]
+fn a_poetry_format_project_is_initialised_built_and_passes_its_install_test() {
+    // examples/poetry as a new user has it: no BUILD.toml, no hb.lock, no workspace.
+    let ws = Ws::empty();
+    let dir = tempfile::tempdir().unwrap();
+    crate::harness::copy_tree(&crate::harness::repo().join("examples/poetry"), dir.path());
+    for written in ["BUILD.toml", "hb.lock"] {
+        std::fs::remove_file(dir.path().join(written)).unwrap();
+    }
+    let out = ws.cmd().arg("init").current_dir(dir.path()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}", crate::harness::show(&out));
+    assert!(err.contains("entry point: notes_app:app") && err.contains("next: `hb build //:deb`"), "{err}");
+    assert!(err.contains("notes_app/data/*.json"), "Poetry's include is not a source:\n{err}");
+    let out = ws.cmd().args(["test", "//:deb", "--init", "sysv"]).current_dir(dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", crate::harness::show(&out));
+    let listing = crate::harness::run(
+        std::process::Command::new("dpkg-deb").arg("-c").arg(dir.path().join("hb-out/poetry-notes_0.3.0_amd64.deb")),
+    );
+    assert!(listing.contains("site-packages/notes_app/data/notes.json"), "the included data is missing:\n{listing}");
+}
