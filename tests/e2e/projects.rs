@@ -151,3 +151,54 @@ fn a_poetry_format_project_is_initialised_built_and_passes_its_install_test() {
     );
     assert!(listing.contains("site-packages/notes_app/data/notes.json"), "the included data is missing:\n{listing}");
 }
+
+/// A pure wheel `NAME-VERSION-py3-none-any.whl` in `dir` whose METADATA requires
+/// `requires` (written with Python's zipfile, RECORD and all).
+fn tiny_wheel(dir: &std::path::Path, name: &str, version: &str, requires: &[&str]) {
+    let script = r#"
+import base64, hashlib, sys, zipfile
+d, name, version, *requires = sys.argv[1:]
+dist = f"{name}-{version}.dist-info"
+files = {
+    f"{name}/__init__.py": b"",
+    f"{dist}/METADATA": (f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n" + "".join(f"Requires-Dist: {r}\n" for r in requires)).encode(),
+    f"{dist}/WHEEL": b"Wheel-Version: 1.0\nGenerator: hb-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+}
+rows = [f"{n},sha256={base64.urlsafe_b64encode(hashlib.sha256(b).digest()).rstrip(b'=').decode()},{len(b)}" for n, b in files.items()]
+files[f"{dist}/RECORD"] = ("\n".join(rows + [f"{dist}/RECORD,,"]) + "\n").encode()
+with zipfile.ZipFile(f"{d}/{name}-{version}-py3-none-any.whl", "w") as z:
+    for n, b in files.items():
+        z.writestr(n, b)
+"#;
+    crate::harness::run(
+        std::process::Command::new("python3").arg("-c").arg(script).arg(dir).arg(name).arg(version).args(requires),
+    );
+}
+
+#[test]
+fn an_allowed_sdist_reached_through_a_ranged_requirement_is_locked() {
+    use crate::hostile_fetch::{build_tools, sdist, workspace};
+    let finds = tempfile::tempdir().unwrap();
+    build_tools(finds.path());
+    // Every version of `parent` needs xdep, which has only an sdist: pip says only that
+    // the versions of parent conflict.
+    tiny_wheel(finds.path(), "parent", "1.0", &["xdep"]);
+    tiny_wheel(finds.path(), "parent", "2.0", &["xdep>=1"]);
+    sdist(finds.path(), "xdep", &[("setup.py", "from setuptools import setup\nsetup()\n".to_string())]);
+    let ws = workspace("parent>=1");
+    let build = std::fs::read_to_string(ws.path("BUILD.toml")).unwrap();
+    ws.write("BUILD.toml", &build.replace("allow_sdist = true", "allow_sdist = [\"xdep\"]"));
+    let out = ws
+        .cmd()
+        .args(["lock", "//:app"])
+        .env("PIP_FIND_LINKS", finds.path())
+        .env("PIP_NO_INDEX", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", crate::harness::show(&out));
+    let lock = std::fs::read_to_string(ws.path("hb.lock")).unwrap();
+    assert!(
+        lock.contains("file = \"xdep-1.0.tar.gz\"") && lock.contains("file = \"parent-2.0-py3-none-any.whl\""),
+        "{lock}"
+    );
+}

@@ -152,7 +152,9 @@ impl Pip {
         let (major, minor) = target.python;
         let mut argv: Vec<String> = vec![python.executable.display().to_string()];
         let mut arg = |a: &str| argv.push(a.to_string());
-        for a in ["-m", "pip", "download", "--disable-pip-version-check", "--no-input", "--quiet"] {
+        // Not --quiet: pip says what a conflict is caused by only at its info level
+        // (standard output), read below when it fails.
+        for a in ["-m", "pip", "download", "--disable-pip-version-check", "--no-input"] {
             arg(a);
         }
         arg("--dest");
@@ -174,7 +176,18 @@ impl Pip {
         argv.extend(requirements.iter().cloned());
         let spec = self.sandbox_spec(&python, argv, local, dest);
         let out = hb_sandbox::run_networked(&spec).map_err(|e| e.to_string())?;
-        if out.success { Ok(()) } else { Err(out.stderr.trim().to_string()) }
+        if out.success {
+            return Ok(());
+        }
+        let mut detail = out.stderr.trim().to_string();
+        if let Some((_, block)) = out.stdout.split_once("The conflict is caused by:") {
+            detail.push_str("\nThe conflict is caused by:");
+            for line in block.lines().skip(1).take_while(|l| !l.trim().is_empty()) {
+                detail.push('\n');
+                detail.push_str(line);
+            }
+        }
+        Err(detail)
     }
 
     /// What the sandboxed pip sees: the interpreter's prefixes, the host files of
@@ -504,6 +517,26 @@ fn unmatched_requirement(detail: &str) -> Option<String> {
     (!req.is_empty()).then_some(req)
 }
 
+/// The requirements pip's "The conflict is caused by:" block names
+/// (`    parent 2.0 depends on x>=1`), in its order.
+fn conflict_requirements(detail: &str) -> Vec<String> {
+    let Some((_, block)) = detail.split_once("The conflict is caused by:") else { return Vec::new() };
+    let mut out: Vec<String> = Vec::new();
+    for line in block.lines().skip(1) {
+        let Some((_, req)) = line.split_once(" depends on ") else {
+            if line.trim().is_empty() {
+                break;
+            }
+            continue;
+        };
+        let req = req.trim().to_string();
+        if !req.is_empty() && !out.contains(&req) {
+            out.push(req);
+        }
+    }
+    out
+}
+
 /// The distribution name at the start of a requirement.
 fn requirement_name(req: &str) -> String {
     let name: String = req.chars().take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')).collect();
@@ -574,7 +607,15 @@ pub fn resolve(
     let tmp = loop {
         let tmp = tempfile::tempdir().map_err(tmp_err)?;
         let Err(detail) = pip.download(target, &reqs, false, &[stand_ins.path()], tmp.path()) else { break tmp };
-        let unmatched = unmatched_requirement(&detail);
+        // A dependency of a ranged requirement without a wheel shows as a conflict
+        // between the versions of what requires it: an allowed sdist among those it
+        // names is stood in like a direct one.
+        let unmatched = unmatched_requirement(&detail).or_else(|| {
+            conflict_requirements(&detail).into_iter().find(|r| {
+                let n = requirement_name(r);
+                allow.allows(&n) && !sdists.iter().any(|(f, _, _)| f.name == n)
+            })
+        });
         let name = unmatched.as_deref().map(requirement_name).unwrap_or_default();
         let fail = |detail: String| FetchError::Resolve {
             what: format!("{what} ({})", requirements.join(", ")),
@@ -730,6 +771,13 @@ pub fn fetch(pip: &Pip, wheelhouses: &[PathBuf], f: &LockedFile, dest_dir: &Path
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_conflicts_requirements_are_read() {
+        let detail = "ERROR: Cannot install parent==1.0 and parent==2.0 because these package versions have conflicting dependencies.\n\nThe conflict is caused by:\n    parent 2.0 depends on xdep>=1\n    parent 1.0 depends on xdep\n\nTo fix this you could try to:\n1. loosen the range\n";
+        assert_eq!(conflict_requirements(detail), ["xdep>=1", "xdep"]);
+        assert!(conflict_requirements("ERROR: No matching distribution found for x").is_empty());
+    }
 
     #[test]
     fn pip_names_its_default_index() {
