@@ -171,7 +171,15 @@ fn write_lock(ws: &Ws, dir: &Path, runtime: &[&str], build: &[&str]) {
             Ok(w) => (w.normalized_name(), w.version.clone()),
             Err(_) => hb_fetch::sdist::parse_name(&file).unwrap(),
         };
-        files.push(hb_fetch::LockedFile { name, version, role, sha256: sha256(&e.path()), file, targets: Vec::new() });
+        files.push(hb_fetch::LockedFile {
+            name,
+            version,
+            role,
+            sha256: sha256(&e.path()),
+            file,
+            targets: Vec::new(),
+            pure: false,
+        });
     }
     let inputs = hb_fetch::inputs_digest(
         &[runtime_requirement(runtime)],

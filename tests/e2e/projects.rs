@@ -202,3 +202,32 @@ fn an_allowed_sdist_reached_through_a_ranged_requirement_is_locked() {
         "{lock}"
     );
 }
+
+#[test]
+fn a_pure_python_sdist_builds_in_the_base_root_without_a_compiler() {
+    use crate::hostile_fetch::{build_tools, sdist};
+    let finds = tempfile::tempdir().unwrap();
+    build_tools(finds.path());
+    let setup = "from setuptools import setup\nsetup(name='alpha', version='1.0', py_modules=['alpha'])\n";
+    sdist(finds.path(), "alpha", &[("setup.py", setup.to_string()), ("alpha.py", "ANSWER = 42\n".to_string())]);
+    let ws = Ws::empty();
+    ws.write(
+        "BUILD.toml",
+        "[workspace]\nsource_date_epoch = 1700000000\nplatform = \"bookworm-amd64\"\nplatforms = [\"bookworm-amd64\"]\n\n[[python_app]]\nname = \"app\"\nmodule = \"app:app\"\nallow_sdist = [\"alpha\"]\n",
+    );
+    ws.write(
+        "pyproject.toml",
+        "[build-system]\nrequires = [\"setuptools\"]\nbuild-backend = \"setuptools.build_meta\"\n\n[project]\nname = \"app\"\nversion = \"1.0\"\ndependencies = [\"alpha\"]\n\n[tool.setuptools]\npy-modules = [\"app\"]\n",
+    );
+    ws.write("app.py", "import alpha\n\ndef app(environ, start_response):\n    return []\n");
+    let run = |args: &[&str]| {
+        let out = ws.cmd().args(args).env("PIP_FIND_LINKS", finds.path()).output().unwrap();
+        assert!(out.status.success(), "hb {args:?}:\n{}", crate::harness::show(&out));
+    };
+    run(&["lock", "//:app"]);
+    let lock = std::fs::read_to_string(ws.path("hb.lock")).unwrap();
+    assert!(lock.contains("file = \"alpha-1.0.tar.gz\"") && lock.contains("pure = true"), "{lock}");
+    let roots = std::fs::read_to_string(ws.path("hb-root.lock")).unwrap();
+    assert!(!roots.contains("\"gcc\""), "a compile root was locked for a pure sdist:\n{roots}");
+    run(&["build", "//:app"]);
+}

@@ -104,6 +104,7 @@ fn best_wheel(
         file: file.to_string(),
         sha256,
         targets: Vec::new(),
+        pure: false,
     })
 }
 
@@ -521,6 +522,7 @@ pub fn select(
             file: file.clone(),
             sha256: sha.clone(),
             targets: Vec::new(),
+            pure: false,
         });
     }
     out.sort_by(|a, b| (&a.name, &a.file).cmp(&(&b.name, &b.file)));

@@ -383,6 +383,7 @@ impl SdistCache {
             file,
             sha256,
             targets: Vec::new(),
+            pure: info.pure,
         };
         self.found.push((req.to_string(), locked.clone(), info.clone()));
         Ok((locked, info))
@@ -698,6 +699,7 @@ pub fn resolve(
             file,
             sha256: sha256_file(&entry.path())?,
             targets: Vec::new(),
+            pure: false,
         });
     }
     let mut infos = Vec::new();

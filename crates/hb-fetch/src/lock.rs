@@ -41,6 +41,10 @@ pub struct LockedFile {
     /// serves the one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<String>,
+    /// An sdist that builds without a compiler (`pure = true`): compiled in the base
+    /// root, not a compile root. Absent means false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pure: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -183,6 +187,9 @@ impl Lock {
                 "\n[[package]]\nname = \"{}\"\nversion = \"{}\"\nrole = \"{role}\"\nfile = \"{}\"\nsha256 = \"{}\"\n",
                 p.name, p.version, p.file, p.sha256
             ));
+            if p.pure {
+                out.push_str("pure = true\n");
+            }
             if multi {
                 let mut targets = p.targets.clone();
                 targets.sort_by_key(|t| self.targets.iter().position(|x| x == t));
@@ -237,6 +244,7 @@ mod tests {
                     file: "zeta-1.0-py3-none-any.whl".into(),
                     sha256: "a".repeat(64),
                     targets: Vec::new(),
+                    pure: false,
                 },
                 LockedFile {
                     name: "setuptools".into(),
@@ -245,6 +253,7 @@ mod tests {
                     file: "setuptools-75.0-py3-none-any.whl".into(),
                     sha256: "b".repeat(64),
                     targets: Vec::new(),
+                    pure: false,
                 },
             ],
         }

@@ -135,6 +135,7 @@ mod tests {
             file: file.into(),
             sha256: "ab".repeat(32),
             targets: Vec::new(),
+            pure: false,
         }
     }
 

@@ -44,7 +44,21 @@ pub struct SdistInfo {
     pub build_requires: Vec<String>,
     /// `[build-system] build-backend`, or the setuptools legacy backend.
     pub build_backend: String,
+    /// Whether it builds without a compiler: no C, C++, Cython, Fortran, Rust or Go
+    /// source, no native build file, no extension declared in setup.py, and a backend
+    /// that only packs Python.
+    pub pure: bool,
 }
+
+/// Files whose presence means a compiler runs.
+const NATIVE_SUFFIXES: &[&str] =
+    &[".c", ".cc", ".cpp", ".cxx", ".h", ".hh", ".hpp", ".pyx", ".pxd", ".f", ".f90", ".rs", ".go", ".m", ".mm"];
+const NATIVE_FILES: &[&str] = &["Cargo.toml", "CMakeLists.txt", "meson.build", "Makefile", "configure", "go.mod"];
+/// What a setup.py says when it builds an extension.
+const SETUP_EXTENSIONS: &[&str] = &["ext_modules", "Extension(", "cffi_modules", "rust_extensions", "distclass"];
+/// Backends that only pack Python (setuptools' depends on its setup.py).
+const PURE_BACKENDS: &[&str] =
+    &["setuptools.build_meta", "flit_core.buildapi", "hatchling.build", "poetry.core.masonry.api", "pdm.backend"];
 
 /// Reads an sdist's PKG-INFO and pyproject.toml (both at `TOP/` of the archive).
 pub fn read(path: &Path) -> Result<SdistInfo, FetchError> {
@@ -53,16 +67,20 @@ pub fn read(path: &Path) -> Result<SdistInfo, FetchError> {
     let file = std::fs::File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
     let gz = flate2::read::GzDecoder::new(file).take(MAX_SCANNED);
     let mut archive = tar::Archive::new(gz);
-    let (mut pkg_info, mut pyproject) = (None, None);
+    let (mut pkg_info, mut pyproject, mut setup_py) = (None, None, None);
+    let mut native = false;
     let entries = archive.entries().map_err(|e| bad(format!("not a gzip-compressed tar archive: {e}")))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| bad(format!("damaged archive: {e}")))?;
         let name = entry.path().map_err(|e| bad(format!("damaged archive: {e}")))?.to_string_lossy().into_owned();
+        let base = name.rsplit('/').next().unwrap_or(&name);
+        native |= NATIVE_SUFFIXES.iter().any(|s| base.ends_with(s)) || NATIVE_FILES.contains(&base);
         let mut parts = name.trim_start_matches("./").splitn(2, '/');
         let (_top, rest) = (parts.next(), parts.next());
         let slot = match rest {
             Some("PKG-INFO") => &mut pkg_info,
             Some("pyproject.toml") => &mut pyproject,
+            Some("setup.py") => &mut setup_py,
             _ => continue,
         };
         if slot.is_some() || !entry.header().entry_type().is_file() {
@@ -74,9 +92,6 @@ pub fn read(path: &Path) -> Result<SdistInfo, FetchError> {
             .read_to_string(&mut text)
             .map_err(|e| bad(format!("{name} is not UTF-8 text: {e}")))?;
         *slot = Some(text);
-        if pkg_info.is_some() && pyproject.is_some() {
-            break;
-        }
     }
     let pkg_info = pkg_info.ok_or_else(|| bad("has no PKG-INFO at its top directory: it is not an sdist".into()))?;
     let meta = parse_pkg_info(&pkg_info);
@@ -86,6 +101,9 @@ pub fn read(path: &Path) -> Result<SdistInfo, FetchError> {
         Some(text) => build_system(&text).map_err(|why| bad(format!("pyproject.toml: {why}")))?,
         None => (vec!["setuptools>=40.8.0".to_string()], "setuptools.build_meta:__legacy__".to_string()),
     };
+    let extension = setup_py.as_deref().is_some_and(|t| SETUP_EXTENSIONS.iter().any(|e| t.contains(e)));
+    let backend = build_backend.split(':').next().unwrap_or_default();
+    let pure = !native && !extension && PURE_BACKENDS.contains(&backend);
     Ok(SdistInfo {
         name: hb_python::normalize(name),
         version: version.to_string(),
@@ -93,6 +111,7 @@ pub fn read(path: &Path) -> Result<SdistInfo, FetchError> {
         requires_python: meta.get("requires-python").map(str::to_string),
         build_requires,
         build_backend,
+        pure,
     })
 }
 
@@ -258,6 +277,28 @@ mod tests {
         let mut meta = String::new();
         z.by_name("legacy_pkg-1.0.dist-info/METADATA").unwrap().read_to_string(&mut meta).unwrap();
         assert!(meta.contains("Requires-Dist: idna>=3\n") && meta.contains("Requires-Python: >=3.8\n"), "{meta}");
+    }
+
+    #[test]
+    fn purity_is_told_from_sources_setup_py_and_backend() {
+        let dir = tempfile::tempdir().unwrap();
+        let info = "Metadata-Version: 2.1\nName: p\nVersion: 1\n";
+        let pure = |members: &[(&str, &str)]| {
+            let mut all = vec![("p-1/PKG-INFO", info)];
+            all.extend_from_slice(members);
+            read(&sdist(dir.path(), "p-1.tar.gz", &all)).unwrap().pure
+        };
+        assert!(pure(&[("p-1/setup.py", "from setuptools import setup\nsetup()\n"), ("p-1/p.py", "")]));
+        assert!(!pure(&[("p-1/setup.py", "setup()"), ("p-1/src/speed.c", "int x;")]));
+        assert!(!pure(&[("p-1/setup.py", "setup(ext_modules=[Extension('p', ['p.c'])])")]));
+        assert!(!pure(&[(
+            "p-1/pyproject.toml",
+            "[build-system]\nrequires = [\"maturin\"]\nbuild-backend = \"maturin\"\n"
+        )]));
+        assert!(pure(&[(
+            "p-1/pyproject.toml",
+            "[build-system]\nrequires = [\"hatchling\"]\nbuild-backend = \"hatchling.build\"\n"
+        )]));
     }
 
     #[test]

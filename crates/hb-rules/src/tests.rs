@@ -89,6 +89,7 @@ impl Ws {
             file: format!("{name}-1.0-py3-none-any.whl"),
             sha256: "0".repeat(64),
             targets: Vec::new(),
+            pure: false,
         };
         let mut packages: Vec<_> = runtime.iter().map(|n| file(n, hb_fetch::Role::Runtime)).collect();
         packages.extend(build.iter().map(|n| file(n, hb_fetch::Role::Build)));

@@ -73,6 +73,14 @@ impl PythonAppAttrs {
         }
     }
 
+    /// Whether its lock's sdists need the compile root: any that is not pure, or any
+    /// `build_depends` asked for (pure sdists alone build in the base root).
+    pub fn needs_compile_root(&self, lock: &Lock) -> bool {
+        let listed = self.build_depends.as_ref().is_some_and(|b| !b.get_ref().is_empty());
+        let mut sdists = lock.sdists().peekable();
+        sdists.peek().is_some() && (listed || sdists.any(|s| !s.pure))
+    }
+
     /// The packages of the root sdists compile in, on top of the platform's base root.
     pub fn compile_extra(&self, platform: &Platform) -> Vec<String> {
         let mut v = platform.compile_packages();
@@ -180,6 +188,7 @@ impl Rule for PythonApp {
             hb_sandbox::Mode::Off => Default::default(),
         };
         if let Some(first) = sdists.first() {
+            let compiles = p.needs_compile_root(&a.lock);
             if cx.opts.sandbox == hb_sandbox::Mode::Off {
                 return Err(cx.invalid(
                     p.name.span(),
@@ -189,10 +198,13 @@ impl Rule for PythonApp {
                     ),
                 ));
             }
-            let extra = p.compile_extra(platform);
+            // Pure sdists (no compiler needed, no build_depends) build in the base root.
+            let extra = if compiles { p.compile_extra(platform) } else { Vec::new() };
             let root = crate::roots::root_input_with(cx, &extra)?;
-            compile_root = Some(root);
-            root_packages = crate::roots::locked_summary(cx, &extra);
+            if compiles {
+                compile_root = Some(root);
+                root_packages = crate::roots::locked_summary(cx, &extra);
+            }
             let build_depends: Vec<String> =
                 p.build_depends.iter().flat_map(|b| b.get_ref().iter().map(|d| d.get_ref().clone())).collect();
             for f in &sdists {
@@ -590,7 +602,7 @@ fn locked_apps(ws: &mut Workspace) -> Result<Vec<(PythonAppAttrs, String, Lock)>
 pub fn compile_roots(ws: &mut Workspace) -> Result<Vec<(&'static Platform, Vec<String>)>, RulesError> {
     let mut out: Vec<(&'static Platform, Vec<String>)> = Vec::new();
     for (p, _, lock) in locked_apps(ws)? {
-        if lock.sdists().next().is_none() {
+        if !p.needs_compile_root(&lock) {
             continue;
         }
         for platform in &ws.platforms {
