@@ -107,24 +107,25 @@ fn data_that_only_manifest_in_names_reaches_the_deb() {
     assert!(err.contains("`MANIFEST.in` (setuptools reads it) is not in srcs"), "{err}");
 }
 
+/// `hb lock` of an app depending on `dep`, with `allow` as its allow_sdist line (or
+/// none), from the files of `finds` only.
+fn lock_from(finds: &std::path::Path, dep: &str, allow: &str) -> (Ws, std::process::Output) {
+    let ws = crate::hostile_fetch::workspace(dep);
+    let build = std::fs::read_to_string(ws.path("BUILD.toml")).unwrap();
+    ws.write("BUILD.toml", &build.replace("allow_sdist = true\n", allow));
+    let out = ws.cmd().args(["lock", "//:app"]).env("PIP_FIND_LINKS", finds).env("PIP_NO_INDEX", "1").output().unwrap();
+    (ws, out)
+}
+
 #[test]
 fn every_dependency_with_only_an_sdist_is_named_at_once() {
-    use crate::hostile_fetch::{build_tools, sdist, workspace};
+    use crate::hostile_fetch::{build_tools, sdist};
     let finds = tempfile::tempdir().unwrap();
     build_tools(finds.path());
     let setup = || vec![("setup.py", "from setuptools import setup\nsetup()\n".to_string())];
     sdist(finds.path(), "alpha", &setup());
     sdist(finds.path(), "beta", &setup());
-    let ws = workspace("alpha\", \"beta");
-    let build = std::fs::read_to_string(ws.path("BUILD.toml")).unwrap();
-    ws.write("BUILD.toml", &build.replace("allow_sdist = true\n", ""));
-    let out = ws
-        .cmd()
-        .args(["lock", "//:app"])
-        .env("PIP_FIND_LINKS", finds.path())
-        .env("PIP_NO_INDEX", "1")
-        .output()
-        .unwrap();
+    let (_ws, out) = lock_from(finds.path(), "alpha\", \"beta", "");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("allow_sdist = [\"alpha\", \"beta\"]"), "not both at once:\n{err}");
@@ -177,7 +178,7 @@ with zipfile.ZipFile(f"{d}/{name}-{version}-py3-none-any.whl", "w") as z:
 
 #[test]
 fn an_allowed_sdist_reached_through_a_ranged_requirement_is_locked() {
-    use crate::hostile_fetch::{build_tools, sdist, workspace};
+    use crate::hostile_fetch::{build_tools, sdist};
     let finds = tempfile::tempdir().unwrap();
     build_tools(finds.path());
     // Every version of `parent` needs xdep, which has only an sdist: pip says only that
@@ -185,16 +186,7 @@ fn an_allowed_sdist_reached_through_a_ranged_requirement_is_locked() {
     tiny_wheel(finds.path(), "parent", "1.0", &["xdep"]);
     tiny_wheel(finds.path(), "parent", "2.0", &["xdep>=1"]);
     sdist(finds.path(), "xdep", &[("setup.py", "from setuptools import setup\nsetup()\n".to_string())]);
-    let ws = workspace("parent>=1");
-    let build = std::fs::read_to_string(ws.path("BUILD.toml")).unwrap();
-    ws.write("BUILD.toml", &build.replace("allow_sdist = true", "allow_sdist = [\"xdep\"]"));
-    let out = ws
-        .cmd()
-        .args(["lock", "//:app"])
-        .env("PIP_FIND_LINKS", finds.path())
-        .env("PIP_NO_INDEX", "1")
-        .output()
-        .unwrap();
+    let (ws, out) = lock_from(finds.path(), "parent>=1", "allow_sdist = [\"xdep\"]\n");
     assert!(out.status.success(), "{}", crate::harness::show(&out));
     let lock = std::fs::read_to_string(ws.path("hb.lock")).unwrap();
     assert!(
