@@ -592,18 +592,22 @@ pub fn resolve(
     // stood in for (its metadata read, never run) so that pip goes on and every one of
     // them is named at once.
     let mut refused: Vec<String> = Vec::new();
-    let refused_error = |refused: &[String], detail: &str| FetchError::Resolve {
-        what: format!("{what} ({})", requirements.join(", ")),
-        target: target.describe(),
-        detail: format!(
-            "{detail}{}these have no wheel for {}, only an sdist: {}. To compile them from their sdists in the target root, allow them on \
-             the python_app: `allow_sdist = [{}]`, and list the Debian packages their builds need in \
-             `build_depends` (headers, libraries, tools such as pg_config).",
-            if detail.is_empty() { "" } else { "\n  " },
-            target.describe(),
-            refused.join(", "),
-            refused.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", ")
-        ),
+    let refused_error = |refused: &[String], detail: &str| {
+        let (has, it, they) =
+            if refused.len() == 1 { ("has", "it", "its sdist") } else { ("have", "them", "their sdists") };
+        FetchError::Resolve {
+            what: format!("{what} ({})", requirements.join(", ")),
+            target: target.describe(),
+            detail: format!(
+                "{detail}{}{} {has} no wheel for {}, only an sdist. To compile {it} from {they} in the target \
+                 root, allow {it} on the python_app: `allow_sdist = [{}]`, and list the Debian packages the \
+                 builds need in `build_depends` (headers, libraries, tools such as pg_config).",
+                if detail.is_empty() { "" } else { "\n  " },
+                refused.join(", "),
+                target.describe(),
+                refused.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", ")
+            ),
+        }
     };
     let tmp = loop {
         let tmp = tempfile::tempdir().map_err(tmp_err)?;
