@@ -5,7 +5,8 @@
 //! lists the targets it serves (a pure wheel appears once for all of them). It
 //! never holds an index URL or host: where files come from is the user's configuration.
 //! `inputs` is a digest of the requirements the lock was made from, so a lock that no
-//! longer matches pyproject.toml is caught before anything builds.
+//! longer matches pyproject.toml is caught before anything builds. An sdist that needs
+//! no compiler carries `pure = true` (it builds in the base root).
 
 use std::path::Path;
 

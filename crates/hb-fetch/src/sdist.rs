@@ -1,12 +1,13 @@
 //! Source distributions (sdists) in locks: naming (`{name}-{version}.tar.gz`, PEP 625),
 //! reading what hb needs from one without running it (its `PKG-INFO`: name, version,
-//! `Requires-Dist`, `Requires-Python`; its `pyproject.toml`: the build requirements),
+//! `Requires-Dist`, `Requires-Python`; its `pyproject.toml`: the build requirements;
+//! its member names and `setup.py`: whether it is pure, i.e. builds without a compiler),
 //! and the *stand-in wheel* that lets pip resolve a dependency graph holding an sdist
 //! while every other file stays binary-only for the target: a pure wheel carrying the
 //! sdist's metadata and no code, given to pip as a local file and never locked.
 //!
-//! An sdist is untrusted input: only two small members are read, each within a size
-//! cap, and entries are never written to disk here.
+//! An sdist is untrusted input: only three small members are read, each within a size
+//! cap (the others only by name), and entries are never written to disk here.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

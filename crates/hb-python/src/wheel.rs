@@ -525,9 +525,9 @@ impl Wheel {
         self.root_is_purelib
     }
 
-    /// The names of its regular files, sorted.
-    pub fn member_names(&self) -> impl Iterator<Item = &str> {
-        self.members.iter().map(|m| m.name.as_str())
+    /// Its regular files (name and bytes), sorted by name.
+    pub fn files(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.members.iter().map(|m| (m.name.as_str(), m.bytes.as_slice()))
     }
 
     /// The regular files, sorted by name.

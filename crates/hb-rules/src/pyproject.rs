@@ -3,7 +3,8 @@
 //! `package-dir`, `py-modules` and `packages.find`; hatchling's wheel `packages`; flit's
 //! module; poetry's `packages`; else the layout every backend discovers: `src/NAME` or
 //! `NAME`, as a package or a module) and the files it refers to (the readme, licence
-//! files, setuptools' package data). Rules use it twice: with `srcs` omitted, these are
+//! files, setuptools' package data and dynamic files, Poetry's readme and includes; for
+//! setuptools also setup.py, setup.cfg and MANIFEST.in). Rules use it twice: with `srcs` omitted, these are
 //! the sources; with `srcs` given, every file the pyproject refers to must be among them.
 //! It reads the pyproject's text and lists directories of the package; it never builds.
 

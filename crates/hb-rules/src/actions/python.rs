@@ -487,38 +487,47 @@ impl VenvJob {
     /// package, an extension module or a namespace directory in site-packages): the
     /// service could not start.
     fn check_entry_module(&self, entries: &[TreeEntry], wheels: &[Wheel]) -> Result<(), JobError> {
+        // A .pth file with a line that is a path may put any directory on sys.path:
+        // then hb cannot tell. (`import` lines, like setuptools' own, add none.)
+        let adds_path = |text: &[u8]| {
+            String::from_utf8_lossy(text).lines().map(str::trim).any(|l| {
+                !l.is_empty() && !l.starts_with('#') && !l.starts_with("import ") && !l.starts_with("import\t")
+            })
+        };
+        let pth = wheels
+            .iter()
+            .flat_map(Wheel::files)
+            .any(|(name, bytes)| name.rsplit('/').next().is_some_and(|n| n.ends_with(".pth")) && adds_path(bytes));
+        if pth {
+            return Ok(());
+        }
         let site = format!(
             "{}/lib/python{}.{}/site-packages/",
             self.prefix.trim_start_matches('/'),
             self.python.0,
             self.python.1
         );
-        let in_site: Vec<&str> = entries.iter().filter_map(|e| e.path.strip_prefix(&site)).collect();
-        // A .pth file may put any directory on the path: then hb cannot tell.
-        if in_site.iter().any(|p| !p.contains('/') && p.ends_with(".pth")) {
-            return Ok(());
-        }
         let path = self.entry_module.replace('.', "/");
-        let found = in_site.iter().any(|p| {
-            *p == format!("{path}.py")
-                || p.starts_with(&format!("{path}/"))
-                || (p.starts_with(&format!("{path}.")) && p.ends_with(".so") && !p[path.len()..].contains('/'))
+        let (module, package, extension) = (format!("{path}.py"), format!("{path}/"), format!("{path}."));
+        let found = entries.iter().filter_map(|e| e.path.strip_prefix(&site)).any(|p| {
+            p == module
+                || p.starts_with(&package)
+                || p.strip_prefix(&extension).is_some_and(|rest| !rest.contains('/') && p.ends_with(".so"))
         });
         if found {
             return Ok(());
         }
         // What the app's own wheel (the last) does hold at the top of site-packages.
-        let app = wheels.last().map(|w| w.name().distribution.clone()).unwrap_or_default();
-        let mut tops: Vec<String> = Vec::new();
-        if let Some(w) = wheels.last() {
-            for m in w.member_names() {
-                let top = m.split('/').next().unwrap_or(m);
-                let top = top.strip_suffix(".py").unwrap_or(top);
-                if !top.ends_with(".dist-info") && !top.ends_with(".data") && !tops.iter().any(|t| t == top) {
-                    tops.push(top.to_string());
-                }
+        let app = wheels.last();
+        let mut tops: Vec<&str> = Vec::new();
+        for (name, _) in app.into_iter().flat_map(Wheel::files) {
+            let top = name.split('/').next().unwrap_or(name);
+            let top = top.strip_suffix(".py").unwrap_or(top);
+            if !top.ends_with(".dist-info") && !top.ends_with(".data") && !tops.contains(&top) {
+                tops.push(top);
             }
         }
+        let app = app.map(|w| w.name().distribution.as_str()).unwrap_or_default();
         Err(JobError::Failed(format!(
             "{}: the entry point's module `{}` ({}) is nowhere in the venv (no {path}.py, {path}/ or \
              extension module in site-packages), so the service could not start. The app's wheel ({app}) \
@@ -544,7 +553,7 @@ impl VenvJob {
         // The app's wheel is the last one.
         let app = dists.last().map(|d| format!("{} {}", d.name, d.version)).unwrap_or_default();
         let lines: Vec<String> = unmet.iter().map(|u| format!("  {u}")).collect();
-        let of_app = unmet.iter().any(|u| u.who() == app);
+        let of_app = unmet.iter().any(|u| u.who() == app && !matches!(u, hb_python::requires::Unmet::Python { .. }));
         let python = unmet.iter().any(|u| matches!(u, hb_python::requires::Unmet::Python { .. }));
         let mut fix = Vec::new();
         if of_app {

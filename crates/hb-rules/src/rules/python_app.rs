@@ -635,11 +635,10 @@ fn check_install_requires(
     let pyproject = Path::new(p.pyproject.get_ref());
     let rel = pyproject.parent().unwrap_or(Path::new("")).join("setup.py");
     let Ok(text) = hb_fs::read_to_string(&pkg.dir.join(&rel)) else { return Ok(()) };
-    let Some(at) = text
-        .match_indices("install_requires")
-        .map(|(i, _)| i)
-        .find(|i| text[..*i].rsplit('\n').next().is_none_or(|line| !line.trim_start().starts_with('#')))
-    else {
+    let Some(at) = text.match_indices("install_requires").map(|(i, _)| i).find(|i| {
+        let line = text.get(..*i).and_then(|before| before.rsplit('\n').next()).unwrap_or_default();
+        !line.trim_start().starts_with('#')
+    }) else {
         return Ok(());
     };
     let shown = Path::new(&pkg.path).join(&rel);
